@@ -1,0 +1,981 @@
+//! The lock-free protocol: every shared read and write of bips, with its ordering.
+//!
+//! Who writes what (see `docs/ARCHITECTURE.md` for the proofs):
+//!
+//! | word                          | writer                  | readers            |
+//! |-------------------------------|-------------------------|--------------------|
+//! | `RingSlot.{buf,stamp}`        | producer (publish)      | consumers          |
+//! | `BufferDesc.*`                | producer (loan/publish) | consumers (held)   |
+//! | `ProducerBlock.head/tail`     | producer                | consumers          |
+//! | `ProducerBlock.doorbell`      | producer, closer        | sleeping consumers |
+//! | `ProducerBlock.state`         | producer, closer        | consumers          |
+//! | `ProducerBlock.waiters`       | consumers (RMW)         | producer           |
+//! | `ProducerBlock.producer_waiting` | producer             | consumers          |
+//! | `ProducerBlock.space_bell`    | consumers, reclaimer    | sleeping producer  |
+//! | `ConsumerEntry.*`             | its consumer, reclaimer | producer           |
+//!
+//! The common path is "producer writes a slot, consumer writes its own
+//! entry": no read-modify-write on a shared word per sample. A consumer
+//! announces what it holds in its own entry (`held`, `seq + 1` each); the
+//! producer recycles the buffer of sequence `t` only when no live consumer
+//! holds `t` and, under [`Policy::Block`], every live consumer's cursor is past
+//! `t`.
+//!
+//! Three store-load (Dekker) handshakes need a `SeqCst` fence on both sides;
+//! everything else is release/acquire:
+//!
+//! 1. retire vs. attach/announce: the producer stores `tail` then scans the
+//!    entries; a consumer stores its cursor or hold then loads `tail`;
+//! 2. publish vs. sleep: the producer stores the slot then loads `waiters`; a
+//!    consumer increments `waiters` then re-checks the slot;
+//! 3. release vs. producer sleep: a consumer clears a hold then loads
+//!    `producer_waiting`; the producer sets it then re-scans the holds.
+
+use core::cell::Cell;
+
+use crate::layout::*;
+use crate::sync::{fence, Ordering::*};
+use crate::wait::{Wait, Wake};
+
+/// Tries a lagging consumer makes to catch a producer that keeps recycling
+/// under it before `try_recv` reports "nothing yet".
+const CATCH_UP_TRIES: u32 = 64;
+
+/// Why a protocol operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A value read from the shared region is impossible: the region was
+    /// corrupted by a buggy or hostile peer. Names what was wrong.
+    Corrupt(&'static str),
+    /// The producer closed the channel (or was declared dead) and every
+    /// sample this consumer could still receive has been received.
+    Disconnected,
+    /// The [`Wait`] strategy gave up (a timeout).
+    TimedOut,
+    /// This consumer already holds [`MAX_HELD`] samples; release one first.
+    HeldLimit,
+    /// The consumer entry is already claimed.
+    EntryBusy,
+    /// The index is not a consumer entry or buffer of this region.
+    OutOfRange,
+    /// The buffer is not loaned to this producer (misuse by the caller).
+    NotLoaned,
+    /// A length larger than the buffer.
+    TooLong,
+}
+
+impl core::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ProtocolError::Corrupt(what) => write!(f, "shared region corrupt: {what}"),
+            ProtocolError::Disconnected => write!(f, "producer gone and channel drained"),
+            ProtocolError::TimedOut => write!(f, "timed out"),
+            ProtocolError::HeldLimit => {
+                write!(f, "consumer already holds {MAX_HELD} samples")
+            }
+            ProtocolError::EntryBusy => write!(f, "consumer entry already claimed"),
+            ProtocolError::OutOfRange => write!(f, "index out of range"),
+            ProtocolError::NotLoaned => write!(f, "buffer is not loaned"),
+            ProtocolError::TooLong => write!(f, "length exceeds the buffer size"),
+        }
+    }
+}
+
+/// A validated view of a region: references to its shared words plus a
+/// process-local copy of its geometry (never re-read from shared memory).
+///
+/// Cheap to copy. A region made by [`Region::from_parts`] has no payload bytes
+/// ([`Region::buffer_ptr`] is null there); the protocol never touches payload.
+#[derive(Clone, Copy)]
+pub struct Region<'a> {
+    layout: Layout,
+    header: &'a Header,
+    producer: &'a ProducerBlock,
+    consumers: &'a [ConsumerEntry],
+    ring: &'a [RingSlot],
+    buffers: &'a [BufferDesc],
+    base: *mut u8,
+}
+
+// SAFETY: every shared word reachable through a `Region` is an atomic, so
+// concurrent access from several threads (or processes) is defined; `base` is
+// only turned into payload pointers, which the API layer hands out under the
+// protocol's ownership rules (a loaned buffer to its writer, a held one to
+// readers).
+unsafe impl Send for Region<'_> {}
+// SAFETY: as for `Send`: `&Region` gives access to atomics and raw pointers only.
+unsafe impl Sync for Region<'_> {}
+
+impl core::fmt::Debug for Region<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Region")
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a newly attached consumer starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Start {
+    /// At the newest published sample still retained (or the next one).
+    #[default]
+    Newest,
+    /// At the oldest sample still retained.
+    Oldest,
+    /// At the next sample to be published.
+    Next,
+}
+
+impl<'a> Region<'a> {
+    /// Formats a fresh region at `base` and returns a view of it.
+    ///
+    /// Zeroes the control part (not the payload), marks every buffer free and
+    /// the producer open, and writes the header last, so a consumer that maps
+    /// the region early sees [`LayoutError::NotReady`].
+    ///
+    /// # Safety
+    /// `base` must point to `len` bytes, writable and valid for `'a`, that no
+    /// other party uses while this runs.
+    pub unsafe fn format(
+        base: *mut u8,
+        len: usize,
+        geometry: Geometry,
+        epoch: u64,
+    ) -> Result<Region<'a>, LayoutError> {
+        let layout = Layout::new(geometry)?;
+        check_region(base, len, &layout)?;
+        // SAFETY: `check_region` proved `data_offset <= total_size <= len`, and
+        // the caller gives us exclusive use of those bytes.
+        unsafe { core::ptr::write_bytes(base, 0, layout.data_offset) };
+        // SAFETY: the bytes are zeroed (a valid value of every atomic), aligned
+        // (checked above) and valid for 'a (caller's contract).
+        let region = unsafe { Region::view(base, layout) };
+        region.init(epoch);
+        Ok(region)
+    }
+
+    /// Validates a region someone else formatted and returns a view of it.
+    ///
+    /// Nothing read here is trusted: the geometry is range-checked, the stored
+    /// total size must match the recomputed layout, and `len` must cover it.
+    ///
+    /// # Safety
+    /// `base` must point to `len` bytes, readable and writable, valid for `'a`
+    /// and aligned to 128 bytes (a page-aligned mapping is). Other processes
+    /// may write them concurrently: the protocol only uses atomics on them.
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Region<'a>, LayoutError> {
+        if len < core::mem::size_of::<Header>() {
+            return Err(LayoutError::RegionTooSmall {
+                need: core::mem::size_of::<Header>() as u64,
+                have: len as u64,
+            });
+        }
+        if (base as usize) % LINE != 0 {
+            return Err(LayoutError::Misaligned { need: LINE as u64 });
+        }
+        // SAFETY: `base` is 128-aligned with at least `size_of::<Header>()`
+        // bytes (checked above); every field of `Header` is an atomic, valid
+        // for any bit pattern.
+        let header = unsafe { &*(base as *const Header) };
+        let layout = Layout::from_header(header)?;
+        check_region(base, len, &layout)?;
+        // SAFETY: the layout was validated against `len` and the alignment
+        // above; the caller guarantees validity for 'a.
+        Ok(unsafe { Region::view(base, layout) })
+    }
+
+    /// Builds a region from separately allocated parts (heap, tests, loom),
+    /// then initialises it like [`Region::format`]. Such a region has no
+    /// payload or metadata bytes.
+    ///
+    /// # Panics
+    /// When the slices' lengths disagree with `geometry`.
+    pub fn from_parts(
+        geometry: Geometry,
+        header: &'a Header,
+        producer: &'a ProducerBlock,
+        consumers: &'a [ConsumerEntry],
+        ring: &'a [RingSlot],
+        buffers: &'a [BufferDesc],
+    ) -> Result<Region<'a>, LayoutError> {
+        let layout = Layout::new(geometry)?;
+        assert_eq!(consumers.len(), geometry.max_consumers as usize);
+        assert_eq!(ring.len(), geometry.ring_capacity as usize);
+        assert_eq!(buffers.len(), geometry.buffer_count as usize);
+        let region = Region {
+            layout,
+            header,
+            producer,
+            consumers,
+            ring,
+            buffers,
+            base: core::ptr::null_mut(),
+        };
+        region.init(0);
+        Ok(region)
+    }
+
+    /// # Safety
+    /// `base` holds a region of `layout` (bytes valid for 'a, 128-aligned).
+    unsafe fn view(base: *mut u8, layout: Layout) -> Region<'a> {
+        let g = &layout.geometry;
+        // SAFETY (all four): offsets and counts come from `layout`, which the
+        // caller checked against the region's length; the offsets are
+        // 128-aligned (Layout::new aligns each part), so each part is aligned
+        // for its type; all element types are atomics (any bit pattern valid).
+        unsafe {
+            Region {
+                layout,
+                header: &*(base as *const Header),
+                producer: &*(base.add(layout.producer_offset) as *const ProducerBlock),
+                consumers: core::slice::from_raw_parts(
+                    base.add(layout.consumers_offset) as *const ConsumerEntry,
+                    g.max_consumers as usize,
+                ),
+                ring: core::slice::from_raw_parts(
+                    base.add(layout.ring_offset) as *const RingSlot,
+                    g.ring_capacity as usize,
+                ),
+                buffers: core::slice::from_raw_parts(
+                    base.add(layout.buffers_offset) as *const BufferDesc,
+                    g.buffer_count as usize,
+                ),
+                base,
+            }
+        }
+    }
+
+    fn init(&self, epoch: u64) {
+        for d in self.buffers {
+            d.seq.store(NO_SEQ, Relaxed);
+            d.state.store(BUF_FREE, Relaxed);
+        }
+        self.producer.state.store(PRODUCER_OPEN, Relaxed);
+        // Stores `magic` last, with Release: everything above is visible to
+        // whoever validates the header with Acquire.
+        self.layout.write_header(self.header, epoch);
+    }
+
+    /// The validated layout (process-local copy).
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The validated geometry (process-local copy).
+    pub fn geometry(&self) -> &Geometry {
+        &self.layout.geometry
+    }
+
+    /// The creator's epoch (identity of this incarnation of the channel).
+    pub fn epoch(&self) -> u64 {
+        self.header.epoch.load(Relaxed)
+    }
+
+    /// Pointer to the first byte of buffer `idx`, or null when `idx` is out of
+    /// range or the region has no payload ([`Region::from_parts`]).
+    pub fn buffer_ptr(&self, idx: u32) -> *mut u8 {
+        if self.base.is_null() || idx >= self.layout.geometry.buffer_count {
+            return core::ptr::null_mut();
+        }
+        // In bounds: data_offset + idx * stride < total_size <= mapped length.
+        self.base
+            .wrapping_add(self.layout.data_offset + idx as usize * self.layout.buffer_stride)
+    }
+
+    /// Pointer to the metadata area of buffer `idx` (`meta_size` bytes), or
+    /// null as for [`Region::buffer_ptr`].
+    pub fn meta_ptr(&self, idx: u32) -> *mut u8 {
+        if self.base.is_null() || idx >= self.layout.geometry.buffer_count {
+            return core::ptr::null_mut();
+        }
+        self.base
+            .wrapping_add(self.layout.meta_offset + idx as usize * self.layout.meta_stride)
+    }
+
+    /// Published sequence count (`head`) and oldest retained sequence (`tail`).
+    pub fn head_tail(&self) -> (u64, u64) {
+        (
+            self.producer.head.load(Acquire),
+            self.producer.tail.load(Acquire),
+        )
+    }
+
+    /// Whether the channel was closed (producer left or declared dead).
+    pub fn is_closed(&self) -> bool {
+        self.producer.state.load(Acquire) == PRODUCER_CLOSED
+    }
+
+    /// Closes the channel: consumers drain what is retained, then get
+    /// [`ProtocolError::Disconnected`]. Called by a producer leaving, or by
+    /// anyone who has proven the producer dead. Idempotent.
+    pub fn close(&self, wake: &impl Wake) {
+        self.producer.state.store(PRODUCER_CLOSED, Release);
+        self.producer.doorbell.fetch_add(1, Release);
+        wake.wake(&self.producer.doorbell);
+        // A producer can't be waiting on its own close, but a closer other
+        // than the producer may race with nothing: no space wake needed.
+    }
+
+    /// The raw state word of consumer entry `idx` (for liveness checks and
+    /// [`reclaim_consumer`]).
+    pub fn consumer_word(&self, idx: u32) -> Option<u32> {
+        self.consumers.get(idx as usize).map(|e| e.state.load(Acquire))
+    }
+
+    /// A snapshot of consumer entry `idx` for monitoring tools.
+    pub fn consumer_info(&self, idx: u32) -> Option<ConsumerInfo> {
+        let e = self.consumers.get(idx as usize)?;
+        let (generation, state) = entry_word_split(e.state.load(Acquire));
+        Some(ConsumerInfo {
+            generation,
+            active: state == ENTRY_ACTIVE,
+            cursor: e.cursor.load(Relaxed),
+            lost: e.lost.load(Relaxed),
+            received: e.received.load(Relaxed),
+            held: e.held.iter().filter(|h| h.load(Relaxed) != 0).count() as u32,
+            sleeping: e.sleeping.load(Relaxed) != 0,
+        })
+    }
+
+    /// The producer's bookkeeping state of buffer `idx` (`BUF_*`).
+    pub fn buffer_state(&self, idx: u32) -> Option<u32> {
+        self.buffers.get(idx as usize).map(|d| d.state.load(Relaxed))
+    }
+
+    /// Wakes a producer asleep on `space_bell`, if it is (handshake 3).
+    fn notify_producer(&self, wake: &impl Wake) {
+        fence(SeqCst);
+        if self.producer.producer_waiting.load(Relaxed) != 0 {
+            self.producer.space_bell.fetch_add(1, Release);
+            wake.wake(&self.producer.space_bell);
+        }
+    }
+
+    fn slot(&self, seq: u64) -> &RingSlot {
+        // ring_capacity is a validated power of two.
+        &self.ring[(seq & (self.layout.geometry.ring_capacity as u64 - 1)) as usize]
+    }
+
+    /// Whether no live consumer announces a hold on `seq`.
+    fn unheld(&self, seq: u64) -> bool {
+        self.consumers.iter().all(|e| {
+            entry_word_split(e.state.load(Acquire)).1 != ENTRY_ACTIVE
+                || e.held.iter().all(|h| h.load(Acquire) != seq + 1)
+        })
+    }
+
+    /// Whether every live consumer has received `seq` (or skipped it) and
+    /// none holds it: the `Block` condition for recycling its buffer.
+    fn done_by_all(&self, seq: u64) -> bool {
+        self.consumers.iter().all(|e| {
+            entry_word_split(e.state.load(Acquire)).1 != ENTRY_ACTIVE
+                || (e.cursor.load(Acquire) > seq
+                    && e.held.iter().all(|h| h.load(Acquire) != seq + 1))
+        })
+    }
+}
+
+fn check_region(base: *mut u8, len: usize, layout: &Layout) -> Result<(), LayoutError> {
+    if len < layout.total_size {
+        return Err(LayoutError::RegionTooSmall {
+            need: layout.total_size as u64,
+            have: len as u64,
+        });
+    }
+    let align = (layout.geometry.alignment as usize).max(LINE);
+    if (base as usize) % align != 0 {
+        return Err(LayoutError::Misaligned { need: align as u64 });
+    }
+    Ok(())
+}
+
+/// A monitoring snapshot of one consumer entry (racy by nature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Claim generation of the entry.
+    pub generation: u32,
+    /// Whether the entry is claimed by a live (as far as the region knows) consumer.
+    pub active: bool,
+    /// Next sequence the consumer will receive.
+    pub cursor: u64,
+    /// Samples lost to `DropOldest`.
+    pub lost: u64,
+    /// Samples received.
+    pub received: u64,
+    /// Samples held right now.
+    pub held: u32,
+    /// Whether the consumer is asleep in `recv`.
+    pub sleeping: bool,
+}
+
+/// The producer side. One per region; `!Sync` (process-local state in `Cell`s),
+/// but several loans may be outstanding at once.
+pub struct Producer<'a> {
+    r: Region<'a>,
+    policy: Policy,
+    head: Cell<u64>,
+    tail: Cell<u64>,
+    free: Cell<u32>,
+    retired: Cell<u32>,
+    hint: Cell<u32>,
+}
+
+impl<'a> Producer<'a> {
+    /// Takes the producer role of a freshly formatted region.
+    pub fn new(region: Region<'a>) -> Producer<'a> {
+        Producer {
+            policy: region.layout.geometry.policy,
+            free: Cell::new(region.layout.geometry.buffer_count),
+            r: region,
+            head: Cell::new(0),
+            tail: Cell::new(0),
+            retired: Cell::new(0),
+            hint: Cell::new(0),
+        }
+    }
+
+    /// The region this producer writes.
+    pub fn region(&self) -> &Region<'a> {
+        &self.r
+    }
+
+    /// The next sequence [`Producer::publish`] will assign.
+    pub fn next_seq(&self) -> u64 {
+        self.head.get()
+    }
+
+    /// Loans a buffer without waiting: `Ok(None)` when every buffer is still
+    /// needed (under `Block`: not yet consumed by some live consumer; under
+    /// `DropOldest`: held by consumers, or loaned). Bounded: at most
+    /// `buffer_count` descriptor checks plus one scan of the consumer table
+    /// per retired sample.
+    pub fn try_loan(&self) -> Result<Option<u32>, ProtocolError> {
+        if self.free.get() > 0 {
+            let b = self.find(BUF_FREE).ok_or(ProtocolError::Corrupt(
+                "buffer states disagree with the producer",
+            ))?;
+            self.free.set(self.free.get() - 1);
+            return Ok(Some(self.take(b)));
+        }
+        if self.retired.get() > 0 {
+            if let Some(b) = self.reuse_retired()? {
+                return Ok(Some(b));
+            }
+        }
+        // Recycle the oldest published sample(s).
+        while self.tail.get() < self.head.get() {
+            let t = self.tail.get();
+            let b = self.buffer_of(t)?;
+            if self.policy == Policy::Block && !self.r.done_by_all(t) {
+                return Ok(None);
+            }
+            // Handshake 1: a consumer that stores a cursor or a hold at `t`
+            // and then (after its fence) reads `tail <= t` is seen by the scan
+            // below; one that reads `tail > t` never touches `t`.
+            self.tail.set(t + 1);
+            self.r.producer.tail.store(t + 1, Relaxed);
+            fence(SeqCst);
+            let reusable = match self.policy {
+                Policy::Block => self.r.done_by_all(t),
+                Policy::DropOldest => self.r.unheld(t),
+            };
+            if reusable {
+                return Ok(Some(self.take(b)));
+            }
+            self.r.buffers[b as usize].state.store(BUF_RETIRED, Relaxed);
+            self.retired.set(self.retired.get() + 1);
+            if self.policy == Policy::Block {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Loans a buffer, waiting with `wait` while none is available.
+    /// Fails with [`ProtocolError::TimedOut`] when `wait` gives up.
+    pub fn loan(&self, wait: &mut impl Wait) -> Result<u32, ProtocolError> {
+        let p = self.r.producer;
+        loop {
+            if let Some(b) = self.try_loan()? {
+                return Ok(b);
+            }
+            if !wait.sleeps() {
+                if !wait.wait(&p.space_bell, p.space_bell.load(Relaxed)) {
+                    return Err(ProtocolError::TimedOut);
+                }
+                continue;
+            }
+            // Handshake 3: announce, fence, read the bell, re-check, sleep.
+            p.producer_waiting.store(1, Relaxed);
+            fence(SeqCst);
+            let bell = p.space_bell.load(Acquire);
+            let r = self.try_loan();
+            let go_on = !matches!(r, Ok(None)) || wait.wait(&p.space_bell, bell);
+            p.producer_waiting.store(0, Relaxed);
+            match r {
+                Ok(Some(b)) => return Ok(b),
+                Err(e) => return Err(e),
+                Ok(None) if !go_on => return Err(ProtocolError::TimedOut),
+                Ok(None) => {}
+            }
+        }
+    }
+
+    /// Returns a loaned buffer to the pool without publishing it.
+    pub fn unloan(&self, buf: u32) -> Result<(), ProtocolError> {
+        let d = self.loaned(buf)?;
+        d.state.store(BUF_FREE, Relaxed);
+        self.free.set(self.free.get() + 1);
+        Ok(())
+    }
+
+    /// Publishes loaned buffer `buf` carrying `len` bytes: it becomes sample
+    /// `seq` (returned), visible to consumers with everything written to the
+    /// buffer and its metadata before this call (Release). Wakes sleeping
+    /// consumers through `wake`, and only if some consumer sleeps.
+    pub fn publish(
+        &self,
+        buf: u32,
+        len: u64,
+        timestamp: u64,
+        wake: &impl Wake,
+    ) -> Result<u64, ProtocolError> {
+        let d = self.loaned(buf)?;
+        if len > self.r.layout.geometry.buffer_size {
+            return Err(ProtocolError::TooLong);
+        }
+        let s = self.head.get();
+        if s - self.tail.get() >= u64::from(self.r.layout.geometry.ring_capacity) {
+            // Each retained sample owns a distinct buffer and ring >= buffers.
+            return Err(ProtocolError::Corrupt("more samples retained than ring slots"));
+        }
+        d.len.store(len, Relaxed);
+        d.timestamp.store(timestamp, Relaxed);
+        d.seq.store(s, Relaxed);
+        d.state.store(BUF_PUBLISHED, Relaxed);
+        let slot = self.r.slot(s);
+        slot.buf.store(buf, Relaxed);
+        // The publication point (S2): pairs with the consumer's Acquire load.
+        slot.stamp.store(s + 1, Release);
+        self.head.set(s + 1);
+        self.r.producer.head.store(s + 1, Release);
+        // Handshake 2: the stamp store above vs. a sleeper's `waiters` RMW.
+        fence(SeqCst);
+        if self.r.producer.waiters.load(Relaxed) != 0 {
+            self.r.producer.doorbell.fetch_add(1, Release);
+            wake.wake(&self.r.producer.doorbell);
+        }
+        Ok(s)
+    }
+
+    /// Closes the channel (see [`Region::close`]).
+    pub fn close(&self, wake: &impl Wake) {
+        self.r.close(wake);
+    }
+
+    fn loaned(&self, buf: u32) -> Result<&BufferDesc, ProtocolError> {
+        let d = self
+            .r
+            .buffers
+            .get(buf as usize)
+            .ok_or(ProtocolError::OutOfRange)?;
+        if d.state.load(Relaxed) != BUF_LOANED {
+            return Err(ProtocolError::NotLoaned);
+        }
+        Ok(d)
+    }
+
+    fn take(&self, b: u32) -> u32 {
+        let d = &self.r.buffers[b as usize];
+        d.seq.store(NO_SEQ, Relaxed);
+        d.state.store(BUF_LOANED, Relaxed);
+        b
+    }
+
+    /// First buffer in `state`, scanning from a rotating hint.
+    fn find(&self, state: u32) -> Option<u32> {
+        let n = self.r.layout.geometry.buffer_count;
+        let start = self.hint.get() % n;
+        let found = (0..n)
+            .map(|i| (start + i) % n)
+            .find(|&b| self.r.buffers[b as usize].state.load(Relaxed) == state)?;
+        self.hint.set((found + 1) % n);
+        Some(found)
+    }
+
+    /// A retired buffer whose last holder let go, loaned.
+    fn reuse_retired(&self) -> Result<Option<u32>, ProtocolError> {
+        let n = self.r.layout.geometry.buffer_count;
+        for b in 0..n {
+            let d = &self.r.buffers[b as usize];
+            if d.state.load(Relaxed) != BUF_RETIRED {
+                continue;
+            }
+            let seq = d.seq.load(Relaxed);
+            if seq >= self.tail.get() {
+                return Err(ProtocolError::Corrupt("retired buffer newer than tail"));
+            }
+            let free = match self.policy {
+                Policy::Block => self.r.done_by_all(seq),
+                Policy::DropOldest => self.r.unheld(seq),
+            };
+            if free {
+                self.retired.set(self.retired.get() - 1);
+                return Ok(Some(self.take(b)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The buffer carrying retained sample `t`, checked against the region.
+    fn buffer_of(&self, t: u64) -> Result<u32, ProtocolError> {
+        let slot = self.r.slot(t);
+        let b = slot.buf.load(Relaxed);
+        let d = self
+            .r
+            .buffers
+            .get(b as usize)
+            .ok_or(ProtocolError::Corrupt("ring names a buffer out of range"))?;
+        if slot.stamp.load(Relaxed) != t + 1
+            || d.seq.load(Relaxed) != t
+            || d.state.load(Relaxed) != BUF_PUBLISHED
+        {
+            return Err(ProtocolError::Corrupt("ring and buffer descriptors disagree"));
+        }
+        Ok(b)
+    }
+}
+
+/// A received sample: which buffer, what it carries, and the hold that keeps
+/// the producer off it. Give it back with [`Consumer::release`]; it is not
+/// `Clone`, so a hold is released once.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Received {
+    seq: u64,
+    buf: u32,
+    len: u64,
+    timestamp: u64,
+    lagged: u64,
+    slot: u8,
+}
+
+impl Received {
+    /// Sequence number (strictly increasing per consumer, S4).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// Buffer index in the pool.
+    pub fn buffer(&self) -> u32 {
+        self.buf
+    }
+    /// Payload length, at most the buffer size.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Producer timestamp.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+    /// Samples lost between the previous received sample and this one
+    /// (`DropOldest` only; always 0 under `Block`).
+    pub fn lagged(&self) -> u64 {
+        self.lagged
+    }
+}
+
+/// A consumer of a region, bound to one entry of the consumer table. `!Sync`
+/// (process-local state in `Cell`s); holds up to [`MAX_HELD`] samples.
+pub struct Consumer<'a> {
+    r: Region<'a>,
+    idx: usize,
+    policy: Policy,
+    cursor: Cell<u64>,
+    held_mask: Cell<u32>,
+    pending_lost: Cell<u64>,
+    lost: Cell<u64>,
+    received: Cell<u64>,
+}
+
+impl<'a> Consumer<'a> {
+    /// Claims free consumer entry `idx` and positions the cursor at `start`.
+    ///
+    /// The caller (the OS layer) decides which entry is free to claim; this
+    /// fails with [`ProtocolError::EntryBusy`] if the entry is not free.
+    pub fn claim(
+        region: Region<'a>,
+        idx: u32,
+        start: Start,
+        wake: &impl Wake,
+    ) -> Result<Consumer<'a>, ProtocolError> {
+        let e = region
+            .consumers
+            .get(idx as usize)
+            .ok_or(ProtocolError::OutOfRange)?;
+        let w = e.state.load(Acquire);
+        let (generation, state) = entry_word_split(w);
+        if state != ENTRY_FREE {
+            return Err(ProtocolError::EntryBusy);
+        }
+        let generation = generation.wrapping_add(1) & (u32::MAX >> 2);
+        e.state
+            .compare_exchange(w, entry_word(generation, ENTRY_ATTACHING), Acquire, Relaxed)
+            .map_err(|_| ProtocolError::EntryBusy)?;
+        // Nobody reads an ATTACHING entry's holds; clear the last owner's.
+        for h in &e.held {
+            h.store(0, Relaxed);
+        }
+        e.lost.store(0, Relaxed);
+        e.received.store(0, Relaxed);
+        e.sleeping.store(0, Relaxed);
+        let p = region.producer;
+        let head = p.head.load(Acquire);
+        let tail = p.tail.load(Acquire);
+        let mut c = match start {
+            Start::Oldest => tail,
+            Start::Next => head,
+            Start::Newest if head > tail => head - 1,
+            Start::Newest => head,
+        };
+        e.cursor.store(c, Relaxed);
+        e.state.store(entry_word(generation, ENTRY_ACTIVE), Release);
+        // Handshake 1: our cursor is published; confirm `c` is still retained.
+        loop {
+            fence(SeqCst);
+            let t = p.tail.load(Relaxed);
+            if t <= c {
+                break;
+            }
+            c = t;
+            e.cursor.store(c, Release);
+            // A producer may sleep on a retired buffer our old cursor pinned.
+            region.notify_producer(wake);
+        }
+        Ok(Consumer {
+            r: region,
+            idx: idx as usize,
+            policy: region.layout.geometry.policy,
+            cursor: Cell::new(c),
+            held_mask: Cell::new(0),
+            pending_lost: Cell::new(0),
+            lost: Cell::new(0),
+            received: Cell::new(0),
+        })
+    }
+
+    /// The region this consumer reads.
+    pub fn region(&self) -> &Region<'a> {
+        &self.r
+    }
+
+    /// The entry index this consumer occupies.
+    pub fn index(&self) -> u32 {
+        self.idx as u32
+    }
+
+    /// The next sequence this consumer expects.
+    pub fn cursor(&self) -> u64 {
+        self.cursor.get()
+    }
+
+    /// Samples held right now.
+    pub fn held(&self) -> u32 {
+        self.held_mask.get().count_ones()
+    }
+
+    fn entry(&self) -> &ConsumerEntry {
+        &self.r.consumers[self.idx]
+    }
+
+    fn skip_to(&self, t: u64) {
+        let c = self.cursor.get();
+        let n = t - c;
+        self.pending_lost.set(self.pending_lost.get() + n);
+        self.lost.set(self.lost.get() + n);
+        self.entry().lost.store(self.lost.get(), Relaxed);
+        self.cursor.set(t);
+        self.entry().cursor.store(t, Release);
+    }
+
+    /// Receives the next sample without waiting: `Ok(None)` when there is
+    /// none yet, [`ProtocolError::Disconnected`] when there never will be.
+    /// No system call, no allocation, cost independent of payload size.
+    pub fn try_recv(&self) -> Result<Option<Received>, ProtocolError> {
+        let mask = self.held_mask.get();
+        if mask.count_ones() as usize >= MAX_HELD {
+            return Err(ProtocolError::HeldLimit);
+        }
+        let k = mask.trailing_ones() as usize;
+        let e = self.entry();
+        let p = self.r.producer;
+        let g = &self.r.layout.geometry;
+        let mut closed_seen = false;
+        let mut tries = 0;
+        loop {
+            let c = self.cursor.get();
+            let slot = self.r.slot(c);
+            let stamp = slot.stamp.load(Acquire);
+            if stamp < c + 1 {
+                // Not published yet (a slot only ever holds older stamps).
+                if closed_seen {
+                    return Err(ProtocolError::Disconnected);
+                }
+                if p.state.load(Acquire) == PRODUCER_CLOSED {
+                    // Everything published before the close is visible now.
+                    closed_seen = true;
+                    continue;
+                }
+                return Ok(None);
+            }
+            tries += 1;
+            if tries > CATCH_UP_TRIES {
+                return Ok(None);
+            }
+            if stamp > c + 1 {
+                // The slot was recycled: we lag behind `tail`.
+                let t = p.tail.load(Acquire);
+                if t <= c {
+                    return Err(ProtocolError::Corrupt("ring stamp ahead of tail"));
+                }
+                self.skip_to(t);
+                continue;
+            }
+            let b = slot.buf.load(Relaxed);
+            if b >= g.buffer_count {
+                return Err(ProtocolError::Corrupt("ring names a buffer out of range"));
+            }
+            // Announce the hold before the cursor: a producer that sees the
+            // cursor past `c` (Acquire) also sees this hold.
+            e.held[k].store(c + 1, Relaxed);
+            if self.policy == Policy::DropOldest {
+                // Handshake 1: the producer may be recycling `c` right now.
+                fence(SeqCst);
+                let t = p.tail.load(Relaxed);
+                if t > c {
+                    e.held[k].store(0, Relaxed);
+                    self.skip_to(t);
+                    continue;
+                }
+            }
+            let d = &self.r.buffers[b as usize];
+            if d.seq.load(Acquire) != c {
+                e.held[k].store(0, Release);
+                if self.policy == Policy::DropOldest {
+                    continue; // `buf` was read across a recycle; read again.
+                }
+                return Err(ProtocolError::Corrupt("descriptor sequence disagrees with ring"));
+            }
+            let len = d.len.load(Relaxed);
+            if len > g.buffer_size {
+                e.held[k].store(0, Release);
+                return Err(ProtocolError::Corrupt("sample length exceeds buffer size"));
+            }
+            let timestamp = d.timestamp.load(Relaxed);
+            self.cursor.set(c + 1);
+            e.cursor.store(c + 1, Release);
+            self.received.set(self.received.get() + 1);
+            e.received.store(self.received.get(), Relaxed);
+            self.held_mask.set(mask | 1 << k);
+            return Ok(Some(Received {
+                seq: c,
+                buf: b,
+                len,
+                timestamp,
+                lagged: self.pending_lost.replace(0),
+                slot: k as u8,
+            }));
+        }
+    }
+
+    /// Receives the next sample, waiting with `wait` while there is none.
+    /// Sleeping strategies are counted in `waiters`, so a publish wakes them
+    /// (and only then makes a system call).
+    pub fn recv(&self, wait: &mut impl Wait) -> Result<Received, ProtocolError> {
+        let p = self.r.producer;
+        let e = self.entry();
+        loop {
+            if let Some(s) = self.try_recv()? {
+                return Ok(s);
+            }
+            if !wait.sleeps() {
+                if !wait.wait(&p.doorbell, p.doorbell.load(Relaxed)) {
+                    return Err(ProtocolError::TimedOut);
+                }
+                continue;
+            }
+            // Handshake 2: count ourselves, fence, read the bell, re-check.
+            // `waiters` before `sleeping` (and the reverse on the way out), so
+            // a reclaimer that sees `sleeping` knows we were counted.
+            p.waiters.fetch_add(1, Relaxed);
+            e.sleeping.store(1, Relaxed);
+            fence(SeqCst);
+            let bell = p.doorbell.load(Acquire);
+            let r = self.try_recv();
+            let go_on = !matches!(r, Ok(None)) || wait.wait(&p.doorbell, bell);
+            e.sleeping.store(0, Relaxed);
+            p.waiters.fetch_sub(1, Relaxed);
+            match r {
+                Ok(Some(s)) => return Ok(s),
+                Err(e) => return Err(e),
+                Ok(None) if !go_on => return Err(ProtocolError::TimedOut),
+                Ok(None) => {}
+            }
+        }
+    }
+
+    /// Gives a received sample back. Samples may be released in any order.
+    /// Wakes the producer if it sleeps waiting for a buffer.
+    pub fn release(&self, sample: Received, wake: &impl Wake) {
+        let k = sample.slot as usize;
+        // Everything we read from the buffer happens-before the producer's
+        // next write to it: it loads this hold with Acquire.
+        self.entry().held[k].store(0, Release);
+        self.held_mask.set(self.held_mask.get() & !(1 << k));
+        // Handshake 3.
+        self.r.notify_producer(wake);
+    }
+
+    /// Leaves the channel: drops every hold and frees the entry.
+    pub fn detach(self, wake: &impl Wake) {
+        let e = self.entry();
+        for h in &e.held {
+            h.store(0, Release);
+        }
+        let (generation, _) = entry_word_split(e.state.load(Relaxed));
+        e.state.store(entry_word(generation, ENTRY_FREE), Release);
+        self.r.notify_producer(wake);
+    }
+}
+
+/// Frees consumer entry `idx` of a consumer the OS layer has proven dead: its
+/// cursor stops pacing the producer and its holds go back to the pool.
+///
+/// `observed` is the entry's state word as read when the death was proven
+/// ([`Region::consumer_word`]); if the entry changed since (already reclaimed,
+/// or claimed anew), nothing happens. Idempotent; safe while the producer
+/// runs. Returns whether this call freed the entry.
+pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &impl Wake) -> bool {
+    let Some(e) = region.consumers.get(idx as usize) else {
+        return false;
+    };
+    let (generation, state) = entry_word_split(observed);
+    if state == ENTRY_FREE {
+        return false;
+    }
+    if e.state
+        .compare_exchange(observed, entry_word(generation, ENTRY_FREE), AcqRel, Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // It died asleep: it was counted in `waiters` (see `Consumer::recv`).
+    if e.sleeping.swap(0, Relaxed) != 0 {
+        region.producer.waiters.fetch_sub(1, Relaxed);
+    }
+    region.notify_producer(wake);
+    true
+}
