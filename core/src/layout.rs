@@ -586,3 +586,5 @@ constructors! {
         _reserved: core::array::from_fn(|_| a64()),
     }
 }
+
+impl core::error::Error for LayoutError {}

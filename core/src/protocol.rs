@@ -82,6 +82,8 @@ impl core::fmt::Display for ProtocolError {
     }
 }
 
+impl core::error::Error for ProtocolError {}
+
 /// A validated view of a region: references to its shared words plus a
 /// process-local copy of its geometry (never re-read from shared memory).
 ///
@@ -220,10 +222,10 @@ impl<'a> Region<'a> {
     /// `base` holds a region of `layout` (bytes valid for 'a, 128-aligned).
     unsafe fn view(base: *mut u8, layout: Layout) -> Region<'a> {
         let g = &layout.geometry;
-        // SAFETY (all four): offsets and counts come from `layout`, which the
-        // caller checked against the region's length; the offsets are
-        // 128-aligned (Layout::new aligns each part), so each part is aligned
-        // for its type; all element types are atomics (any bit pattern valid).
+        // SAFETY: offsets and counts come from `layout`, which the caller
+        // checked against the region's length; the offsets are 128-aligned
+        // (Layout::new aligns each part), so each part is aligned for its
+        // type; all element types are atomics (any bit pattern is valid).
         unsafe {
             Region {
                 layout,

@@ -1,0 +1,356 @@
+//! The consumer: opens a channel, receives samples in place.
+
+use std::cell::Cell;
+use std::mem::ManuallyDrop;
+use std::time::{Duration, Instant};
+
+use bips_core::{LayoutError, Received, Region};
+
+use crate::error::{Error, Result};
+use crate::options::{ConsumerOptions, WaitStrategy};
+use crate::os::lock;
+use crate::os::shm::{ChannelName, Segment};
+use crate::waiting::{FutexWake, ShimWait, LIVENESS_SLICE};
+use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
+
+/// How long `open` waits for a producer that is still formatting its segment.
+const OPEN_GRACE: Duration = Duration::from_secs(1);
+
+/// One reader of a channel. Any number of processes may each open one (up to
+/// the channel's `max_consumers`); each sees every sample (`Block`) or the
+/// newest ones (`DropOldest`), in strictly increasing sequence order.
+///
+/// ```
+/// use bips::{Consumer, Error, Options, Producer};
+/// # let name = format!("doc-consumer-{}", std::process::id());
+/// let producer = Producer::create(&name, &Options::new(4, 64))?;
+/// let consumer = Consumer::open(&name)?;
+/// for i in 0..3u8 {
+///     let mut s = producer.loan()?;
+///     s.write_pod(&[i])?;
+///     s.publish()?;
+/// }
+/// drop(producer); // closes the channel
+/// let mut seen = Vec::new();
+/// loop {
+///     match consumer.recv() {
+///         Ok(sample) => seen.push(sample.as_slice()[0]),
+///         Err(Error::Disconnected) => break,
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// assert_eq!(seen, [0, 1, 2]);
+/// # Ok::<(), bips::Error>(())
+/// ```
+pub struct Consumer {
+    // Declared before `seg`: `core` borrows the mapping `seg` owns.
+    core: ManuallyDrop<bips_core::Consumer<'static>>,
+    seg: Segment,
+    wait: WaitStrategy,
+    empty_polls: Cell<u32>,
+    last_check: Cell<Instant>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.seg.name().as_str())
+            .field("entry", &self.core.index())
+            .field("geometry", self.core.region().geometry())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Opens channel `name`, starting at its newest sample. The geometry comes
+    /// from the channel.
+    pub fn open(name: &str) -> Result<Consumer> {
+        Consumer::open_with(name, &ConsumerOptions::default())
+    }
+
+    /// Opens channel `name` with `options`.
+    pub fn open_with(name: &str, options: &ConsumerOptions) -> Result<Consumer> {
+        let name = ChannelName::new(name)?;
+        let (seg, region) = map_ready(&name, options)?;
+        let fd = seg.fd();
+        if !lock::is_locked_by_other(fd, PRODUCER_LOCK_BYTE).map_err(|e| io(&name, e))? {
+            // Its producer died without removing the name.
+            return Err(Error::Disconnected);
+        }
+        let max = region.geometry().max_consumers;
+        for i in 0..max {
+            let byte = consumer_lock_byte(i);
+            if !lock::try_lock(fd, byte).map_err(|e| io(&name, e))? {
+                continue; // a live consumer (or a reaper, briefly) holds it
+            }
+            // We hold the entry's lock: any owner it had is dead.
+            if let Some(word) = region.consumer_word(i) {
+                bips_core::reclaim_consumer(&region, i, word, &FutexWake);
+            }
+            match bips_core::Consumer::claim(region, i, options.start, &FutexWake) {
+                Ok(core) => {
+                    return Ok(Consumer {
+                        core: ManuallyDrop::new(core),
+                        seg,
+                        wait: options.wait,
+                        empty_polls: Cell::new(0),
+                        last_check: Cell::new(Instant::now()),
+                    })
+                }
+                Err(_) => {
+                    let _ = lock::unlock(fd, byte);
+                }
+            }
+        }
+        Err(Error::TooManyConsumers { max })
+    }
+
+    /// The channel name.
+    pub fn name(&self) -> &str {
+        self.seg.name().as_str()
+    }
+
+    /// The channel geometry (read from the segment and validated).
+    pub fn geometry(&self) -> &bips_core::Geometry {
+        self.core.region().geometry()
+    }
+
+    /// Receives the next sample, waiting as long as it takes.
+    /// [`Error::Disconnected`] once the producer is gone and drained.
+    pub fn recv(&self) -> Result<Sample<'_>> {
+        self.recv_inner(None)
+    }
+
+    /// Receives the next sample, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Sample<'_>> {
+        self.recv_inner(Some(timeout))
+    }
+
+    /// Receives the next sample if one is ready: no waiting, no system call.
+    pub fn try_recv(&self) -> Result<Option<Sample<'_>>> {
+        match self.core.try_recv().map_err(map_protocol)? {
+            Some(r) => {
+                self.empty_polls.set(0);
+                Ok(Some(self.sample(r)))
+            }
+            None => {
+                // A poller must learn of a dead producer too; check its lock
+                // now and then (reading the clock every 1024 empty polls).
+                let n = self.empty_polls.get().wrapping_add(1);
+                self.empty_polls.set(n);
+                if n % 1024 == 0 && self.last_check.get().elapsed() >= LIVENESS_SLICE {
+                    self.last_check.set(Instant::now());
+                    self.check_producer();
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// An iterator of samples, ending when the channel disconnects.
+    ///
+    /// ```no_run
+    /// # let consumer = bips::Consumer::open("camera")?;
+    /// for sample in consumer.iter() {
+    ///     let sample = sample?;
+    ///     println!("#{} {} bytes", sample.seq(), sample.len());
+    /// }
+    /// # Ok::<(), bips::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { consumer: self }
+    }
+
+    fn recv_inner(&self, timeout: Option<Duration>) -> Result<Sample<'_>> {
+        if let Some(r) = self.core.try_recv().map_err(map_protocol)? {
+            return Ok(self.sample(r));
+        }
+        let mut check = || self.check_producer();
+        let mut wait = ShimWait::new(self.wait, timeout, &mut check);
+        let r = self.core.recv(&mut wait).map_err(map_protocol)?;
+        Ok(self.sample(r))
+    }
+
+    /// Closes the channel for everyone if its producer is dead: consumers then
+    /// drain what is retained and get `Disconnected`.
+    fn check_producer(&self) {
+        if let Ok(false) = lock::is_locked_by_other(self.seg.fd(), PRODUCER_LOCK_BYTE) {
+            self.core.region().close(&FutexWake);
+        }
+    }
+
+    fn sample(&self, r: Received) -> Sample<'_> {
+        Sample {
+            consumer: self,
+            r: ManuallyDrop::new(r),
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // SAFETY: `core` is taken exactly once, here; samples borrow `self`,
+        // so none is alive.
+        let core = unsafe { ManuallyDrop::take(&mut self.core) };
+        core.detach(&FutexWake);
+        // Our liveness lock goes with the fd when `seg` drops.
+    }
+}
+
+/// Maps the segment and validates it, giving a producer that is still
+/// formatting it a short grace period.
+fn map_ready(name: &ChannelName, options: &ConsumerOptions) -> Result<(Segment, Region<'static>)> {
+    let start = Instant::now();
+    loop {
+        let seg = match Segment::open(name, &options.map) {
+            // Size 0: the creator has not sized it yet.
+            Err(Error::Io { op: "open", .. }) if start.elapsed() < OPEN_GRACE => {
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            r => r?,
+        };
+        // SAFETY: `seg` maps the whole object, page-aligned; the region is
+        // stored next to `seg` in `Consumer` and dropped before it.
+        match unsafe { Region::attach(seg.as_ptr(), seg.len()) } {
+            Ok(region) => return Ok((seg, region)),
+            Err(LayoutError::NotReady) if start.elapsed() < OPEN_GRACE => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(source) => {
+                return Err(Error::Layout {
+                    name: name.as_str().to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn io(name: &ChannelName, e: std::io::Error) -> Error {
+    Error::Io {
+        op: "lock",
+        name: name.as_str().to_owned(),
+        source: e,
+    }
+}
+
+/// A received sample: the producer's bytes, in place, read-only. The buffer
+/// stays held (never rewritten) until this value drops.
+///
+/// ```
+/// # use bips::{Consumer, Options, Producer};
+/// # let name = format!("doc-sample-{}", std::process::id());
+/// # let producer = Producer::create(&name, &Options::new(2, 64).meta_size(8))?;
+/// # let consumer = Consumer::open(&name)?;
+/// # let mut s = producer.loan()?;
+/// # s.write_pod(&[7u16, 8])?;
+/// # s.meta_mut()[0] = 42;
+/// # s.publish()?;
+/// let sample = consumer.recv()?;
+/// assert_eq!(sample.as_pod::<u16>()?, &[7, 8]);
+/// assert_eq!(sample.meta()[0], 42);
+/// assert_eq!(sample.lagged(), 0);
+/// # Ok::<(), bips::Error>(())
+/// ```
+pub struct Sample<'c> {
+    consumer: &'c Consumer,
+    r: ManuallyDrop<Received>,
+}
+
+impl std::fmt::Debug for Sample<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("seq", &self.seq())
+            .field("len", &self.len())
+            .field("lagged", &self.lagged())
+            .finish()
+    }
+}
+
+impl Sample<'_> {
+    /// The payload.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: we hold this sample, so the producer does not write the
+        // buffer (S1) and its bytes were published before we acquired it (S2);
+        // `len` was checked against the buffer size; the mapping outlives the
+        // consumer this sample borrows.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    }
+
+    /// Pointer to the payload, valid for [`Sample::len`] bytes while this
+    /// sample lives; aligned to the channel's alignment.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.consumer.core.region().buffer_ptr(self.r.buffer())
+    }
+
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.r.len() as usize
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.r.is_empty()
+    }
+
+    /// Sequence number: strictly increasing for this consumer.
+    pub fn seq(&self) -> u64 {
+        self.r.seq()
+    }
+
+    /// The producer's timestamp (`CLOCK_MONOTONIC` ns unless it set its own).
+    pub fn timestamp_ns(&self) -> u64 {
+        self.r.timestamp()
+    }
+
+    /// Samples lost just before this one (`DropOldest`; 0 under `Block`).
+    pub fn lagged(&self) -> u64 {
+        self.r.lagged()
+    }
+
+    /// Index of the buffer in the pool.
+    pub fn buffer_index(&self) -> u32 {
+        self.r.buffer()
+    }
+
+    /// The per-sample user metadata (`meta_size` bytes).
+    pub fn meta(&self) -> &[u8] {
+        let region = self.consumer.core.region();
+        let n = region.geometry().meta_size as usize;
+        // SAFETY: as for `as_slice`: the metadata area belongs to the held
+        // buffer and lies in bounds of the mapping.
+        unsafe { std::slice::from_raw_parts(region.meta_ptr(self.r.buffer()), n) }
+    }
+
+    /// The payload viewed as a slice of `T`. Fails when the length is not a
+    /// multiple of `T`'s size.
+    pub fn as_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<&[T]> {
+        bytemuck::try_cast_slice(self.as_slice()).map_err(|e| Error::InvalidOptions(e.to_string()))
+    }
+}
+
+impl Drop for Sample<'_> {
+    fn drop(&mut self) {
+        // SAFETY: taken exactly once, here.
+        let r = unsafe { ManuallyDrop::take(&mut self.r) };
+        self.consumer.core.release(r, &FutexWake);
+    }
+}
+
+/// Iterator over a consumer's samples; see [`Consumer::iter`].
+#[derive(Debug)]
+pub struct Iter<'c> {
+    consumer: &'c Consumer,
+}
+
+impl<'c> Iterator for Iter<'c> {
+    type Item = Result<Sample<'c>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.consumer.recv() {
+            Err(Error::Disconnected) => None,
+            r => Some(r),
+        }
+    }
+}

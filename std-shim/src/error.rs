@@ -1,0 +1,239 @@
+//! The error type of `bips`.
+//!
+//! Every variant says what went wrong *and* what the user can do about it; the
+//! messages are meant to be printed as they are.
+
+use rustix::io::Errno;
+
+/// Everything that can go wrong in `bips`.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
+/// `_` arm for the rest.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The channel name is not usable: a name is 1 to 200 bytes of `[A-Za-z0-9._-]`,
+    /// does not start with `.` and is not `.` or `..`.
+    #[error(
+        "invalid channel name {name:?}: {reason} \
+         (use 1 to 200 bytes of [A-Za-z0-9._-], not starting with '.')"
+    )]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+
+    /// An option (or a combination of options) is not acceptable; the message
+    /// says which one and why.
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+
+    /// A live producer already owns the channel.
+    #[error(
+        "channel {name:?} already has a live producer; stop that producer first, \
+         or use another channel name"
+    )]
+    ChannelBusy {
+        /// The channel name.
+        name: String,
+    },
+
+    /// The channel does not exist.
+    #[error(
+        "channel {name:?} does not exist (no /dev/shm/bips.{name}); start its producer \
+         first, or check the name with `bips list`"
+    )]
+    NotFound {
+        /// The channel name.
+        name: String,
+    },
+
+    /// The OS refused access to the channel's shared-memory object.
+    #[error(
+        "permission denied for channel {name:?} (/dev/shm/bips.{name}); check the owner \
+         and mode of that file (`ls -l /dev/shm`), run as a user that may read and write \
+         it, or create the channel with a mode that grants access"
+    )]
+    PermissionDenied {
+        /// The channel name.
+        name: String,
+    },
+
+    /// Not enough shared memory (ENOSPC / EFBIG / ENOMEM while sizing or mapping).
+    #[error(
+        "not enough shared memory for channel {name:?} ({bytes} bytes): /dev/shm too small? \
+         Docker's default is 64 MiB, use --shm-size (or `df -h /dev/shm`, remove stale \
+         channels with `bips clean`, or use fewer/smaller buffers)"
+    )]
+    NoSpace {
+        /// The channel name.
+        name: String,
+        /// How many bytes were asked for.
+        bytes: u64,
+    },
+
+    /// The operation did not complete within the given timeout.
+    #[error("timed out; the peer is slow or gone (retry, or use a longer timeout)")]
+    Timeout,
+
+    /// The producer has gone (shut down or died) and no samples remain.
+    #[error(
+        "disconnected: the producer has gone and every remaining sample was received; \
+         open the channel again once a new producer runs"
+    )]
+    Disconnected,
+
+    /// The channel's consumer table is full.
+    #[error(
+        "the channel already has its maximum of {max} consumers; close one, or create \
+         the channel with a larger max_consumers"
+    )]
+    TooManyConsumers {
+        /// The channel's consumer capacity.
+        max: u32,
+    },
+
+    /// This consumer already holds as many samples as it may.
+    #[error(
+        "this consumer already holds {max} samples, its limit; drop (release) a sample \
+         before receiving another"
+    )]
+    HeldLimit {
+        /// How many samples a consumer may hold at once.
+        max: u32,
+    },
+
+    /// Any other OS error.
+    #[error("{op} failed for channel {name:?}: {source}")]
+    Io {
+        /// The operation that failed (e.g. `"shm_open"`, `"mmap"`).
+        op: &'static str,
+        /// The channel name.
+        name: String,
+        /// The underlying OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The segment is not a usable bips channel: bad magic, another layout
+    /// version, impossible geometry, or a size that disagrees with its header.
+    #[error(
+        "channel {name:?} has an unusable layout: {source} (made by another bips \
+         version, or not a bips channel; remove it with `bips clean` if stale)"
+    )]
+    Layout {
+        /// The channel name.
+        name: String,
+        /// What the validation found.
+        #[source]
+        source: bips_core::LayoutError,
+    },
+
+    /// A value in the shared segment is impossible: a buggy or hostile process
+    /// wrote into it. No memory was touched out of bounds; samples may be lost.
+    #[error(
+        "shared segment corrupt: {what}; a process wrote into it outside the bips \
+         protocol. Recreate the channel"
+    )]
+    Corrupt {
+        /// What was found wrong.
+        what: &'static str,
+    },
+}
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Maps an errno from operation `op` on channel `name` to an [`Error`].
+///
+/// `ENOENT` -> [`Error::NotFound`], `EACCES`/`EPERM` -> [`Error::PermissionDenied`],
+/// `ENOSPC`/`EFBIG`/`ENOMEM` -> [`Error::NoSpace`] (with `bytes`, the size that
+/// was being allocated or mapped), anything else -> [`Error::Io`].
+#[allow(dead_code)] // used by the API layer as well as by `os`
+pub(crate) fn from_errno(op: &'static str, name: &str, bytes: u64, e: Errno) -> Error {
+    let name = name.to_owned();
+    match e {
+        Errno::NOENT => Error::NotFound { name },
+        Errno::ACCESS | Errno::PERM => Error::PermissionDenied { name },
+        Errno::NOSPC | Errno::FBIG | Errno::NOMEM => Error::NoSpace { name, bytes },
+        e => Error::Io {
+            op,
+            name,
+            source: e.into(),
+        },
+    }
+}
+
+/// Like [`from_errno`] for a `std::io::Error` (e.g. from [`crate::os::lock`]).
+///
+/// Errors that carry no OS error code become [`Error::Io`].
+#[allow(dead_code)] // used by the API layer
+pub(crate) fn from_io(op: &'static str, name: &str, bytes: u64, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(raw) => from_errno(op, name, bytes, Errno::from_raw_os_error(raw)),
+        None => Error::Io {
+            op,
+            name: name.to_owned(),
+            source: e,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_mapping() {
+        assert!(matches!(
+            from_errno("shm_open", "cam", 0, Errno::NOENT),
+            Error::NotFound { name } if name == "cam"
+        ));
+        assert!(matches!(
+            from_errno("shm_open", "cam", 0, Errno::ACCESS),
+            Error::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            from_errno("shm_open", "cam", 0, Errno::PERM),
+            Error::PermissionDenied { .. }
+        ));
+        for e in [Errno::NOSPC, Errno::FBIG, Errno::NOMEM] {
+            assert!(matches!(
+                from_errno("ftruncate", "cam", 4096, e),
+                Error::NoSpace { bytes: 4096, .. }
+            ));
+        }
+        let e = from_errno("mmap", "cam", 0, Errno::INVAL);
+        assert!(matches!(e, Error::Io { op: "mmap", .. }));
+        assert!(e.to_string().contains("mmap failed for channel \"cam\""));
+        let e = from_io(
+            "fcntl",
+            "cam",
+            0,
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        assert!(matches!(e, Error::NotFound { .. }));
+        let e = from_io("x", "cam", 0, std::io::Error::other("no code"));
+        assert!(matches!(e, Error::Io { op: "x", .. }));
+    }
+
+    #[test]
+    fn messages_are_actionable() {
+        let e = Error::NoSpace {
+            name: "cam".into(),
+            bytes: 1 << 20,
+        };
+        let s = e.to_string();
+        assert!(s.contains("/dev/shm too small?"), "{s}");
+        assert!(s.contains("--shm-size"), "{s}");
+        let s = Error::NotFound { name: "cam".into() }.to_string();
+        assert!(s.contains("/dev/shm/bips.cam"), "{s}");
+    }
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn check<T: Send + Sync + 'static + std::error::Error>() {}
+        check::<Error>();
+    }
+}

@@ -1,0 +1,242 @@
+//! Channel options: geometry, policy, waiting and mapping.
+
+use std::time::Duration;
+
+use bips_core::Geometry;
+
+use crate::error::{Error, Result};
+use crate::os::shm::{page_size, MapOptions};
+
+/// What the producer does when every buffer is still needed by a consumer.
+///
+/// * `Block` — lossless: the slowest live consumer paces the producer.
+/// * `DropOldest` — latest wins: the producer never waits (unless every
+///   buffer is held at once); slow consumers skip ahead and each sample
+///   reports how many were lost before it ([`crate::Sample::lagged`]).
+///
+/// Either way a buffer a consumer holds is never rewritten.
+pub use bips_core::Policy as Backpressure;
+
+/// How a blocked call (`recv`, `loan`) waits.
+///
+/// ```
+/// use bips::{Options, WaitStrategy};
+/// // A control loop that must never enter the kernel while waiting:
+/// let opts = Options::new(4, 1024).wait(WaitStrategy::Spin);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-poll; never sleeps (lowest latency, one core burnt while waiting).
+    /// Timeouts and peer liveness are still checked.
+    Spin,
+    /// Busy-poll for `spin` first, then sleep on the shared futex.
+    SpinThenPark {
+        /// How long to poll before sleeping.
+        spin: Duration,
+    },
+    /// Sleep on the shared futex at once (lowest CPU use).
+    Park,
+}
+
+impl Default for WaitStrategy {
+    /// `SpinThenPark` for 20 µs: a publish that follows within ~one wake-up
+    /// time is caught without a system call.
+    fn default() -> Self {
+        WaitStrategy::SpinThenPark {
+            spin: Duration::from_micros(20),
+        }
+    }
+}
+
+/// Options for creating a channel: [`Options::new`] then builder methods.
+///
+/// ```
+/// use bips::{Backpressure, Options};
+/// let opts = Options::new(8, 1920 * 1080 * 3)
+///     .backpressure(Backpressure::DropOldest)
+///     .max_consumers(4)
+///     .meta_size(64);
+/// assert_eq!(opts.buffers(), 8);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub(crate) buffers: u32,
+    pub(crate) buffer_size: u64,
+    pub(crate) backpressure: Backpressure,
+    pub(crate) max_consumers: u32,
+    pub(crate) ring_capacity: Option<u32>,
+    pub(crate) meta_size: u32,
+    pub(crate) alignment: Option<u32>,
+    pub(crate) wait: WaitStrategy,
+    pub(crate) mode: u32,
+    pub(crate) map: MapOptions,
+}
+
+impl Options {
+    /// A pool of `buffers` buffers of `buffer_size` bytes each; `Block`, 8
+    /// consumers at most, 64 B of metadata per sample, page-aligned buffers,
+    /// mode `0o600`, the default [`WaitStrategy`].
+    pub fn new(buffers: u32, buffer_size: usize) -> Options {
+        Options {
+            buffers,
+            buffer_size: buffer_size as u64,
+            backpressure: Backpressure::Block,
+            max_consumers: 8,
+            ring_capacity: None,
+            meta_size: 64,
+            alignment: None,
+            wait: WaitStrategy::default(),
+            mode: 0o600,
+            map: MapOptions::default(),
+        }
+    }
+
+    /// Sets the backpressure policy.
+    pub fn backpressure(mut self, policy: Backpressure) -> Options {
+        self.backpressure = policy;
+        self
+    }
+
+    /// Sets the consumer table capacity (1..=1024).
+    pub fn max_consumers(mut self, n: u32) -> Options {
+        self.max_consumers = n;
+        self
+    }
+
+    /// Sets the descriptor ring capacity: a power of two, at least `buffers`
+    /// (default: the next power of two of `buffers`).
+    pub fn ring_capacity(mut self, n: u32) -> Options {
+        self.ring_capacity = Some(n);
+        self
+    }
+
+    /// Sets the per-sample user metadata size in bytes (0..=4096).
+    pub fn meta_size(mut self, bytes: u32) -> Options {
+        self.meta_size = bytes;
+        self
+    }
+
+    /// Sets the buffer alignment: a power of two from 64 up to the page size
+    /// (default: the page size, read at run time, so a buffer can be handed
+    /// to DMA or `cudaHostRegister`).
+    pub fn alignment(mut self, bytes: u32) -> Options {
+        self.alignment = Some(bytes);
+        self
+    }
+
+    /// Sets how the producer's blocking `loan` waits.
+    pub fn wait(mut self, strategy: WaitStrategy) -> Options {
+        self.wait = strategy;
+        self
+    }
+
+    /// Sets the permission bits of `/dev/shm/bips.<name>` (default `0o600`;
+    /// consumers need read and write access, so `0o660` shares with a group).
+    pub fn mode(mut self, mode: u32) -> Options {
+        self.mode = mode;
+        self
+    }
+
+    /// Faults every page in at creation (`MAP_POPULATE`).
+    pub fn prefault(mut self, on: bool) -> Options {
+        self.map.prefault = on;
+        self
+    }
+
+    /// Locks the segment in RAM (`mlock`); needs `RLIMIT_MEMLOCK` or `CAP_IPC_LOCK`.
+    pub fn mlock(mut self, on: bool) -> Options {
+        self.map.mlock = on;
+        self
+    }
+
+    /// Asks for transparent huge pages (see the `bips` crate docs on `/dev/shm`'s
+    /// `huge=` mount option).
+    pub fn huge_pages(mut self, on: bool) -> Options {
+        self.map.huge_pages = on;
+        self
+    }
+
+    /// Buffers in the pool.
+    pub fn buffers(&self) -> u32 {
+        self.buffers
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size as usize
+    }
+
+    /// The geometry these options describe, checked.
+    pub(crate) fn geometry(&self) -> Result<Geometry> {
+        let page = page_size();
+        let alignment = self.alignment.unwrap_or(page as u32);
+        if alignment as usize > page {
+            return Err(Error::InvalidOptions(format!(
+                "alignment {alignment} exceeds the page size {page}: a mapping is only page-aligned"
+            )));
+        }
+        let ring = match self.ring_capacity {
+            Some(r) => r,
+            None => self.buffers.checked_next_power_of_two().ok_or_else(|| {
+                Error::InvalidOptions(format!("{} buffers is too many", self.buffers))
+            })?,
+        };
+        let g = Geometry {
+            buffer_count: self.buffers,
+            buffer_size: self.buffer_size,
+            alignment,
+            ring_capacity: ring,
+            max_consumers: self.max_consumers,
+            meta_size: self.meta_size,
+            policy: self.backpressure,
+        };
+        bips_core::Layout::new(g).map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        Ok(g)
+    }
+}
+
+/// Options for opening a channel as a consumer.
+///
+/// ```
+/// use bips::{ConsumerOptions, Start, WaitStrategy};
+/// let opts = ConsumerOptions::new().start(Start::Oldest).wait(WaitStrategy::Park);
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerOptions {
+    pub(crate) start: bips_core::Start,
+    pub(crate) wait: WaitStrategy,
+    pub(crate) map: MapOptions,
+}
+
+impl ConsumerOptions {
+    /// Start at the newest sample, default waiting, no mapping options.
+    pub fn new() -> ConsumerOptions {
+        ConsumerOptions::default()
+    }
+
+    /// Where to start reading (default [`bips_core::Start::Newest`]).
+    pub fn start(mut self, start: bips_core::Start) -> ConsumerOptions {
+        self.start = start;
+        self
+    }
+
+    /// How `recv` waits.
+    pub fn wait(mut self, strategy: WaitStrategy) -> ConsumerOptions {
+        self.wait = strategy;
+        self
+    }
+
+    /// Faults every page in at open (`MAP_POPULATE`).
+    pub fn prefault(mut self, on: bool) -> ConsumerOptions {
+        self.map.prefault = on;
+        self
+    }
+
+    /// Locks the mapping in RAM (`mlock`).
+    pub fn mlock(mut self, on: bool) -> ConsumerOptions {
+        self.map.mlock = on;
+        self
+    }
+}

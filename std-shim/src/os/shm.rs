@@ -1,0 +1,1010 @@
+//! POSIX shared-memory segments: one `/dev/shm/bips.<name>` object per channel,
+//! mapped whole, `MAP_SHARED`, read + write.
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::ptr::{self, NonNull};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rustix::fs::{self as rfs, FallocateFlags, FileType, Mode};
+use rustix::io::Errno;
+use rustix::mm::{self, Advice, MapFlags, ProtFlags};
+use rustix::shm;
+
+use crate::error::{from_errno, Error, Result};
+
+/// Prefix of every bips object in `/dev/shm`.
+const PREFIX: &str = "bips.";
+/// Where Linux keeps POSIX shared-memory objects (a tmpfs).
+const SHM_DIR: &str = "/dev/shm";
+/// Longest user channel name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A validated channel name.
+///
+/// Rules: 1 to [`MAX_NAME_LEN`] (200) bytes, each one of `A-Z a-z 0-9 . _ -`;
+/// not starting with `.` (so neither `.` nor `..`, nor a hidden file). The
+/// shared-memory object is `/dev/shm/bips.<name>`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName {
+    /// `"bips.<name>"`.
+    shm_name: String,
+}
+
+impl ChannelName {
+    /// Validates `name`; [`Error::InvalidName`] says which rule it breaks.
+    pub fn new(name: &str) -> Result<Self> {
+        let reason = if name.is_empty() {
+            Some("the name is empty")
+        } else if name.len() > MAX_NAME_LEN {
+            Some("the name is longer than 200 bytes")
+        } else if name == "." || name == ".." {
+            Some("\".\" and \"..\" are not names")
+        } else if name.starts_with('.') {
+            Some("the name starts with '.'")
+        } else if name.contains('/') {
+            Some("the name contains '/'")
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            Some("the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason,
+            }),
+            None => Ok(Self {
+                shm_name: format!("{PREFIX}{name}"),
+            }),
+        }
+    }
+
+    /// The user's name, e.g. `"camera0"`.
+    pub fn as_str(&self) -> &str {
+        &self.shm_name[PREFIX.len()..]
+    }
+
+    /// The name given to `shm_open`, e.g. `"bips.camera0"` (no leading slash:
+    /// rustix joins it to `/dev/shm/` itself).
+    pub fn shm_name(&self) -> &str {
+        &self.shm_name
+    }
+
+    /// The object's path, e.g. `/dev/shm/bips.camera0`.
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(SHM_DIR).join(&self.shm_name)
+    }
+}
+
+impl fmt::Debug for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ChannelName").field(&self.as_str()).finish()
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for ChannelName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl FromStr for ChannelName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+impl TryFrom<&str> for ChannelName {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self> {
+        Self::new(s)
+    }
+}
+
+/// How a [`Segment`] is mapped. `Default`: all off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapOptions {
+    /// Fault every page in at map time (`MAP_POPULATE`), so the first touch of
+    /// a buffer on the hot path does not page-fault.
+    pub prefault: bool,
+    /// `mlock` the whole mapping, so it is never paged out (to swap) or faulted
+    /// lazily. Needs `RLIMIT_MEMLOCK` (`ulimit -l`) at least the segment size, or
+    /// `CAP_IPC_LOCK`; otherwise opening fails with [`Error::InvalidOptions`]
+    /// saying so. Implies faulting every page in.
+    pub mlock: bool,
+    /// Ask for transparent huge pages (2 MiB on x86-64 and on 4 KiB-page aarch64).
+    ///
+    /// `shm_open` objects live on the tmpfs mounted at `/dev/shm`, where
+    /// `MAP_HUGETLB` does not apply (it is for hugetlbfs and anonymous memory).
+    /// Instead the mapping gets `madvise(MADV_HUGEPAGE)`, and tmpfs backs it
+    /// with huge pages when the **`/dev/shm` mount** allows it: mount option
+    /// `huge=advise` (e.g. `mount -o remount,huge=advise /dev/shm`; `always` and
+    /// `within_size` use huge pages even without this flag). The default
+    /// `/dev/shm` mount has no `huge=` option, i.e. `never`. Note that
+    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` governs only the
+    /// kernel's internal shmem mount (SysV shm, `memfd`, shared anonymous
+    /// memory); for `/dev/shm` it matters only as the overrides `force` (huge
+    /// pages on every tmpfs) and `deny` (off everywhere). Whenever huge pages
+    /// are not allowed, or the kernel lacks transparent huge pages (`madvise`
+    /// answers `EINVAL`, which is ignored), the segment silently uses normal
+    /// pages. Only the huge-page-aligned, fully covered parts of the segment can
+    /// use huge pages. Check with `grep PmdMapped /proc/<pid>/smaps`.
+    ///
+    /// When bips creates the segment with this flag, it allocates the memory
+    /// through the advised mapping (`MADV_POPULATE_WRITE`, Linux 5.14+) rather
+    /// than with `fallocate`: under `huge=advise`, pages allocated by
+    /// `fallocate` (which knows no mapping) would be small ones.
+    pub huge_pages: bool,
+}
+
+/// The segment already exists (`EEXIST` from `shm_open(O_CREAT | O_EXCL)`).
+///
+/// Returned by [`Segment::create`] as `Ok(Err(Exists))`, so that the caller can
+/// decide (is its producer alive? if not, unlink and retry) while real errors
+/// still propagate with `?`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exists;
+
+/// A whole shared-memory object, mapped `MAP_SHARED` read + write.
+///
+/// Unmapped on drop; the fd is closed by its `OwnedFd`. Pointers obtained from
+/// [`as_ptr`](Self::as_ptr) must not be used after the `Segment` is dropped.
+///
+/// Limitation: a process allowed to write the object could `ftruncate` it
+/// smaller; touching the lost pages would then raise `SIGBUS` here. POSIX shm
+/// objects cannot be sealed against that (only `memfd`s can), so only give
+/// write access (the `mode` of [`create`](Self::create)) to trusted users.
+pub struct Segment {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+    name: ChannelName,
+}
+
+// SAFETY: `Segment` owns its fd and mapping; the mapping is plain shared memory
+// with no thread affinity, so it may be unmapped (dropped) on any thread.
+unsafe impl Send for Segment {}
+// SAFETY: `&Segment` only hands out the raw pointer, the length, the fd and the
+// name. Any access through the pointer is raw and already shared with other
+// processes; synchronising it is the protocol's job (atomics in bips-core).
+unsafe impl Sync for Segment {}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("ptr", &self.ptr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Segment {
+    /// Creates `/dev/shm/bips.<name>` with exactly `mode` (the umask does not
+    /// apply), sized `len` bytes, memory reserved, and maps it.
+    ///
+    /// * `Ok(Ok(segment))`: created and mapped; its bytes are all zero.
+    /// * `Ok(Err(Exists))`: an object of that name exists; nothing changed.
+    /// * `Err(_)`: anything else. [`Error::NoSpace`] when tmpfs cannot hold
+    ///   `len` bytes. On error the half-made object is removed again.
+    ///
+    /// The memory is reserved up front (`fallocate`, or `MADV_POPULATE_WRITE`
+    /// with [`MapOptions::huge_pages`]): `ftruncate` alone succeeds on a tmpfs
+    /// far too small (the file is sparse) and the first touch of a missing page
+    /// would then kill the process with `SIGBUS`. A full `/dev/shm` is thus an
+    /// error here, not a crash later.
+    ///
+    /// `mode` holds permission bits only (`0o777` at most) and must grant the
+    /// owner read and write (`0o600`). Consumers open the object read + write,
+    /// so e.g. `0o660` lets the owner's group consume.
+    pub fn create(
+        name: &ChannelName,
+        len: usize,
+        mode: u32,
+        map: &MapOptions,
+    ) -> Result<std::result::Result<Segment, Exists>> {
+        if len == 0 {
+            return Err(Error::InvalidOptions(format!(
+                "channel {name}: a segment cannot be empty (0 bytes)"
+            )));
+        }
+        if len > isize::MAX as usize {
+            return Err(Error::InvalidOptions(format!(
+                "channel {name}: segment size {len} bytes exceeds isize::MAX"
+            )));
+        }
+        if mode & !0o777 != 0 {
+            return Err(Error::InvalidOptions(format!(
+                "mode {mode:#o}: only permission bits (0o777 at most) are allowed"
+            )));
+        }
+        if mode & 0o600 != 0o600 {
+            return Err(Error::InvalidOptions(format!(
+                "mode {mode:#o} must grant the owner read and write (0o600)"
+            )));
+        }
+        let bytes = len as u64;
+        let flags = shm::OFlags::CREATE
+            | shm::OFlags::EXCL
+            | shm::OFlags::RDWR
+            // Never follow a symlink planted in the world-writable /dev/shm
+            // (glibc's shm_open adds this too; rustix's raw backend does not).
+            | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
+        let fd = match shm::open(name.shm_name(), flags, Mode::from_bits_retain(mode)) {
+            Ok(fd) => fd,
+            Err(Errno::EXIST) => return Ok(Err(Exists)),
+            Err(e) => return Err(from_errno("shm_open", name.as_str(), bytes, e)),
+        };
+        // Identity of our object, so a failed create never removes someone
+        // else's newer object of the same name.
+        let id = file_id(fd.as_fd());
+        let r = Self::init_created(fd.as_fd(), name, len, mode, map)
+            .and_then(|()| Self::map(fd, len, name.clone(), map, true));
+        match r {
+            Ok(seg) => Ok(Ok(seg)),
+            Err(e) => {
+                unlink_if_same(id, name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the exact mode and the size, and reserves the memory unless the
+    /// mapping will (huge pages).
+    fn init_created(
+        fd: BorrowedFd<'_>,
+        name: &ChannelName,
+        len: usize,
+        mode: u32,
+        map: &MapOptions,
+    ) -> Result<()> {
+        let bytes = len as u64;
+        // The umask applied at creation; make the mode exactly what was asked.
+        rfs::fchmod(fd, Mode::from_bits_retain(mode))
+            .map_err(|e| from_errno("fchmod", name.as_str(), bytes, e))?;
+        rfs::ftruncate(fd, bytes).map_err(|e| from_errno("ftruncate", name.as_str(), bytes, e))?;
+        if !map.huge_pages {
+            reserve_fallocate(fd, name, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the existing `/dev/shm/bips.<name>` read + write and maps all of it.
+    ///
+    /// [`Error::NotFound`] when it does not exist, [`Error::PermissionDenied`]
+    /// when its mode does not let this user read and write it. An object of
+    /// size 0 (its creator has not sized it yet, or died doing so), one larger
+    /// than the address space, or one that is not a regular file gives
+    /// [`Error::Io`] with [`std::io::ErrorKind::InvalidData`].
+    pub fn open(name: &ChannelName, map: &MapOptions) -> Result<Segment> {
+        let flags = shm::OFlags::RDWR | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
+        let fd = shm::open(name.shm_name(), flags, Mode::empty())
+            .map_err(|e| from_errno("shm_open", name.as_str(), 0, e))?;
+        let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
+        let invalid = |msg: String| Error::Io {
+            op: "open",
+            name: name.as_str().to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+        };
+        if !FileType::from_raw_mode(st.st_mode).is_file() {
+            return Err(invalid(format!(
+                "{} is not a regular file; remove it",
+                name.path().display()
+            )));
+        }
+        let size = st.st_size;
+        if size <= 0 {
+            return Err(invalid(format!(
+                "{} is empty: its producer is still creating it (retry) or died while \
+                 creating it (remove it with `bips clean`)",
+                name.path().display()
+            )));
+        }
+        let len = match usize::try_from(size) {
+            Ok(len) if len <= isize::MAX as usize => len,
+            _ => {
+                return Err(invalid(format!(
+                    "{} is {size} bytes, more than this address space can map",
+                    name.path().display()
+                )))
+            }
+        };
+        Self::map(fd, len, name.clone(), map, false)
+    }
+
+    /// Maps `fd` whole and applies `opts`. `created`: the object is new and its
+    /// memory still has to be reserved if [`MapOptions::huge_pages`] is set.
+    fn map(
+        fd: OwnedFd,
+        len: usize,
+        name: ChannelName,
+        opts: &MapOptions,
+        created: bool,
+    ) -> Result<Segment> {
+        let bytes = len as u64;
+        let mut flags = MapFlags::SHARED;
+        // With huge pages, populate only after MADV_HUGEPAGE, or the pages
+        // faulted in now would be small ones.
+        if opts.prefault && !opts.huge_pages {
+            flags |= MapFlags::POPULATE;
+        }
+        // SAFETY: a null address lets the kernel choose a fresh range, so no
+        // existing memory of this process is replaced; `fd` is a valid open
+        // descriptor of an object at least `len` bytes long (we sized it, or
+        // fstat said so), and `len` is non-zero.
+        let p = unsafe {
+            mm::mmap(
+                ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                flags,
+                &fd,
+                0,
+            )
+        };
+        let p = p.map_err(|e| from_errno("mmap", name.as_str(), bytes, e))?;
+        let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
+            // mmap never returns null for a non-MAP_FIXED success; be safe anyway.
+            return Err(Error::Io {
+                op: "mmap",
+                name: name.as_str().to_owned(),
+                source: std::io::Error::other("mmap returned a null address"),
+            });
+        };
+        // From here on, dropping `seg` (on error) unmaps and closes.
+        let seg = Segment { fd, ptr, len, name };
+        seg.apply(opts, created)?;
+        Ok(seg)
+    }
+
+    /// The `madvise`/populate/`mlock` steps after `mmap`.
+    fn apply(&self, opts: &MapOptions, created: bool) -> Result<()> {
+        let name = self.name.as_str();
+        let bytes = self.len as u64;
+        if opts.huge_pages {
+            // SAFETY: the range is exactly our live mapping; MADV_HUGEPAGE only
+            // changes how the kernel backs it, never its contents.
+            match unsafe { mm::madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxHugepage) }
+            {
+                // EINVAL: kernel built without transparent huge pages.
+                Ok(()) | Err(Errno::INVAL) => {}
+                Err(e) => return Err(from_errno("madvise(MADV_HUGEPAGE)", name, bytes, e)),
+            }
+            if created || opts.prefault {
+                // SAFETY: the range is exactly our live mapping;
+                // MADV_POPULATE_WRITE faults pages in as a write would, without
+                // changing any byte.
+                let r = unsafe {
+                    mm::madvise(
+                        self.ptr.as_ptr().cast(),
+                        self.len,
+                        Advice::LinuxPopulateWrite,
+                    )
+                };
+                match r {
+                    Ok(()) => {}
+                    // Linux < 5.14: no MADV_POPULATE_WRITE.
+                    Err(Errno::INVAL) => {
+                        if created {
+                            reserve_fallocate(self.fd.as_fd(), &self.name, bytes)?;
+                        }
+                        if opts.prefault {
+                            self.touch_pages();
+                        }
+                    }
+                    // EFAULT: a page could not be allocated (it would SIGBUS),
+                    // i.e. the tmpfs is full.
+                    Err(Errno::FAULT) | Err(Errno::NOMEM) | Err(Errno::NOSPC) => {
+                        return Err(Error::NoSpace {
+                            name: name.to_owned(),
+                            bytes,
+                        })
+                    }
+                    Err(e) => {
+                        return Err(from_errno("madvise(MADV_POPULATE_WRITE)", name, bytes, e))
+                    }
+                }
+            }
+        }
+        if opts.mlock {
+            // SAFETY: the range is exactly our live mapping; mlock changes
+            // residency only.
+            match unsafe { mm::mlock(self.ptr.as_ptr().cast(), self.len) } {
+                Ok(()) => {}
+                Err(Errno::NOMEM) | Err(Errno::PERM) => {
+                    return Err(Error::InvalidOptions(format!(
+                        "mlock of channel {name:?} ({bytes} bytes) refused: it exceeds \
+                         RLIMIT_MEMLOCK (`ulimit -l`; in Docker `--ulimit memlock=-1`) \
+                         and the process lacks CAP_IPC_LOCK; raise the limit or turn \
+                         mlock off"
+                    )))
+                }
+                Err(e) => return Err(from_errno("mlock", name, bytes, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one byte of every page, faulting each in (fallback prefault).
+    fn touch_pages(&self) {
+        let page = page_size();
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: `off < len`, so the byte is inside our live mapping, which
+            // is readable; `AtomicU8` has alignment 1, and an atomic load is
+            // sound even while other processes write that byte.
+            let b = unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU8>() };
+            b.load(Ordering::Relaxed);
+            off += page;
+        }
+    }
+
+    /// Removes `/dev/shm/bips.<name>`. A missing object is not an error.
+    ///
+    /// Processes that have it open or mapped keep using it; the name is free
+    /// for a new object at once.
+    pub fn unlink(name: &ChannelName) -> Result<()> {
+        match shm::unlink(name.shm_name()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(from_errno("shm_unlink", name.as_str(), 0, e)),
+        }
+    }
+
+    /// Start of the mapping (page-aligned). Valid while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Length of the mapping in bytes (the object's size); never 0.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always `false`: a segment is never empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The object's fd (for [`lock`](super::lock) and `fstat`).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The channel name.
+    pub fn name(&self) -> &ChannelName {
+        &self.name
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly the mapping `map` made, which nothing
+        // else unmaps; `self` is going away and pointers from `as_ptr` must not
+        // outlive it (documented).
+        let _ = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Allocates the object's pages now, so a full tmpfs is `NoSpace` here rather
+/// than `SIGBUS` on first touch. Filesystems without `fallocate` are skipped.
+fn reserve_fallocate(fd: BorrowedFd<'_>, name: &ChannelName, bytes: u64) -> Result<()> {
+    loop {
+        match rfs::fallocate(fd, FallocateFlags::empty(), 0, bytes) {
+            Ok(()) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => return Ok(()),
+            // tmpfs gives up a large allocation when a signal arrives.
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(from_errno("fallocate", name.as_str(), bytes, e)),
+        }
+    }
+}
+
+/// `(st_dev, st_ino)` of an open file, if `fstat` works.
+#[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
+fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    rfs::fstat(fd)
+        .ok()
+        .map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Unlinks `name` if it still names the object identified by `id`.
+#[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
+fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
+    let Some(id) = id else { return };
+    if let Ok(now) = rfs::lstat(name.path()) {
+        if (now.st_dev as u64, now.st_ino as u64) == id {
+            let _ = shm::unlink(name.shm_name());
+        }
+    }
+}
+
+/// The system page size, read at run time (4 KiB on x86-64; aarch64 kernels
+/// may use 16 or 64 KiB).
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// User names of the bips channels present in `/dev/shm` (entries named
+/// `bips.<valid name>`), sorted. No `/dev/shm` means no channels.
+pub fn list_channels() -> std::io::Result<Vec<String>> {
+    let dir = match std::fs::read_dir(SHM_DIR) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in dir {
+        let entry = entry?;
+        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if let Some(user) = file.strip_prefix(PREFIX) {
+            if ChannelName::new(user).is_ok() {
+                names.push(user.to_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Helpers for tests that touch `/dev/shm` (unique names, cleanup guards).
+#[cfg(test)]
+pub(crate) mod test_util {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// A channel name no other test (in this or a concurrent process) uses.
+    pub(crate) fn unique_name(tag: &str) -> ChannelName {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        ChannelName::new(&format!("test-{tag}-{}-{n}-{nanos}", std::process::id())).unwrap()
+    }
+
+    /// Unlinks the channel when dropped, even if the test panicked.
+    pub(crate) struct Cleanup(pub(crate) ChannelName);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Segment::unlink(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{unique_name, Cleanup};
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn name_validation() {
+        let long_ok = "a".repeat(200);
+        for good in [
+            "a",
+            "camera0",
+            "cam.front-left_1",
+            "A.B",
+            "-x",
+            "x..y",
+            "x.",
+            long_ok.as_str(),
+        ] {
+            let n = ChannelName::new(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert_eq!(n.as_str(), good);
+            assert_eq!(n.shm_name(), format!("bips.{good}"));
+            assert_eq!(n.path(), PathBuf::from(format!("/dev/shm/bips.{good}")));
+            assert_eq!(n.to_string(), good);
+        }
+        let long_bad = "a".repeat(201);
+        let bad: &[(&str, &str)] = &[
+            ("", "the name is empty"),
+            (&long_bad, "the name is longer than 200 bytes"),
+            (".", "\".\" and \"..\" are not names"),
+            ("..", "\".\" and \"..\" are not names"),
+            (".hidden", "the name starts with '.'"),
+            ("a/b", "the name contains '/'"),
+            ("/abs", "the name contains '/'"),
+            (
+                "sp ace",
+                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
+            ),
+            (
+                "nul\0",
+                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
+            ),
+            (
+                "caméra",
+                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
+            ),
+            (
+                "a:b",
+                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
+            ),
+            (
+                "a\\b",
+                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
+            ),
+        ];
+        for (name, why) in bad {
+            match ChannelName::new(name) {
+                Err(Error::InvalidName { name: n, reason }) => {
+                    assert_eq!(&n, name);
+                    assert_eq!(reason, *why, "for {name:?}");
+                }
+                other => panic!("{name:?} should be invalid, got {other:?}"),
+            }
+        }
+        // The message names the input and the rule.
+        let msg = ChannelName::new("a b").unwrap_err().to_string();
+        assert!(msg.contains("\"a b\"") && msg.contains("A-Z"), "{msg}");
+        // Parsing entry points agree.
+        assert!("ok".parse::<ChannelName>().is_ok());
+        assert!(ChannelName::try_from("..").is_err());
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn create_exists_open_share_bytes_unlink() {
+        let name = unique_name("seg");
+        let _cleanup = Cleanup(name.clone());
+        let len = 3 * page_size() + 100;
+        let a = Segment::create(&name, len, 0o600, &MapOptions::default())
+            .unwrap()
+            .expect("fresh name");
+        assert_eq!(a.len(), len);
+        assert!(!a.is_empty());
+        assert_eq!(a.name(), &name);
+        assert_eq!(a.as_ptr() as usize % page_size(), 0);
+        // A second create of the same name reports Exists and changes nothing.
+        assert_eq!(
+            Segment::create(&name, 4096, 0o600, &MapOptions::default())
+                .unwrap()
+                .unwrap_err(),
+            Exists
+        );
+        let b = Segment::open(&name, &MapOptions::default()).unwrap();
+        assert_eq!(b.len(), len, "open sizes the mapping from fstat");
+        assert_ne!(a.as_ptr(), b.as_ptr());
+        // SAFETY: both mappings are live, `len` bytes long, and only this thread
+        // touches them.
+        unsafe {
+            // A fresh segment reads as zeros.
+            assert!((0..len).all(|i| *b.as_ptr().add(i) == 0));
+            *a.as_ptr() = 0xAB;
+            *a.as_ptr().add(len - 1) = 0xCD;
+            assert_eq!(*b.as_ptr(), 0xAB);
+            assert_eq!(*b.as_ptr().add(len - 1), 0xCD);
+            *b.as_ptr().add(page_size()) = 0x11;
+            assert_eq!(*a.as_ptr().add(page_size()), 0x11);
+        }
+        assert!(list_channels().unwrap().contains(&name.as_str().to_owned()));
+
+        Segment::unlink(&name).unwrap();
+        assert!(!name.path().exists());
+        assert!(!list_channels().unwrap().contains(&name.as_str().to_owned()));
+        // Existing mappings survive the unlink.
+        // SAFETY: `b` is still mapped and `len` > 0.
+        assert_eq!(unsafe { *b.as_ptr() }, 0xAB);
+        // Unlinking again is fine; opening now is NotFound.
+        Segment::unlink(&name).unwrap();
+        assert!(matches!(
+            Segment::open(&name, &MapOptions::default()),
+            Err(Error::NotFound { name: n }) if n == name.as_str()
+        ));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn open_missing_is_not_found() {
+        let name = unique_name("missing");
+        let e = Segment::open(&name, &MapOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn mode_is_exact_whatever_the_umask() {
+        // umask is process-wide; `create` fchmods, so concurrent creates in
+        // other tests are unaffected by this brief change.
+        for (umask, mode) in [
+            (0o000, 0o600),
+            (0o077, 0o600),
+            (0o077, 0o660),
+            (0o022, 0o666),
+        ] {
+            let name = unique_name("mode");
+            let _cleanup = Cleanup(name.clone());
+            // SAFETY: umask cannot fail and has no memory-safety preconditions.
+            let old = unsafe { libc::umask(umask) };
+            let r = Segment::create(&name, 4096, mode, &MapOptions::default());
+            // SAFETY: as above.
+            unsafe { libc::umask(old) };
+            let _seg = r.unwrap().unwrap();
+            let got = std::fs::metadata(name.path()).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(got, mode, "umask {umask:#o}");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn bad_create_arguments() {
+        let name = unique_name("badargs");
+        let _cleanup = Cleanup(name.clone());
+        let o = MapOptions::default();
+        for (len, mode) in [(0, 0o600), (4096, 0o4600), (4096, 0o400), (4096, 0o066)] {
+            let e = Segment::create(&name, len, mode, &o).unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidOptions(_)),
+                "{len} {mode:#o}: {e:?}"
+            );
+        }
+        assert!(!name.path().exists(), "nothing was created");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn too_big_for_tmpfs_is_no_space_and_leaves_nothing() {
+        // fallocate on tmpfs rejects a size above the filesystem's total size
+        // up front (without allocating), so this is cheap. An unlimited tmpfs
+        // (0 blocks) would really allocate: skip then.
+        let vfs = rfs::statvfs(SHM_DIR).unwrap();
+        let total = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+        if total == 0 || total > (isize::MAX as u64) / 2 {
+            eprintln!("skipped: /dev/shm has no size limit");
+            return;
+        }
+        let name = unique_name("nospace");
+        let _cleanup = Cleanup(name.clone());
+        let len = (total + page_size() as u64) as usize;
+        let e = Segment::create(&name, len, 0o600, &MapOptions::default()).unwrap_err();
+        match &e {
+            Error::NoSpace { name: n, bytes } => {
+                assert_eq!(n, name.as_str());
+                assert_eq!(*bytes, len as u64);
+            }
+            other => panic!("expected NoSpace, got {other:?}"),
+        }
+        assert!(e.to_string().contains("--shm-size"));
+        assert!(
+            !name.path().exists(),
+            "the failed create removed its object"
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn full_small_shm_is_no_space_not_sigbus() {
+        // The Docker case: /dev/shm is small and partly used. This allocates up
+        // to the whole tmpfs, so it runs only where that is small (<= 1 GiB);
+        // try it with `unshare -m` + `mount -t tmpfs -o size=16m tmpfs /dev/shm`.
+        let vfs = rfs::statvfs(SHM_DIR).unwrap();
+        let total = vfs.f_blocks.saturating_mul(vfs.f_frsize);
+        if total == 0 || total > 1 << 30 {
+            eprintln!("skipped: /dev/shm is not a small tmpfs");
+            return;
+        }
+        let free_before = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        let part = (total as usize / 10 * 6) & !(page_size() - 1);
+        for opts in [
+            MapOptions::default(),
+            MapOptions {
+                huge_pages: true,
+                ..Default::default()
+            },
+            MapOptions {
+                prefault: true,
+                ..Default::default()
+            },
+        ] {
+            let first = unique_name("full1");
+            let second = unique_name("full2");
+            let _c1 = Cleanup(first.clone());
+            let _c2 = Cleanup(second.clone());
+            let seg = Segment::create(&first, part, 0o600, &opts)
+                .unwrap()
+                .unwrap();
+            let e = Segment::create(&second, part, 0o600, &opts).unwrap_err();
+            assert!(matches!(e, Error::NoSpace { .. }), "{opts:?}: {e:?}");
+            assert!(!second.path().exists(), "{opts:?}: leftover object");
+            drop(seg);
+            Segment::unlink(&first).unwrap();
+            let vfs = rfs::statvfs(SHM_DIR).unwrap();
+            let free_after = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+            assert!(
+                free_after + (1 << 20) >= free_before,
+                "{opts:?}: space not given back"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn map_options_work() {
+        for opts in [
+            MapOptions {
+                prefault: true,
+                ..Default::default()
+            },
+            MapOptions {
+                huge_pages: true,
+                ..Default::default()
+            },
+            MapOptions {
+                huge_pages: true,
+                prefault: true,
+                ..Default::default()
+            },
+            MapOptions {
+                mlock: true,
+                ..Default::default()
+            },
+        ] {
+            let name = unique_name("opts");
+            let _cleanup = Cleanup(name.clone());
+            let len = 4 << 20;
+            let a = match Segment::create(&name, len, 0o600, &opts).unwrap() {
+                Ok(a) => a,
+                Err(Exists) => unreachable!(),
+            };
+            // mlock may be refused without CAP_IPC_LOCK and a big RLIMIT_MEMLOCK;
+            // then it must say so.
+            let b = match Segment::open(&name, &opts) {
+                Ok(b) => b,
+                Err(Error::InvalidOptions(msg)) if opts.mlock => {
+                    assert!(msg.contains("RLIMIT_MEMLOCK"), "{msg}");
+                    continue;
+                }
+                Err(e) => panic!("{opts:?}: {e}"),
+            };
+            // SAFETY: both mappings are live and `len` bytes long; only this
+            // thread touches them.
+            unsafe {
+                *a.as_ptr().add(len / 2) = 42;
+                assert_eq!(*b.as_ptr().add(len / 2), 42, "{opts:?}");
+            }
+        }
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn open_rejects_empty_and_non_regular() {
+        let name = unique_name("empty");
+        let _cleanup = Cleanup(name.clone());
+        // An object created but not sized yet (as between a creator's shm_open
+        // and ftruncate).
+        let fd = shm::open(
+            name.shm_name(),
+            shm::OFlags::CREATE | shm::OFlags::EXCL | shm::OFlags::RDWR,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .unwrap();
+        let e = Segment::open(&name, &MapOptions::default()).unwrap_err();
+        match &e {
+            Error::Io { source, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::InvalidData);
+                assert!(source.to_string().contains("is empty"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(fd);
+        Segment::unlink(&name).unwrap();
+
+        // A symlink planted under the name is not followed.
+        let target = unique_name("target");
+        let _cleanup2 = Cleanup(target.clone());
+        let _t = Segment::create(&target, 4096, 0o600, &MapOptions::default())
+            .unwrap()
+            .unwrap();
+        std::os::unix::fs::symlink(target.path(), name.path()).unwrap();
+        let e = Segment::open(&name, &MapOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }), "{e:?}"); // ELOOP
+                                                         // ... and create reports it as existing.
+        assert_eq!(
+            Segment::create(&name, 4096, 0o600, &MapOptions::default())
+                .unwrap()
+                .unwrap_err(),
+            Exists
+        );
+    }
+
+    /// Bytes of the mapping at `addr` that the kernel maps with huge pages
+    /// (PMD-mapped), from `/proc/self/smaps`.
+    fn pmd_mapped_bytes(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut in_ours = false;
+        let mut total = 0;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((start, _)) = first.split_once('-') {
+                if let Ok(start) = usize::from_str_radix(start, 16) {
+                    in_ours = start == addr;
+                    continue;
+                }
+            }
+            if in_ours
+                && (line.starts_with("ShmemPmdMapped:") || line.starts_with("FilePmdMapped:"))
+            {
+                let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+                total += kb * 1024;
+            }
+        }
+        total
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    #[ignore = "needs /dev/shm mounted with huge=advise (or always/within_size) and free huge pages"]
+    fn huge_pages_are_used_when_the_kernel_allows() {
+        // tmpfs mounts follow their `huge=` mount option; shmem_enabled only
+        // overrides it with `force` (or `deny`).
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mount_ok = mounts
+            .lines()
+            .rfind(|l| l.split_whitespace().nth(1) == Some(SHM_DIR))
+            .is_some_and(|l| {
+                ["huge=advise", "huge=always", "huge=within_size"]
+                    .iter()
+                    .any(|o| l.contains(o))
+            });
+        let setting = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+            .unwrap_or_default();
+        if setting.contains("[deny]") || !(mount_ok || setting.contains("[force]")) {
+            eprintln!("skipped: /dev/shm is not mounted with huge=advise/always/within_size");
+            return;
+        }
+        let name = unique_name("huge");
+        let _cleanup = Cleanup(name.clone());
+        let opts = MapOptions {
+            huge_pages: true,
+            ..Default::default()
+        };
+        let len = 8 << 20;
+        let a = Segment::create(&name, len, 0o600, &opts).unwrap().unwrap();
+        let b = Segment::open(
+            &name,
+            &MapOptions {
+                prefault: true,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(
+            pmd_mapped_bytes(a.as_ptr() as usize) > 0,
+            "creator not huge-mapped"
+        );
+        assert!(
+            pmd_mapped_bytes(b.as_ptr() as usize) > 0,
+            "opener not huge-mapped"
+        );
+    }
+
+    #[test]
+    fn page_size_is_sane() {
+        let p = page_size();
+        assert!(p.is_power_of_two() && p >= 4096, "{p}");
+    }
+
+    #[test]
+    fn segment_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Segment>();
+        check::<ChannelName>();
+    }
+}

@@ -1,0 +1,375 @@
+//! The producer: creates a channel, loans buffers, publishes samples.
+
+use std::time::Duration;
+
+use bips_core::Region;
+
+use crate::error::{Error, Result};
+use crate::options::{Options, WaitStrategy};
+use crate::os::lock;
+use crate::os::shm::{page_size, ChannelName, Segment};
+use crate::waiting::{now_ns, FutexWake, ShimWait};
+use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
+
+/// The single writer of a channel.
+///
+/// Creating one makes `/dev/shm/bips.<name>`; dropping it closes the channel
+/// (consumers drain what is left, then get [`Error::Disconnected`]) and
+/// removes the name. Mappings held by consumers stay valid until they drop.
+///
+/// ```
+/// use bips::{Consumer, Options, Producer};
+/// # let name = format!("doc-producer-{}", std::process::id());
+/// let producer = Producer::create(&name, &Options::new(4, 1024))?;
+/// let consumer = Consumer::open(&name)?;
+///
+/// let mut sample = producer.loan()?;
+/// sample.as_mut_slice()[..5].copy_from_slice(b"hello");
+/// sample.set_len(5);
+/// let seq = sample.publish()?;
+///
+/// let got = consumer.recv()?;
+/// assert_eq!((got.seq(), got.as_slice()), (seq, &b"hello"[..]));
+/// # Ok::<(), bips::Error>(())
+/// ```
+pub struct Producer {
+    // Declared before `seg`: `core` borrows the mapping `seg` owns.
+    core: bips_core::Producer<'static>,
+    seg: Segment,
+    wait: WaitStrategy,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("name", &self.seg.name().as_str())
+            .field("geometry", self.core.region().geometry())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Producer {
+    /// Creates channel `name` with `options`.
+    ///
+    /// Fails with [`Error::ChannelBusy`] when a live producer owns the name; a
+    /// stale segment left by a dead producer is replaced.
+    pub fn create(name: &str, options: &Options) -> Result<Producer> {
+        let name = ChannelName::new(name)?;
+        let geometry = options.geometry()?;
+        let layout = bips_core::Layout::new(geometry)
+            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        let page = page_size();
+        let len = layout.total_size.div_ceil(page) * page;
+        for _ in 0..8 {
+            let seg = match Segment::create(&name, len, options.mode, &options.map)? {
+                Ok(seg) => seg,
+                Err(_exists) => {
+                    replace_stale(&name)?;
+                    continue;
+                }
+            };
+            // Liveness: hold byte 0 for as long as we live. If someone else
+            // got it first, they judged our fresh segment stale: start over.
+            if !lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", &name, e))? {
+                continue;
+            }
+            let epoch = now_ns() ^ (u64::from(std::process::id()) << 32);
+            // SAFETY: `seg` maps `len >= total_size` bytes, page-aligned, that
+            // we just created and nobody else may use before the header's magic
+            // is stored (consumers see NotReady until then). The region borrows
+            // the mapping for 'static, but it lives in `Producer` next to the
+            // `Segment` and is dropped first (field order).
+            let region: Region<'static> =
+                unsafe { Region::format(seg.as_ptr(), seg.len(), geometry, epoch) }
+                    .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+            return Ok(Producer {
+                core: bips_core::Producer::new(region),
+                seg,
+                wait: options.wait,
+            });
+        }
+        Err(Error::ChannelBusy {
+            name: name.as_str().to_owned(),
+        })
+    }
+
+    /// The channel name.
+    pub fn name(&self) -> &str {
+        self.seg.name().as_str()
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_size(&self) -> usize {
+        self.core.region().geometry().buffer_size as usize
+    }
+
+    /// Bytes of user metadata per sample.
+    pub fn meta_size(&self) -> usize {
+        self.core.region().geometry().meta_size as usize
+    }
+
+    /// The channel geometry.
+    pub fn geometry(&self) -> &bips_core::Geometry {
+        self.core.region().geometry()
+    }
+
+    /// Consumers attached right now.
+    pub fn consumer_count(&self) -> usize {
+        let r = self.core.region();
+        (0..r.geometry().max_consumers)
+            .filter(|&i| r.consumer_info(i).is_some_and(|c| c.active))
+            .count()
+    }
+
+    /// Loans a buffer, waiting as long as it takes (under `Block`, for the
+    /// slowest consumer). Dead consumers are reclaimed while waiting.
+    pub fn loan(&self) -> Result<SampleMut<'_>> {
+        self.loan_inner(None)
+    }
+
+    /// Loans a buffer, waiting at most `timeout`: [`Error::Timeout`] after.
+    pub fn loan_timeout(&self, timeout: Duration) -> Result<SampleMut<'_>> {
+        self.loan_inner(Some(timeout))
+    }
+
+    /// Loans a buffer if one is free now.
+    pub fn try_loan(&self) -> Result<Option<SampleMut<'_>>> {
+        match self.core.try_loan().map_err(map_protocol)? {
+            Some(buf) => Ok(Some(self.sample(buf))),
+            None => {
+                // A dead consumer may be what keeps every buffer busy.
+                if self.reap_dead_consumers() > 0 {
+                    return Ok(self.core.try_loan().map_err(map_protocol)?.map(|b| self.sample(b)));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn loan_inner(&self, timeout: Option<Duration>) -> Result<SampleMut<'_>> {
+        if let Some(buf) = self.core.try_loan().map_err(map_protocol)? {
+            return Ok(self.sample(buf));
+        }
+        self.reap_dead_consumers();
+        let mut check = || {
+            self.reap_dead_consumers();
+        };
+        let mut wait = ShimWait::new(self.wait, timeout, &mut check);
+        let buf = self.core.loan(&mut wait).map_err(map_protocol)?;
+        Ok(self.sample(buf))
+    }
+
+    fn sample(&self, buf: u32) -> SampleMut<'_> {
+        SampleMut {
+            producer: self,
+            buf,
+            len: self.buffer_size(),
+            timestamp: None,
+            done: false,
+        }
+    }
+
+    /// Frees the entries of consumers whose liveness lock is gone (they died:
+    /// kill -9 included). Returns how many were reclaimed.
+    ///
+    /// Runs on its own while `loan` waits; call it to reclaim eagerly.
+    pub fn reap_dead_consumers(&self) -> usize {
+        let r = self.core.region();
+        let fd = self.seg.fd();
+        let mut n = 0;
+        for i in 0..r.geometry().max_consumers {
+            let Some(word) = r.consumer_word(i) else { break };
+            if bips_core::layout::entry_word_split(word).1 == bips_core::layout::ENTRY_FREE {
+                continue;
+            }
+            let byte = consumer_lock_byte(i);
+            // Holding the entry's lock proves its owner dead and keeps a new
+            // consumer from claiming the entry while we free it.
+            if let Ok(true) = lock::try_lock(fd, byte) {
+                if bips_core::reclaim_consumer(r, i, word, &FutexWake) {
+                    n += 1;
+                }
+                let _ = lock::unlock(fd, byte);
+            }
+        }
+        n
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.core.close(&FutexWake);
+        let _ = Segment::unlink(self.seg.name());
+    }
+}
+
+/// Finds out whether the existing segment `name` has a live producer; if not,
+/// removes it so a new one can be created.
+fn replace_stale(name: &ChannelName) -> Result<()> {
+    let seg = match Segment::open(name, &Default::default()) {
+        Ok(seg) => seg,
+        // Gone in between, or too broken to map: remove the name and retry.
+        Err(Error::NotFound { .. }) => return Ok(()),
+        Err(Error::PermissionDenied { name }) => return Err(Error::PermissionDenied { name }),
+        Err(_) => return Segment::unlink(name),
+    };
+    if lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
+        // Its producer is dead (its lock died with it). Mark it closed so its
+        // consumers drain and disconnect, then take the name.
+        // SAFETY: `seg` maps the whole object and outlives `region` (dropped
+        // at the end of this block); an unvalidated header is refused by attach.
+        if let Ok(region) = unsafe { Region::attach(seg.as_ptr(), seg.len()) } {
+            region.close(&FutexWake);
+        }
+        Segment::unlink(name)
+    } else {
+        Err(Error::ChannelBusy {
+            name: name.as_str().to_owned(),
+        })
+    }
+}
+
+fn io(op: &'static str, name: &ChannelName, e: std::io::Error) -> Error {
+    Error::Io {
+        op,
+        name: name.as_str().to_owned(),
+        source: e,
+    }
+}
+
+/// A loaned buffer being written: publish it with [`SampleMut::publish`], or
+/// drop it to give the buffer back unpublished.
+///
+/// ```
+/// # use bips::{Options, Producer};
+/// # let name = format!("doc-samplemut-{}", std::process::id());
+/// # let producer = Producer::create(&name, &Options::new(2, 64).meta_size(8))?;
+/// let mut s = producer.loan()?;
+/// s.write_pod(&[1u32, 2, 3, 4])?; // bytemuck view, sets the length to 16
+/// s.meta_mut()[..4].copy_from_slice(&640u32.to_le_bytes());
+/// assert_eq!(s.len(), 16);
+/// s.publish()?;
+/// # Ok::<(), bips::Error>(())
+/// ```
+pub struct SampleMut<'p> {
+    producer: &'p Producer,
+    buf: u32,
+    len: usize,
+    timestamp: Option<u64>,
+    done: bool,
+}
+
+impl std::fmt::Debug for SampleMut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleMut")
+            .field("buffer", &self.buf)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<'p> SampleMut<'p> {
+    /// The whole buffer, writable ([`SampleMut::capacity`] bytes).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the buffer is loaned to us: no consumer holds it (the
+        // protocol only loans buffers nobody holds) and no one else writes it;
+        // the pointer is in bounds for `capacity` bytes of our mapping, which
+        // outlives `'p`; `&mut self` makes this the only live view.
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), self.capacity()) }
+    }
+
+    /// Pointer to the first byte of the buffer, valid for [`capacity`]
+    /// bytes until this sample is published or dropped; aligned to the
+    /// channel's alignment (the page size by default).
+    ///
+    /// [`capacity`]: SampleMut::capacity
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.producer.core.region().buffer_ptr(self.buf)
+    }
+
+    /// Bytes the buffer can hold.
+    pub fn capacity(&self) -> usize {
+        self.producer.buffer_size()
+    }
+
+    /// Bytes that will be published (default: the whole buffer).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the published payload would be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sets the number of bytes to publish.
+    ///
+    /// # Panics
+    /// When `len` exceeds [`SampleMut::capacity`].
+    pub fn set_len(&mut self, len: usize) {
+        assert!(
+            len <= self.capacity(),
+            "length {len} exceeds buffer capacity {}",
+            self.capacity()
+        );
+        self.len = len;
+    }
+
+    /// Overrides the timestamp (default: `CLOCK_MONOTONIC` at publish, ns).
+    pub fn set_timestamp_ns(&mut self, ns: u64) {
+        self.timestamp = Some(ns);
+    }
+
+    /// The per-sample user metadata area (`meta_size` bytes), e.g. width,
+    /// height and pixel format of a frame.
+    pub fn meta_mut(&mut self) -> &mut [u8] {
+        let r = self.producer.core.region();
+        let n = r.geometry().meta_size as usize;
+        // SAFETY: the metadata area of a loaned buffer belongs to the writer
+        // like the buffer itself; in bounds of the mapping for `meta_size`.
+        unsafe { std::slice::from_raw_parts_mut(r.meta_ptr(self.buf), n) }
+    }
+
+    /// Copies a slice of plain-old-data values to the start of the buffer
+    /// and sets the length to its size in bytes.
+    pub fn write_pod<T: bytemuck::NoUninit>(&mut self, values: &[T]) -> Result<()> {
+        let bytes: &[u8] = bytemuck::cast_slice(values);
+        if bytes.len() > self.capacity() {
+            return Err(Error::InvalidOptions(format!(
+                "value of {} bytes exceeds buffer capacity {}",
+                bytes.len(),
+                self.capacity()
+            )));
+        }
+        self.as_mut_slice()[..bytes.len()].copy_from_slice(bytes);
+        self.len = bytes.len();
+        Ok(())
+    }
+
+    /// The buffer viewed as a mutable slice of `T` (as many as fit).
+    /// Fails when the buffer's alignment is too small for `T`.
+    pub fn as_mut_pod<T: bytemuck::Pod>(&mut self) -> Result<&mut [T]> {
+        let n = self.capacity() / std::mem::size_of::<T>().max(1);
+        let bytes = &mut self.as_mut_slice()[..n * std::mem::size_of::<T>()];
+        bytemuck::try_cast_slice_mut(bytes).map_err(|e| Error::InvalidOptions(e.to_string()))
+    }
+
+    /// Publishes the sample: consumers see exactly the bytes written so far.
+    /// Returns its sequence number.
+    pub fn publish(mut self) -> Result<u64> {
+        self.done = true;
+        let ts = self.timestamp.unwrap_or_else(now_ns);
+        self.producer
+            .core
+            .publish(self.buf, self.len as u64, ts, &FutexWake)
+            .map_err(map_protocol)
+    }
+}
+
+impl Drop for SampleMut<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.producer.core.unloan(self.buf);
+        }
+    }
+}

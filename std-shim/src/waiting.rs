@@ -1,0 +1,103 @@
+//! The OS side of waiting: shared-futex wake-ups, deadlines and liveness
+//! checks, plugged into `bips-core` through its `Wait`/`Wake` traits.
+
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use crate::options::WaitStrategy;
+use crate::os::futex;
+
+/// How often a blocked party checks that its peers are alive. Bounds the time
+/// a producer waits on a dead consumer (L1) and a consumer on a dead producer
+/// (L2).
+pub(crate) const LIVENESS_SLICE: Duration = Duration::from_millis(50);
+
+/// Wakes sleepers with a shared (not process-private) futex wake.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FutexWake;
+
+impl bips_core::Wake for FutexWake {
+    fn wake(&self, word: &AtomicU32) {
+        futex::wake_all(word);
+    }
+}
+
+/// A `Wait` for one blocking call: the strategy, the deadline, and a liveness
+/// check run at most every [`LIVENESS_SLICE`] while waiting.
+pub(crate) struct ShimWait<'a> {
+    strategy: WaitStrategy,
+    start: Instant,
+    deadline: Option<Instant>,
+    next_check: Instant,
+    polls: u32,
+    check: &'a mut dyn FnMut(),
+}
+
+impl<'a> ShimWait<'a> {
+    pub(crate) fn new(
+        strategy: WaitStrategy,
+        timeout: Option<Duration>,
+        check: &'a mut dyn FnMut(),
+    ) -> ShimWait<'a> {
+        let now = Instant::now();
+        ShimWait {
+            strategy,
+            start: now,
+            deadline: timeout.map(|t| now + t),
+            next_check: now + LIVENESS_SLICE,
+            polls: 0,
+            check,
+        }
+    }
+
+    fn spinning(&self) -> bool {
+        match self.strategy {
+            WaitStrategy::Spin => true,
+            WaitStrategy::Park => false,
+            WaitStrategy::SpinThenPark { spin } => self.start.elapsed() < spin,
+        }
+    }
+
+    /// Runs the liveness check when due; `false` once the deadline passed.
+    fn tick(&mut self, now: Instant) -> bool {
+        if now >= self.next_check {
+            self.next_check = now + LIVENESS_SLICE;
+            (self.check)();
+        }
+        self.deadline.is_none_or(|d| now < d)
+    }
+}
+
+impl bips_core::Wait for ShimWait<'_> {
+    fn sleeps(&self) -> bool {
+        !self.spinning()
+    }
+
+    fn wait(&mut self, word: &AtomicU32, expected: u32) -> bool {
+        if self.spinning() {
+            std::hint::spin_loop();
+            self.polls = self.polls.wrapping_add(1);
+            // Reading the clock costs ~20 ns: do it every 64 polls.
+            if self.polls % 64 != 0 {
+                return true;
+            }
+            return self.tick(Instant::now());
+        }
+        let now = Instant::now();
+        let mut slice = self.next_check.saturating_duration_since(now);
+        if let Some(d) = self.deadline {
+            slice = slice.min(d.saturating_duration_since(now));
+        }
+        if !slice.is_zero() {
+            futex::wait(word, expected, Some(slice));
+        }
+        self.tick(Instant::now())
+    }
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (one clock for every process on the
+/// machine, containers included; read through the vDSO, no system call).
+pub fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
