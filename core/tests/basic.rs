@@ -126,8 +126,8 @@ fn reclaim_of_dead_consumer_unblocks_producer() {
         let b = p.try_loan().unwrap().unwrap();
         p.publish(b, 1, i, &NoWake).unwrap();
     }
+    // The process "dies" holding sample 0: neither release nor detach.
     let _held = dead.try_recv().unwrap().unwrap();
-    std::mem::forget(dead); // the process "dies" holding sample 0
     assert_eq!(p.try_loan().unwrap(), None);
     let w = r.consumer_word(0).unwrap();
     assert!(bips_core::reclaim_consumer(&r, 0, w, &NoWake));

@@ -469,13 +469,9 @@ impl Segment {
     }
 
     /// Length of the mapping in bytes (the object's size); never 0.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.len
-    }
-
-    /// Always `false`: a segment is never empty.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     /// The object's fd (for [`lock`](super::lock) and `fstat`).
@@ -669,7 +665,6 @@ mod tests {
             .unwrap()
             .expect("fresh name");
         assert_eq!(a.len(), len);
-        assert!(!a.is_empty());
         assert_eq!(a.name(), &name);
         assert_eq!(a.as_ptr() as usize % page_size(), 0);
         // A second create of the same name reports Exists and changes nothing.
