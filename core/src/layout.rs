@@ -538,7 +538,8 @@ impl Layout {
         h.alignment.store(g.alignment, Ordering::Relaxed);
         h.policy.store(g.policy as u32, Ordering::Relaxed);
         h.buffer_size.store(g.buffer_size, Ordering::Relaxed);
-        h.total_size.store(self.total_size as u64, Ordering::Relaxed);
+        h.total_size
+            .store(self.total_size as u64, Ordering::Relaxed);
         h.epoch.store(epoch, Ordering::Relaxed);
         h.max_held.store(MAX_HELD as u32, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);

@@ -322,7 +322,9 @@ impl<'a> Region<'a> {
     /// The raw state word of consumer entry `idx` (for liveness checks and
     /// [`reclaim_consumer`]).
     pub fn consumer_word(&self, idx: u32) -> Option<u32> {
-        self.consumers.get(idx as usize).map(|e| e.state.load(Acquire))
+        self.consumers
+            .get(idx as usize)
+            .map(|e| e.state.load(Acquire))
     }
 
     /// A snapshot of consumer entry `idx` for monitoring tools.
@@ -342,7 +344,9 @@ impl<'a> Region<'a> {
 
     /// The producer's bookkeeping state of buffer `idx` (`BUF_*`).
     pub fn buffer_state(&self, idx: u32) -> Option<u32> {
-        self.buffers.get(idx as usize).map(|d| d.state.load(Relaxed))
+        self.buffers
+            .get(idx as usize)
+            .map(|d| d.state.load(Relaxed))
     }
 
     /// Wakes a producer asleep on `space_bell`, if it is (handshake 3).
@@ -550,7 +554,9 @@ impl<'a> Producer<'a> {
         let s = self.head.get();
         if s - self.tail.get() >= u64::from(self.r.layout.geometry.ring_capacity) {
             // Each retained sample owns a distinct buffer and ring >= buffers.
-            return Err(ProtocolError::Corrupt("more samples retained than ring slots"));
+            return Err(ProtocolError::Corrupt(
+                "more samples retained than ring slots",
+            ));
         }
         d.len.store(len, Relaxed);
         d.timestamp.store(timestamp, Relaxed);
@@ -643,7 +649,9 @@ impl<'a> Producer<'a> {
             || d.seq.load(Relaxed) != t
             || d.state.load(Relaxed) != BUF_PUBLISHED
         {
-            return Err(ProtocolError::Corrupt("ring and buffer descriptors disagree"));
+            return Err(ProtocolError::Corrupt(
+                "ring and buffer descriptors disagree",
+            ));
         }
         Ok(b)
     }
@@ -869,7 +877,9 @@ impl<'a> Consumer<'a> {
                 if self.policy == Policy::DropOldest {
                     continue; // `buf` was read across a recycle; read again.
                 }
-                return Err(ProtocolError::Corrupt("descriptor sequence disagrees with ring"));
+                return Err(ProtocolError::Corrupt(
+                    "descriptor sequence disagrees with ring",
+                ));
             }
             let len = d.len.load(Relaxed);
             if len > g.buffer_size {
@@ -969,7 +979,12 @@ pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &imp
         return false;
     }
     if e.state
-        .compare_exchange(observed, entry_word(generation, ENTRY_FREE), AcqRel, Relaxed)
+        .compare_exchange(
+            observed,
+            entry_word(generation, ENTRY_FREE),
+            AcqRel,
+            Relaxed,
+        )
         .is_err()
     {
         return false;

@@ -28,6 +28,10 @@ pub trait Wait {
     /// `*word == expected` (futex semantics); returning early or spuriously is
     /// always allowed, since the protocol re-checks. Returns `false` to give up
     /// (a timeout or a cancel), `true` to try again.
+    ///
+    /// The protocol calls `sleeps()` right before each `wait`, and counts the
+    /// caller as a sleeper only when it answered `true`. A `wait` that follows
+    /// `sleeps() == false` must therefore not block: nobody would wake it.
     fn wait(&mut self, word: &AtomicU32, expected: u32) -> bool;
 }
 

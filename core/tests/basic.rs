@@ -14,7 +14,10 @@ fn block_one_consumer_in_order() {
         let b = p.try_loan().unwrap().expect("a buffer");
         assert_eq!(p.publish(b, i, i * 10, &NoWake).unwrap(), i);
         let s = c.try_recv().unwrap().expect("a sample");
-        assert_eq!((s.seq(), s.len(), s.timestamp(), s.lagged()), (i, i, i * 10, 0));
+        assert_eq!(
+            (s.seq(), s.len(), s.timestamp(), s.lagged()),
+            (i, i, i * 10, 0)
+        );
         c.release(s, &NoWake);
     }
     assert!(c.try_recv().unwrap().is_none());
@@ -30,11 +33,18 @@ fn block_waits_for_slowest_consumer() {
         let b = p.try_loan().unwrap().unwrap();
         p.publish(b, 1, i, &NoWake).unwrap();
     }
-    assert_eq!(p.try_loan().unwrap(), None, "both buffers unread: must wait");
+    assert_eq!(
+        p.try_loan().unwrap(),
+        None,
+        "both buffers unread: must wait"
+    );
     let s = c.try_recv().unwrap().unwrap();
     assert_eq!(p.try_loan().unwrap(), None, "sample 0 still held");
     c.release(s, &NoWake);
-    assert!(p.try_loan().unwrap().is_some(), "sample 0 consumed and released");
+    assert!(
+        p.try_loan().unwrap().is_some(),
+        "sample 0 consumed and released"
+    );
 }
 
 #[test]
@@ -131,7 +141,10 @@ fn reclaim_of_dead_consumer_unblocks_producer() {
     assert_eq!(p.try_loan().unwrap(), None);
     let w = r.consumer_word(0).unwrap();
     assert!(bips_core::reclaim_consumer(&r, 0, w, &NoWake));
-    assert!(!bips_core::reclaim_consumer(&r, 0, w, &NoWake), "idempotent");
+    assert!(
+        !bips_core::reclaim_consumer(&r, 0, w, &NoWake),
+        "idempotent"
+    );
     assert!(p.try_loan().unwrap().is_some());
     // The entry can be claimed again.
     let again = Consumer::claim(r, 0, Start::Newest, &NoWake).unwrap();

@@ -56,8 +56,8 @@ impl Producer {
     pub fn create(name: &str, options: &Options) -> Result<Producer> {
         let name = ChannelName::new(name)?;
         let geometry = options.geometry()?;
-        let layout = bips_core::Layout::new(geometry)
-            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        let layout =
+            bips_core::Layout::new(geometry).map_err(|e| Error::InvalidOptions(e.to_string()))?;
         let page = page_size();
         let len = layout.total_size.div_ceil(page) * page;
         for _ in 0..8 {
@@ -139,7 +139,11 @@ impl Producer {
             None => {
                 // A dead consumer may be what keeps every buffer busy.
                 if self.reap_dead_consumers() > 0 {
-                    return Ok(self.core.try_loan().map_err(map_protocol)?.map(|b| self.sample(b)));
+                    return Ok(self
+                        .core
+                        .try_loan()
+                        .map_err(map_protocol)?
+                        .map(|b| self.sample(b)));
                 }
                 Ok(None)
             }
@@ -178,7 +182,9 @@ impl Producer {
         let fd = self.seg.fd();
         let mut n = 0;
         for i in 0..r.geometry().max_consumers {
-            let Some(word) = r.consumer_word(i) else { break };
+            let Some(word) = r.consumer_word(i) else {
+                break;
+            };
             if bips_core::layout::entry_word_split(word).1 == bips_core::layout::ENTRY_FREE {
                 continue;
             }

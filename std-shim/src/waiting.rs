@@ -30,6 +30,9 @@ pub(crate) struct ShimWait<'a> {
     deadline: Option<Instant>,
     next_check: Instant,
     polls: u32,
+    /// The answer of the last `sleeps()`: `wait` must not block unless the
+    /// protocol counted us as a sleeper, or a publish would not wake us.
+    counted: std::cell::Cell<bool>,
     check: &'a mut dyn FnMut(),
 }
 
@@ -46,6 +49,7 @@ impl<'a> ShimWait<'a> {
             deadline: timeout.map(|t| now + t),
             next_check: now + LIVENESS_SLICE,
             polls: 0,
+            counted: std::cell::Cell::new(false),
             check,
         }
     }
@@ -70,11 +74,16 @@ impl<'a> ShimWait<'a> {
 
 impl bips_core::Wait for ShimWait<'_> {
     fn sleeps(&self) -> bool {
-        !self.spinning()
+        let sleeps = !self.spinning();
+        self.counted.set(sleeps);
+        sleeps
     }
 
     fn wait(&mut self, word: &AtomicU32, expected: u32) -> bool {
-        if self.spinning() {
+        // Decide by what `sleeps` answered, not by the clock again: the spin
+        // phase may have ended in between, and an uncounted sleeper is never
+        // woken by a publish.
+        if !self.counted.get() {
             std::hint::spin_loop();
             self.polls = self.polls.wrapping_add(1);
             // Reading the clock costs ~20 ns: do it every 64 polls.
@@ -100,4 +109,48 @@ impl bips_core::Wait for ShimWait<'_> {
 pub fn now_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bips_core::Wait;
+
+    /// Regression: `sleeps()` answered "spinning" (so the protocol did not
+    /// count us as a sleeper), the spin phase then ran out before `wait()`;
+    /// `wait()` must not park, since no publish would wake it (it used to
+    /// sleep a whole liveness slice).
+    #[test]
+    fn uncounted_waiter_never_parks() {
+        let word = AtomicU32::new(0);
+        let mut check = || {};
+        let spin = Duration::from_millis(5);
+        let mut w = ShimWait::new(WaitStrategy::SpinThenPark { spin }, None, &mut check);
+        assert!(!w.sleeps(), "still in the spin phase");
+        std::thread::sleep(spin * 2); // the spin phase ends here
+        let t = Instant::now();
+        assert!(w.wait(&word, 0));
+        assert!(
+            t.elapsed() < LIVENESS_SLICE / 2,
+            "parked for {:?} without being counted",
+            t.elapsed()
+        );
+        // Counted now: it may park (the word is unchanged, so it sleeps until
+        // the slice ends or a wake arrives).
+        assert!(w.sleeps());
+    }
+
+    #[test]
+    fn deadline_gives_up() {
+        let word = AtomicU32::new(0);
+        let mut check = || {};
+        let mut w = ShimWait::new(
+            WaitStrategy::Park,
+            Some(Duration::from_millis(20)),
+            &mut check,
+        );
+        let t = Instant::now();
+        while w.sleeps() && w.wait(&word, 0) {}
+        assert!(t.elapsed() >= Duration::from_millis(20));
+    }
 }

@@ -22,9 +22,15 @@ impl HeapParts {
             geometry,
             header: Box::new(Header::new()),
             producer: Box::new(ProducerBlock::new()),
-            consumers: (0..geometry.max_consumers).map(|_| ConsumerEntry::new()).collect(),
-            ring: (0..geometry.ring_capacity).map(|_| RingSlot::new()).collect(),
-            buffers: (0..geometry.buffer_count).map(|_| BufferDesc::new()).collect(),
+            consumers: (0..geometry.max_consumers)
+                .map(|_| ConsumerEntry::new())
+                .collect(),
+            ring: (0..geometry.ring_capacity)
+                .map(|_| RingSlot::new())
+                .collect(),
+            buffers: (0..geometry.buffer_count)
+                .map(|_| BufferDesc::new())
+                .collect(),
         }
     }
 

@@ -1,0 +1,539 @@
+//! `bips demo`: producer and consumers in separate processes, live figures.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bips::{Consumer, ConsumerOptions, Error, Options, Producer, Start};
+use clap::Args;
+
+use crate::hist::Histogram;
+use crate::{PolicyArg, WaitArg};
+
+type BoxError = Box<dyn std::error::Error>;
+
+/// Frame header magic, written at the start of every demo frame.
+const MAGIC: u64 = 0xB1B5_DE40_F8A3_E000;
+
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Frame width in pixels.
+    #[arg(long, default_value_t = 1920)]
+    width: u32,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 1080)]
+    height: u32,
+    /// Bytes per pixel (3 = RGB, 4 = RGBA).
+    #[arg(long, default_value_t = 3)]
+    bpp: u32,
+    /// Frame size in bytes (overrides width x height x bpp).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Frames per second to publish (0: as fast as the consumers allow).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
+    /// Number of consumer processes.
+    #[arg(long, default_value_t = 2)]
+    consumers: u32,
+    /// Backpressure policy.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Block)]
+    policy: PolicyArg,
+    /// How long to publish, in seconds.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Buffers in the pool.
+    #[arg(long, default_value_t = 8)]
+    buffers: u32,
+    /// How waiting processes wait.
+    #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
+    wait: WaitArg,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChildArgs {
+    #[arg(long)]
+    channel: String,
+    #[arg(long)]
+    size: usize,
+    #[arg(long)]
+    rate: u32,
+    #[arg(long)]
+    consumers: u32,
+    #[arg(long, value_enum)]
+    policy: PolicyArg,
+    #[arg(long)]
+    seconds: f64,
+    #[arg(long)]
+    buffers: u32,
+    #[arg(long, value_enum)]
+    wait: WaitArg,
+    #[arg(long, default_value_t = 0)]
+    id: u32,
+    #[arg(long, default_value_t = 0)]
+    width: u32,
+    #[arg(long, default_value_t = 0)]
+    height: u32,
+}
+
+/// Kills and reaps child processes on drop, so an error never leaves them.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+enum Msg {
+    Stat {
+        id: u32,
+        received: u64,
+        bytes: u64,
+        lagged: u64,
+        hist: Histogram,
+    },
+    Final {
+        id: u32,
+        received: u64,
+        bytes: u64,
+        lagged: u64,
+        errors: u64,
+        secs: f64,
+        hist: Histogram,
+    },
+    Published(u64, f64),
+    Ready,
+    Line(String),
+}
+
+fn parse(line: &str) -> Msg {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    match f.first().copied() {
+        Some("READY") => Msg::Ready,
+        Some("PUBLISHED") => {
+            Msg::Published(num(1), f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0.0))
+        }
+        Some(k @ ("STAT" | "FINAL")) if f.len() >= 7 => {
+            let hist = Histogram::decode(f[6]).unwrap_or_default();
+            let (id, received, bytes, lagged, errors) =
+                (num(1) as u32, num(2), num(3), num(4), num(5));
+            if k == "STAT" {
+                Msg::Stat {
+                    id,
+                    received,
+                    bytes,
+                    lagged,
+                    hist,
+                }
+            } else {
+                Msg::Final {
+                    id,
+                    received,
+                    bytes,
+                    lagged,
+                    errors,
+                    secs: f.get(7).and_then(|s| s.parse().ok()).unwrap_or(0.0),
+                    hist,
+                }
+            }
+        }
+        _ => Msg::Line(line.to_owned()),
+    }
+}
+
+fn spawn(role: &str, a: &ChildArgs, tx: &mpsc::Sender<Msg>) -> Result<Child, BoxError> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(role)
+        .args(["--channel", &a.channel])
+        .args(["--size", &a.size.to_string()])
+        .args(["--rate", &a.rate.to_string()])
+        .args(["--consumers", &a.consumers.to_string()])
+        .args(["--seconds", &a.seconds.to_string()])
+        .args(["--buffers", &a.buffers.to_string()])
+        .args(["--id", &a.id.to_string()])
+        .args(["--width", &a.width.to_string()])
+        .args(["--height", &a.height.to_string()])
+        .args([
+            "--policy",
+            match a.policy {
+                PolicyArg::Block => "block",
+                PolicyArg::DropOldest => "drop-oldest",
+            },
+        ])
+        .args([
+            "--wait",
+            match a.wait {
+                WaitArg::Spin => "spin",
+                WaitArg::SpinThenPark => "spin-then-park",
+                WaitArg::Park => "park",
+            },
+        ])
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    let mut child = cmd.spawn()?;
+    let out = child.stdout.take().expect("piped");
+    let tx = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(parse(&line)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(child)
+}
+
+fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..=9_999 => format!("{ns} ns"),
+        10_000..=9_999_999 => format!("{:.1} us", ns as f64 / 1e3),
+        _ => format!("{:.2} ms", ns as f64 / 1e6),
+    }
+}
+
+pub fn run(a: DemoArgs) -> Result<(), BoxError> {
+    if a.consumers == 0 {
+        return Err("--consumers must be at least 1".into());
+    }
+    let size = a
+        .size
+        .unwrap_or(a.width as usize * a.height as usize * a.bpp as usize)
+        .max(16);
+    let channel = format!("demo-{}", std::process::id());
+    let child = ChildArgs {
+        channel: channel.clone(),
+        size,
+        rate: a.rate,
+        consumers: a.consumers,
+        policy: a.policy,
+        seconds: a.seconds,
+        buffers: a.buffers,
+        wait: a.wait,
+        id: 0,
+        width: a.width,
+        height: a.height,
+    };
+    println!(
+        "bips demo: 1 producer -> {} consumers, separate processes, channel /dev/shm/bips.{channel}",
+        a.consumers
+    );
+    println!(
+        "  frames of {} bytes ({}x{}x{}), {} buffers, policy {:?}, wait {:?}, rate {}, {} s",
+        size,
+        a.width,
+        a.height,
+        a.bpp,
+        a.buffers,
+        a.policy,
+        a.wait,
+        if a.rate == 0 {
+            "unlimited".to_string()
+        } else {
+            format!("{} fps", a.rate)
+        },
+        a.seconds
+    );
+    println!(
+        "  zero copy: frames are written and read in place; nothing is copied between processes."
+    );
+
+    let (tx, rx) = mpsc::channel();
+    let mut kids = Children(Vec::new());
+    kids.0.push(spawn("__demo-producer", &child, &tx)?);
+    // Wait for the producer to create the channel before consumers open it.
+    let t0 = Instant::now();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10))? {
+            Msg::Ready => break,
+            Msg::Line(l) => println!("  producer: {l}"),
+            _ => {}
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err("producer did not start".into());
+        }
+    }
+    for id in 0..a.consumers {
+        let c = ChildArgs {
+            id,
+            ..child.clone()
+        };
+        kids.0.push(spawn("__demo-consumer", &c, &tx)?);
+    }
+    drop(tx);
+
+    let tty = std::io::stdout().is_terminal();
+    let n = a.consumers as usize;
+    let mut last: Vec<(u64, u64)> = vec![(0, 0); n];
+    let mut window = Histogram::default();
+    let mut lagged = vec![0u64; n];
+    let mut finals: Vec<Option<(u64, u64, u64, u64, f64, Histogram)>> = vec![None; n];
+    let mut published = (0u64, 0.0f64);
+    let mut tick = Instant::now();
+    let mut since = Instant::now();
+    let (mut win_frames, mut win_bytes) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs_f64(a.seconds + 20.0);
+    while finals.iter().any(Option::is_none) {
+        let msg = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if Instant::now() > deadline {
+                    return Err("demo did not finish in time".into());
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match msg {
+            Msg::Stat {
+                id,
+                received,
+                bytes,
+                lagged: l,
+                hist,
+            } => {
+                let i = id as usize % n;
+                win_frames += received - last[i].0.min(received);
+                win_bytes += bytes - last[i].1.min(bytes);
+                last[i] = (received, bytes);
+                lagged[i] = l;
+                window.merge(&hist);
+            }
+            Msg::Final {
+                id,
+                received,
+                bytes,
+                lagged,
+                errors,
+                secs,
+                hist,
+            } => finals[id as usize % n] = Some((received, bytes, lagged, errors, secs, hist)),
+            Msg::Published(p, s) => published = (p, s),
+            Msg::Ready => {}
+            Msg::Line(l) => println!("  {l}"),
+        }
+        if tick.elapsed() >= Duration::from_millis(500) {
+            let dt = since.elapsed().as_secs_f64();
+            let line = format!(
+                "  live: {:>9.0} frames/s  {:>7.2} GB/s handed over  latency p50 {:>9}  p99 {:>9}  lagged {}",
+                win_frames as f64 / dt,
+                win_bytes as f64 / dt / 1e9,
+                fmt_ns(window.quantile(0.5)),
+                fmt_ns(window.quantile(0.99)),
+                lagged.iter().sum::<u64>()
+            );
+            if tty {
+                print!("\r{line}");
+            } else {
+                println!("{line}");
+            }
+            let _ = std::io::stdout().flush();
+            tick = Instant::now();
+            since = Instant::now();
+            window = Histogram::default();
+            win_frames = 0;
+            win_bytes = 0;
+        }
+    }
+    if tty {
+        println!();
+    }
+    let mut failed = false;
+    for (i, k) in kids.0.iter_mut().enumerate() {
+        let st = k.wait()?;
+        if !st.success() {
+            failed = true;
+            eprintln!(
+                "  {} exited with {st}",
+                if i == 0 { "producer" } else { "consumer" }
+            );
+        }
+    }
+    println!();
+    println!(
+        "  producer published {} frames in {:.2} s ({:.0} frames/s)",
+        published.0,
+        published.1,
+        published.0 as f64 / published.1.max(1e-9)
+    );
+    println!(
+        "  {:<9} {:>10} {:>10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>8} {:>6}",
+        "consumer", "frames", "frames/s", "GB/s", "p50", "p99", "p99.9", "max", "lagged", "errors"
+    );
+    let mut all = Histogram::default();
+    for (i, f) in finals.iter().enumerate() {
+        let Some((frames, bytes, lag, errors, secs, h)) = f else {
+            println!("  {i:<9} (no report)");
+            failed = true;
+            continue;
+        };
+        failed |= *errors > 0;
+        all.merge(h);
+        println!(
+            "  {:<9} {:>10} {:>10.0} {:>9.2} {:>10} {:>10} {:>10} {:>10} {:>8} {:>6}",
+            i,
+            frames,
+            *frames as f64 / secs.max(1e-9),
+            *bytes as f64 / secs.max(1e-9) / 1e9,
+            fmt_ns(h.quantile(0.5)),
+            fmt_ns(h.quantile(0.99)),
+            fmt_ns(h.quantile(0.999)),
+            fmt_ns(h.max()),
+            lag,
+            errors
+        );
+    }
+    println!(
+        "  all       latency p50 {}  p99 {}  p99.9 {}  (publish -> receive, CLOCK_MONOTONIC)",
+        fmt_ns(all.quantile(0.5)),
+        fmt_ns(all.quantile(0.99)),
+        fmt_ns(all.quantile(0.999))
+    );
+    if std::path::Path::new(&format!("/dev/shm/bips.{channel}")).exists() {
+        eprintln!("  /dev/shm/bips.{channel} was left behind");
+        failed = true;
+    }
+    if failed {
+        return Err("demo failed (see above)".into());
+    }
+    println!("  ok: every frame checked in place, no errors, nothing left in /dev/shm");
+    Ok(())
+}
+
+fn write_frame(buf: &mut [u8], seq: u64) {
+    let n = buf.len();
+    buf[..8].copy_from_slice(&MAGIC.to_le_bytes());
+    buf[8..16].copy_from_slice(&seq.to_le_bytes());
+    buf[n - 8..].copy_from_slice(&seq.to_le_bytes());
+}
+
+fn frame_ok(buf: &[u8], seq: u64) -> bool {
+    let n = buf.len();
+    n >= 16
+        && buf[..8] == MAGIC.to_le_bytes()
+        && buf[8..16] == seq.to_le_bytes()
+        && buf[n - 8..] == seq.to_le_bytes()
+}
+
+pub fn producer(a: ChildArgs) -> Result<(), BoxError> {
+    let opts = Options::new(a.buffers, a.size)
+        .backpressure(a.policy.into())
+        .max_consumers(a.consumers.max(1))
+        .meta_size(16)
+        .wait(a.wait.into());
+    let p = Producer::create(&a.channel, &opts)?;
+    println!("READY");
+    // Wait for every consumer to attach (they report to the parent, not us).
+    let t0 = Instant::now();
+    while p.consumer_count() < a.consumers as usize {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err("consumers did not attach".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let period = (a.rate > 0).then(|| Duration::from_secs_f64(1.0 / a.rate as f64));
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(a.seconds);
+    let mut next = start;
+    let mut n = 0u64;
+    while Instant::now() < end {
+        if let Some(p) = period {
+            next += p;
+            while Instant::now() < next {
+                std::hint::spin_loop();
+                if next.saturating_duration_since(Instant::now()) > Duration::from_micros(200) {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        }
+        let mut s = match p.loan_timeout(Duration::from_secs(2)) {
+            Ok(s) => s,
+            Err(Error::Timeout) => return Err("producer starved for 2 s".into()),
+            Err(e) => return Err(e.into()),
+        };
+        let seq = n;
+        write_frame(s.as_mut_slice(), seq);
+        s.meta_mut()[..4].copy_from_slice(&a.width.to_le_bytes());
+        s.meta_mut()[4..8].copy_from_slice(&a.height.to_le_bytes());
+        let got = s.publish()?;
+        debug_assert_eq!(got, seq);
+        n += 1;
+    }
+    println!("PUBLISHED {n} {:.3}", start.elapsed().as_secs_f64());
+    drop(p); // closes the channel: consumers drain and disconnect
+    Ok(())
+}
+
+pub fn consumer(a: ChildArgs) -> Result<(), BoxError> {
+    let c = Consumer::open_with(
+        &a.channel,
+        &ConsumerOptions::new()
+            .start(Start::Oldest)
+            .wait(a.wait.into()),
+    )?;
+    let mut hist = Histogram::default();
+    let mut total = Histogram::default();
+    let (mut received, mut bytes, mut lagged, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut last_seq: Option<u64> = None;
+    let mut first: Option<Instant> = None;
+    let mut last_rx = Instant::now();
+    let mut report = Instant::now();
+    let stat = |k: &str, r: u64, b: u64, l: u64, e: u64, h: &Histogram, extra: &str| {
+        println!("{k} {} {r} {b} {l} {e} {} {extra}", a.id, h.encode());
+    };
+    loop {
+        let s = match c.recv_timeout(Duration::from_secs(5)) {
+            Ok(s) => s,
+            Err(Error::Disconnected) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let now = bips::now_ns();
+        first.get_or_insert_with(Instant::now);
+        last_rx = Instant::now();
+        hist.record(now.saturating_sub(s.timestamp_ns()));
+        let seq = s.seq();
+        if last_seq.is_some_and(|l| seq <= l) || !frame_ok(s.as_slice(), seq) {
+            errors += 1;
+        }
+        if let Some(l) = last_seq {
+            if seq > l + 1 && s.lagged() != seq - l - 1 {
+                errors += 1; // a gap must be reported as lag (S4)
+            }
+        }
+        if s.meta()[..4] != a.width.to_le_bytes() {
+            errors += 1;
+        }
+        last_seq = Some(seq);
+        lagged += s.lagged();
+        received += 1;
+        bytes += s.len() as u64;
+        drop(s);
+        if report.elapsed() >= Duration::from_millis(250) {
+            stat("STAT", received, bytes, lagged, errors, &hist, "");
+            total.merge(&hist);
+            hist = Histogram::default();
+            report = Instant::now();
+        }
+    }
+    total.merge(&hist);
+    let secs = first.map_or(0.0, |f| (last_rx - f).as_secs_f64());
+    stat(
+        "FINAL",
+        received,
+        bytes,
+        lagged,
+        errors,
+        &total,
+        &format!("{secs:.3}"),
+    );
+    if errors > 0 {
+        return Err(format!("{errors} bad frames").into());
+    }
+    Ok(())
+}
