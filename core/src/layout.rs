@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! offset 0      Header          (128 B)   geometry + identity, written once at format
-//! 128           ProducerBlock   (384 B)   head/tail/doorbell | waiters | producer-waiting
-//! 512           ConsumerEntry x max_consumers (128 B each)
+//! 128           ProducerBlock   (512 B)   tail/doorbell | head | state/waiters | producer-waiting
+//! 640           ConsumerEntry x max_consumers (128 B each)
 //! ...           RingSlot      x ring_capacity  (16 B each)   seq stamp + buffer index
 //! ...           BufferDesc    x buffer_count   (64 B each)   state, seq, len, timestamp
 //! ...           meta area     x buffer_count   (meta_stride each, 64-B aligned)
@@ -220,22 +220,27 @@ pub struct Header {
 #[repr(C, align(128))]
 #[cfg_attr(not(loom), derive(bytemuck::Zeroable))]
 pub struct ProducerBlock {
-    // --- line 0: written by the producer on every publish / retire.
-    /// Next sequence to publish; samples `< head` are published.
-    pub head: AtomicU64,
+    // --- line 0: written by the producer on every retire; read by
+    // `DropOldest` consumers on every receive.
     /// Oldest sequence still retained; samples `< tail` are gone.
     pub tail: AtomicU64,
     /// Futex word consumers sleep on; bumped by a publish that sees sleepers.
     pub doorbell: AtomicU32,
-    _pad0: [u8; LINE - 20],
-    // --- line 1: read-mostly; written when the producer closes and when
+    _pad0: [u8; LINE - 12],
+    // --- line 1: written by the producer on every publish; read only when
+    // a consumer attaches and by monitoring tools (consumers learn of a
+    // publish from its ring slot), so it gets a line of its own.
+    /// Next sequence to publish; samples `< head` are published.
+    pub head: AtomicU64,
+    _pad_head: [u8; LINE - 8],
+    // --- line 2: read-mostly; written when the producer closes and when
     // consumers go to sleep or wake up.
     /// [`PRODUCER_OPEN`] or [`PRODUCER_CLOSED`].
     pub state: AtomicU32,
     /// Consumers asleep (or about to sleep) on `doorbell`.
     pub waiters: AtomicU32,
     _pad1: [u8; LINE - 8],
-    // --- line 2: producer waiting for space (Block) or for a held buffer.
+    // --- line 3: producer waiting for space (Block) or for a held buffer.
     /// Non-zero while the producer is asleep (or about to sleep) on `space_bell`.
     pub producer_waiting: AtomicU32,
     /// Futex word the producer sleeps on; bumped by a release that sees it waiting.
@@ -338,20 +343,41 @@ mod pinned {
     const_assert_eq!(offset_of!(Header, version), 8);
     const_assert_eq!(offset_of!(Header, buffer_size), 40);
     const_assert_eq!(offset_of!(Header, epoch), 56);
-    const_assert_eq!(size_of::<ProducerBlock>(), 3 * LINE);
-    const_assert_eq!(offset_of!(ProducerBlock, head), 0);
-    const_assert_eq!(offset_of!(ProducerBlock, tail), 8);
-    const_assert_eq!(offset_of!(ProducerBlock, doorbell), 16);
-    const_assert_eq!(offset_of!(ProducerBlock, state), LINE);
-    const_assert_eq!(offset_of!(ProducerBlock, waiters), LINE + 4);
-    const_assert_eq!(offset_of!(ProducerBlock, producer_waiting), 2 * LINE);
-    const_assert_eq!(offset_of!(ProducerBlock, space_bell), 2 * LINE + 4);
+    const_assert_eq!(offset_of!(Header, header_size), 12);
+    const_assert_eq!(offset_of!(Header, buffer_count), 16);
+    const_assert_eq!(offset_of!(Header, ring_capacity), 20);
+    const_assert_eq!(offset_of!(Header, max_consumers), 24);
+    const_assert_eq!(offset_of!(Header, meta_size), 28);
+    const_assert_eq!(offset_of!(Header, alignment), 32);
+    const_assert_eq!(offset_of!(Header, policy), 36);
+    const_assert_eq!(offset_of!(Header, total_size), 48);
+    const_assert_eq!(offset_of!(Header, max_held), 64);
+    const_assert_eq!(size_of::<ProducerBlock>(), 4 * LINE);
+    const_assert_eq!(align_of::<ProducerBlock>(), LINE);
+    const_assert_eq!(offset_of!(ProducerBlock, tail), 0);
+    const_assert_eq!(offset_of!(ProducerBlock, doorbell), 8);
+    const_assert_eq!(offset_of!(ProducerBlock, head), LINE);
+    const_assert_eq!(offset_of!(ProducerBlock, state), 2 * LINE);
+    const_assert_eq!(offset_of!(ProducerBlock, waiters), 2 * LINE + 4);
+    const_assert_eq!(offset_of!(ProducerBlock, producer_waiting), 3 * LINE);
+    const_assert_eq!(offset_of!(ProducerBlock, space_bell), 3 * LINE + 4);
     const_assert_eq!(size_of::<ConsumerEntry>(), LINE);
+    const_assert_eq!(align_of::<ConsumerEntry>(), LINE);
+    const_assert_eq!(offset_of!(ConsumerEntry, state), 0);
+    const_assert_eq!(offset_of!(ConsumerEntry, sleeping), 4);
     const_assert_eq!(offset_of!(ConsumerEntry, cursor), 8);
+    const_assert_eq!(offset_of!(ConsumerEntry, lost), 16);
+    const_assert_eq!(offset_of!(ConsumerEntry, received), 24);
     const_assert_eq!(offset_of!(ConsumerEntry, held), 32);
     const_assert_eq!(size_of::<RingSlot>(), 16);
+    const_assert_eq!(offset_of!(RingSlot, stamp), 0);
+    const_assert_eq!(offset_of!(RingSlot, buf), 8);
     const_assert_eq!(size_of::<BufferDesc>(), 64);
+    const_assert_eq!(align_of::<BufferDesc>(), 64);
+    const_assert_eq!(offset_of!(BufferDesc, state), 0);
     const_assert_eq!(offset_of!(BufferDesc, seq), 8);
+    const_assert_eq!(offset_of!(BufferDesc, len), 16);
+    const_assert_eq!(offset_of!(BufferDesc, timestamp), 24);
 }
 
 /// Byte offsets of every part of a region, derived from a [`Geometry`] with
@@ -573,7 +599,8 @@ constructors! {
         _pad0: a32(), _reserved: core::array::from_fn(|_| a64()),
     }
     ProducerBlock {
-        head: a64(), tail: a64(), doorbell: a32(), _pad0: [0; LINE - 20],
+        tail: a64(), doorbell: a32(), _pad0: [0; LINE - 12],
+        head: a64(), _pad_head: [0; LINE - 8],
         state: a32(), waiters: a32(), _pad1: [0; LINE - 8],
         producer_waiting: a32(), space_bell: a32(), _pad2: [0; LINE - 8],
     }

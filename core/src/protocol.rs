@@ -41,6 +41,11 @@ use crate::wait::{Wait, Wake};
 /// under it before `try_recv` reports "nothing yet".
 const CATCH_UP_TRIES: u32 = 64;
 
+/// Sequences at or beyond this bound are never reached (2^63 samples is
+/// ~290,000 years at 1 M/s): a `head` or `tail` read from the region at or
+/// past it is corruption, refused before any `+ 1` can overflow.
+const SEQ_LIMIT: u64 = 1 << 63;
+
 /// Why a protocol operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -350,7 +355,7 @@ impl<'a> Region<'a> {
     }
 
     /// Wakes a producer asleep on `space_bell`, if it is (handshake 3).
-    fn notify_producer(&self, wake: &impl Wake) {
+    fn notify_producer(&self, wake: &(impl Wake + ?Sized)) {
         fence(SeqCst);
         if self.producer.producer_waiting.load(Relaxed) != 0 {
             self.producer.space_bell.fetch_add(1, Release);
@@ -668,6 +673,7 @@ pub struct Received {
     timestamp: u64,
     lagged: u64,
     slot: u8,
+    entry: u32,
 }
 
 impl Received {
@@ -702,6 +708,7 @@ impl Received {
 /// (process-local state in `Cell`s); holds up to [`MAX_HELD`] samples.
 pub struct Consumer<'a> {
     r: Region<'a>,
+    wake: &'a (dyn Wake + Sync),
     idx: usize,
     policy: Policy,
     cursor: Cell<u64>,
@@ -716,11 +723,13 @@ impl<'a> Consumer<'a> {
     ///
     /// The caller (the OS layer) decides which entry is free to claim; this
     /// fails with [`ProtocolError::EntryBusy`] if the entry is not free.
+    /// `wake` is kept to wake a sleeping producer when a receive withdraws a
+    /// hold it had announced (a cold path).
     pub fn claim(
         region: Region<'a>,
         idx: u32,
         start: Start,
-        wake: &impl Wake,
+        wake: &'a (dyn Wake + Sync),
     ) -> Result<Consumer<'a>, ProtocolError> {
         let e = region
             .consumers
@@ -736,8 +745,10 @@ impl<'a> Consumer<'a> {
             .compare_exchange(w, entry_word(generation, ENTRY_ATTACHING), Acquire, Relaxed)
             .map_err(|_| ProtocolError::EntryBusy)?;
         // Nobody reads an ATTACHING entry's holds; clear the last owner's.
+        // Release, as in `release`: a Relaxed store would not continue the
+        // release sequence of an earlier hold's clearing.
         for h in &e.held {
-            h.store(0, Relaxed);
+            h.store(0, Release);
         }
         e.lost.store(0, Relaxed);
         e.received.store(0, Relaxed);
@@ -745,6 +756,10 @@ impl<'a> Consumer<'a> {
         let p = region.producer;
         let head = p.head.load(Acquire);
         let tail = p.tail.load(Acquire);
+        if head >= SEQ_LIMIT || tail > head {
+            e.state.store(entry_word(generation, ENTRY_FREE), Release);
+            return Err(ProtocolError::Corrupt("head/tail out of range"));
+        }
         let mut c = match start {
             Start::Oldest => tail,
             Start::Next => head,
@@ -752,13 +767,25 @@ impl<'a> Consumer<'a> {
             Start::Newest => head,
         };
         e.cursor.store(c, Relaxed);
-        e.state.store(entry_word(generation, ENTRY_ACTIVE), Release);
+        // A CAS, not a store: if a reclaimer freed the entry meanwhile (only
+        // when liveness was misjudged), do not bring it back to life.
+        e.state
+            .compare_exchange(
+                entry_word(generation, ENTRY_ATTACHING),
+                entry_word(generation, ENTRY_ACTIVE),
+                Release,
+                Relaxed,
+            )
+            .map_err(|_| ProtocolError::EntryBusy)?;
         // Handshake 1: our cursor is published; confirm `c` is still retained.
         loop {
             fence(SeqCst);
             let t = p.tail.load(Relaxed);
             if t <= c {
                 break;
+            }
+            if t >= SEQ_LIMIT {
+                return Err(ProtocolError::Corrupt("tail out of range"));
             }
             c = t;
             e.cursor.store(c, Release);
@@ -767,6 +794,7 @@ impl<'a> Consumer<'a> {
         }
         Ok(Consumer {
             r: region,
+            wake,
             idx: idx as usize,
             policy: region.layout.geometry.policy,
             cursor: Cell::new(c),
@@ -801,7 +829,10 @@ impl<'a> Consumer<'a> {
         &self.r.consumers[self.idx]
     }
 
-    fn skip_to(&self, t: u64) {
+    fn skip_to(&self, t: u64) -> Result<(), ProtocolError> {
+        if t >= SEQ_LIMIT {
+            return Err(ProtocolError::Corrupt("tail out of range"));
+        }
         let c = self.cursor.get();
         let n = t - c;
         self.pending_lost.set(self.pending_lost.get() + n);
@@ -809,6 +840,7 @@ impl<'a> Consumer<'a> {
         self.entry().lost.store(self.lost.get(), Relaxed);
         self.cursor.set(t);
         self.entry().cursor.store(t, Release);
+        Ok(())
     }
 
     /// Receives the next sample without waiting: `Ok(None)` when there is
@@ -851,7 +883,7 @@ impl<'a> Consumer<'a> {
                 if t <= c {
                     return Err(ProtocolError::Corrupt("ring stamp ahead of tail"));
                 }
-                self.skip_to(t);
+                self.skip_to(t)?;
                 continue;
             }
             let b = slot.buf.load(Relaxed);
@@ -859,31 +891,35 @@ impl<'a> Consumer<'a> {
                 return Err(ProtocolError::Corrupt("ring names a buffer out of range"));
             }
             // Announce the hold before the cursor: a producer that sees the
-            // cursor past `c` (Acquire) also sees this hold.
-            e.held[k].store(c + 1, Relaxed);
+            // cursor past `c` (Acquire) also sees this hold. Release, not
+            // Relaxed: a producer reading this value must also be ordered
+            // after our earlier `held[k] = 0` (and the payload reads it
+            // published); a Relaxed store would break that release sequence.
+            e.held[k].store(c + 1, Release);
             if self.policy == Policy::DropOldest {
                 // Handshake 1: the producer may be recycling `c` right now.
                 fence(SeqCst);
                 let t = p.tail.load(Relaxed);
                 if t > c {
-                    e.held[k].store(0, Relaxed);
-                    self.skip_to(t);
+                    self.withdraw(k);
+                    self.skip_to(t)?;
                     continue;
                 }
             }
             let d = &self.r.buffers[b as usize];
-            if d.seq.load(Acquire) != c {
-                e.held[k].store(0, Release);
-                if self.policy == Policy::DropOldest {
-                    continue; // `buf` was read across a recycle; read again.
-                }
+            // Only the buffer published as `c` carries `seq == c`, and it is
+            // not re-loaned while our hold stands (handshake 1). A `buf` read
+            // across a recycle implies `tail > c`, caught just above. So a
+            // mismatch is corruption, under either policy.
+            if d.seq.load(Relaxed) != c {
+                self.withdraw(k);
                 return Err(ProtocolError::Corrupt(
                     "descriptor sequence disagrees with ring",
                 ));
             }
             let len = d.len.load(Relaxed);
             if len > g.buffer_size {
-                e.held[k].store(0, Release);
+                self.withdraw(k);
                 return Err(ProtocolError::Corrupt("sample length exceeds buffer size"));
             }
             let timestamp = d.timestamp.load(Relaxed);
@@ -899,6 +935,7 @@ impl<'a> Consumer<'a> {
                 timestamp,
                 lagged: self.pending_lost.replace(0),
                 slot: k as u8,
+                entry: self.idx as u32,
             }));
         }
     }
@@ -939,9 +976,24 @@ impl<'a> Consumer<'a> {
         }
     }
 
+    /// Takes back a hold announced by a receive that did not complete. The
+    /// producer may have seen it and gone to sleep on it (handshake 3).
+    fn withdraw(&self, k: usize) {
+        self.entry().held[k].store(0, Release);
+        self.r.notify_producer(self.wake);
+    }
+
     /// Gives a received sample back. Samples may be released in any order.
     /// Wakes the producer if it sleeps waiting for a buffer.
+    ///
+    /// # Panics
+    /// When `sample` was received by another consumer (a caller bug that
+    /// would otherwise drop that consumer's hold).
     pub fn release(&self, sample: Received, wake: &impl Wake) {
+        assert!(
+            sample.entry == self.idx as u32 && self.held_mask.get() & (1 << sample.slot) != 0,
+            "sample released to a consumer that did not receive it"
+        );
         let k = sample.slot as usize;
         // Everything we read from the buffer happens-before the producer's
         // next write to it: it loads this hold with Acquire.
@@ -957,8 +1009,15 @@ impl<'a> Consumer<'a> {
         for h in &e.held {
             h.store(0, Release);
         }
-        let (generation, _) = entry_word_split(e.state.load(Relaxed));
-        e.state.store(entry_word(generation, ENTRY_FREE), Release);
+        let w = e.state.load(Relaxed);
+        let (generation, state) = entry_word_split(w);
+        if state == ENTRY_ACTIVE {
+            // A CAS: an entry already reclaimed (maybe claimed anew) is not
+            // ours to free.
+            let _ =
+                e.state
+                    .compare_exchange(w, entry_word(generation, ENTRY_FREE), Release, Relaxed);
+        }
         self.r.notify_producer(wake);
     }
 }
@@ -978,10 +1037,13 @@ pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &imp
     if state == ENTRY_FREE {
         return false;
     }
+    // First to ATTACHING (nobody claims it, the producer ignores it), then
+    // settle the dead consumer's `waiters` count, then FREE: freeing first
+    // would let a new owner set `sleeping`, which we would then undo.
     if e.state
         .compare_exchange(
             observed,
-            entry_word(generation, ENTRY_FREE),
+            entry_word(generation, ENTRY_ATTACHING),
             AcqRel,
             Relaxed,
         )
@@ -993,6 +1055,7 @@ pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &imp
     if e.sleeping.swap(0, Relaxed) != 0 {
         region.producer.waiters.fetch_sub(1, Relaxed);
     }
+    e.state.store(entry_word(generation, ENTRY_FREE), Release);
     region.notify_producer(wake);
     true
 }

@@ -59,7 +59,7 @@ impl Spin {
         Spin::default()
     }
 
-    /// Spins at most `polls` times, then gives up.
+    /// Spins at most `polls` times in total (across calls), then gives up.
     pub fn with_limit(polls: u64) -> Spin {
         Spin {
             polls: 0,

@@ -1,0 +1,48 @@
+//! A consumer reading frames in place until the producer leaves.
+//!
+//! ```text
+//! cargo run --release -p bips --example consumer -- [CHANNEL]
+//! ```
+
+use std::time::Duration;
+
+use bips::{Consumer, Error};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let channel = std::env::args().nth(1).unwrap_or_else(|| "example".into());
+    // The producer may start after us: retry for a few seconds.
+    let consumer = {
+        let mut tries = 0;
+        loop {
+            match Consumer::open(&channel) {
+                Ok(c) => break c,
+                Err(Error::NotFound { .. } | Error::Disconnected) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    println!("consumer: attached to {channel:?}, {:?}", consumer.geometry());
+    let mut frames = 0u64;
+    for sample in consumer.iter() {
+        let sample = sample?; // the frame, in shared memory: no copy
+        let meta = sample.meta();
+        let width = u32::from_le_bytes(meta[..4].try_into()?);
+        let height = u32::from_le_bytes(meta[4..8].try_into()?);
+        let latency_us = bips::now_ns().saturating_sub(sample.timestamp_ns()) / 1000;
+        if sample.seq() % 30 == 0 {
+            println!(
+                "consumer: #{} {width}x{height}, {} bytes, first pixel {:?}, {latency_us} us after publish{}",
+                sample.seq(),
+                sample.len(),
+                &sample.as_slice()[..3],
+                if sample.lagged() > 0 { format!(", {} lost", sample.lagged()) } else { String::new() }
+            );
+        }
+        frames += 1;
+    }
+    println!("consumer: producer gone after {frames} frames");
+    Ok(())
+}
