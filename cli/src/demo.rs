@@ -88,6 +88,17 @@ impl Drop for Children {
     }
 }
 
+/// A consumer's closing report.
+#[derive(Clone)]
+struct Report {
+    frames: u64,
+    bytes: u64,
+    lagged: u64,
+    errors: u64,
+    secs: f64,
+    hist: Histogram,
+}
+
 enum Msg {
     Stat {
         id: u32,
@@ -273,7 +284,7 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
     let mut last: Vec<(u64, u64)> = vec![(0, 0); n];
     let mut window = Histogram::default();
     let mut lagged = vec![0u64; n];
-    let mut finals: Vec<Option<(u64, u64, u64, u64, f64, Histogram)>> = vec![None; n];
+    let mut finals: Vec<Option<Report>> = vec![None; n];
     let mut published = (0u64, 0.0f64);
     let mut tick = Instant::now();
     let mut since = Instant::now();
@@ -313,7 +324,16 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
                 errors,
                 secs,
                 hist,
-            } => finals[id as usize % n] = Some((received, bytes, lagged, errors, secs, hist)),
+            } => {
+                finals[id as usize % n] = Some(Report {
+                    frames: received,
+                    bytes,
+                    lagged,
+                    errors,
+                    secs,
+                    hist,
+                })
+            }
             Msg::Published(p, s) => published = (p, s),
             Msg::Ready => {}
             Msg::Line(l) => println!("  {l}"),
@@ -368,7 +388,15 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
     );
     let mut all = Histogram::default();
     for (i, f) in finals.iter().enumerate() {
-        let Some((frames, bytes, lag, errors, secs, h)) = f else {
+        let Some(Report {
+            frames,
+            bytes,
+            lagged: lag,
+            errors,
+            secs,
+            hist: h,
+        }) = f
+        else {
             println!("  {i:<9} (no report)");
             failed = true;
             continue;
