@@ -7,7 +7,7 @@
 #   bash scripts/test.sh --no-setup --only fmt # same as adding --skip setup
 #   bash scripts/test.sh --list                # print the stages and their commands
 #
-# Stages, in order: setup fmt clippy test doc loom miri no_std aarch64. `setup` runs
+# Stages, in order: setup fmt clippy test demo doc loom miri no_std aarch64. `setup` runs
 # scripts/setup.sh (a quick no-op once everything is installed) and is skipped only by
 # `--skip setup` / `--no-setup`. A failing stage does not stop the run: every selected stage
 # runs, a summary table follows, and the last line reads `N passed, M failed` (stages
@@ -24,7 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/test.sh"
 LOG_DIR="$ROOT/target/test-logs"
 BINFMT_STATUS="$ROOT/target/setup/binfmt.status"
-STAGES=(setup fmt clippy test doc loom miri no_std aarch64)
+STAGES=(setup fmt clippy test demo doc loom miri no_std aarch64)
 
 cd "$ROOT"
 
@@ -47,6 +47,13 @@ body_fmt() { run cargo fmt --all -- --check; }
 body_clippy() { run cargo clippy --workspace --all-targets -- -D warnings; }
 
 body_test() { run cargo test --workspace --release; }
+
+# demo: README's main-job command, shortened; it exits non-zero on any bad frame, a
+# child failure or a /dev/shm entry left behind.
+body_demo() {
+    run cargo run --release -p bips-cli -- demo --seconds 1
+    run cargo run --release -p bips-cli -- demo --seconds 1 --policy drop-oldest --consumers 3 --rate 2000
+}
 
 body_doc() { run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps; }
 
