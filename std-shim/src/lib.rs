@@ -40,6 +40,7 @@
 
 mod consumer;
 pub mod error;
+pub mod monitor;
 mod options;
 pub(crate) mod os;
 mod producer;

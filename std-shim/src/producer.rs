@@ -205,7 +205,7 @@ impl Producer {
 impl Drop for Producer {
     fn drop(&mut self) {
         self.core.close(&FutexWake);
-        let _ = Segment::unlink(self.seg.name());
+        self.seg.unlink_if_same();
     }
 }
 
@@ -227,7 +227,9 @@ fn replace_stale(name: &ChannelName) -> Result<()> {
         if let Ok(region) = unsafe { Region::attach(seg.as_ptr(), seg.len()) } {
             region.close(&FutexWake);
         }
-        Segment::unlink(name)
+        // Only this stale object: never one another producer just made.
+        seg.unlink_if_same();
+        Ok(())
     } else {
         Err(Error::ChannelBusy {
             name: name.as_str().to_owned(),

@@ -474,6 +474,16 @@ impl Segment {
         self.len
     }
 
+    /// Unlinks the name only if it still names this very object (not one
+    /// created anew under the same name since we opened it). Returns whether
+    /// it did.
+    pub fn unlink_if_same(&self) -> bool {
+        let id = file_id(self.fd.as_fd());
+        let before = rfs::lstat(self.name.path()).ok();
+        unlink_if_same(id, &self.name);
+        before.is_some() && rfs::lstat(self.name.path()).is_err()
+    }
+
     /// The object's fd (for [`lock`](super::lock) and `fstat`).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
