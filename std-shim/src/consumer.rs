@@ -49,7 +49,12 @@ pub struct Consumer {
     wait: WaitStrategy,
     empty_polls: Cell<u32>,
     last_check: Cell<Instant>,
+    /// Process-unique identity, so a [`RawSample`] is only ever released to
+    /// the consumer that received it (an address could be reused).
+    id: u64,
 }
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,6 +100,7 @@ impl Consumer {
                         wait: options.wait,
                         empty_polls: Cell::new(0),
                         last_check: Cell::new(Instant::now()),
+                        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     })
                 }
                 Err(_) => {
@@ -177,6 +183,18 @@ impl Consumer {
         if let Ok(false) = lock::is_locked_by_other(self.seg.fd(), PRODUCER_LOCK_BYTE) {
             self.core.region().close(&FutexWake);
         }
+    }
+
+    /// Gives back a sample detached with [`Sample::into_raw`].
+    ///
+    /// # Panics
+    /// When `raw` came from another consumer.
+    pub fn release_raw(&self, raw: RawSample) {
+        assert_eq!(
+            raw.owner, self.id,
+            "RawSample released to a consumer that did not receive it"
+        );
+        self.core.release(raw.r, &FutexWake);
     }
 
     fn sample(&self, r: Received) -> Sample<'_> {
@@ -327,6 +345,102 @@ impl Sample<'_> {
     /// multiple of `T`'s size.
     pub fn as_pod<T: bytemuck::AnyBitPattern>(&self) -> Result<&[T]> {
         bytemuck::try_cast_slice(self.as_slice()).map_err(|e| Error::InvalidOptions(e.to_string()))
+    }
+}
+
+impl Sample<'_> {
+    /// Detaches the sample from its borrow of the consumer, for loops that
+    /// keep samples in their own structures. The buffer stays held until
+    /// [`Consumer::release_raw`]; dropping a `RawSample` without releasing it
+    /// keeps its buffer held (under `Block` that eventually stalls the
+    /// producer) until the consumer itself drops.
+    pub fn into_raw(self) -> RawSample {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        RawSample {
+            ptr: this.as_ptr(),
+            owner: this.consumer.id,
+            // SAFETY: `this` is never dropped (ManuallyDrop), so `r` is taken
+            // exactly once.
+            r: unsafe { ManuallyDrop::take(&mut this.r) },
+        }
+    }
+}
+
+/// A held sample without a borrow of its consumer: raw slot access for tight
+/// loops. See [`Sample::into_raw`] and [`Consumer::release_raw`].
+///
+/// ```
+/// # use bips::{Consumer, Options, Producer};
+/// # let name = format!("doc-raw-{}", std::process::id());
+/// # let producer = Producer::create(&name, &Options::new(4, 64))?;
+/// # let consumer = Consumer::open(&name)?;
+/// # for i in 0..2u8 { let mut s = producer.loan()?; s.write_pod(&[i])?; s.publish()?; }
+/// let mut window = Vec::new(); // keep the last samples without borrowing
+/// while let Some(s) = consumer.try_recv()? {
+///     window.push(s.into_raw());
+/// }
+/// // SAFETY: not yet released, and `consumer` lives.
+/// let first = unsafe { window[0].as_slice() }[0];
+/// assert_eq!(first, 0);
+/// for raw in window {
+///     consumer.release_raw(raw);
+/// }
+/// # Ok::<(), bips::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RawSample {
+    ptr: *const u8,
+    owner: u64,
+    r: Received,
+}
+
+// SAFETY: a RawSample is a token (a hold) plus a pointer into a mapping
+// shared by design; moving it to another thread moves no thread-bound state.
+// Releasing needs the consumer, which is `!Sync`, so it happens on the
+// consumer's thread.
+unsafe impl Send for RawSample {}
+
+impl RawSample {
+    /// Pointer to the payload.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// Payload length.
+    pub fn len(&self) -> usize {
+        self.r.len() as usize
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.r.is_empty()
+    }
+
+    /// Sequence number.
+    pub fn seq(&self) -> u64 {
+        self.r.seq()
+    }
+
+    /// Producer timestamp (ns).
+    pub fn timestamp_ns(&self) -> u64 {
+        self.r.timestamp()
+    }
+
+    /// Samples lost just before this one.
+    pub fn lagged(&self) -> u64 {
+        self.r.lagged()
+    }
+
+    /// The payload.
+    ///
+    /// # Safety
+    /// The consumer that received this sample must still be alive (its
+    /// mapping holds the bytes). While `self` is not released, the producer
+    /// never writes the buffer.
+    pub unsafe fn as_slice(&self) -> &[u8] {
+        // SAFETY: the caller guarantees the mapping is alive; the hold keeps
+        // the producer off the buffer; `len` was bounded by the buffer size.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len()) }
     }
 }
 

@@ -47,7 +47,7 @@ mod producer;
 mod waiting;
 
 pub use bips_core::{Geometry, LayoutError, Start, MAX_HELD};
-pub use consumer::{Consumer, Iter, Sample};
+pub use consumer::{Consumer, Iter, RawSample, Sample};
 pub use error::{Error, Result};
 pub use options::{Backpressure, ConsumerOptions, Options, WaitStrategy};
 pub use os::shm::{list_channels, page_size};
