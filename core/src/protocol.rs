@@ -376,6 +376,15 @@ impl<'a> Region<'a> {
         })
     }
 
+    /// Whether every live consumer has received `seq` (or skipped it): the
+    /// `Block` condition for retiring it.
+    fn received_by_all(&self, seq: u64) -> bool {
+        self.consumers.iter().all(|e| {
+            entry_word_split(e.state.load(Acquire)).1 != ENTRY_ACTIVE
+                || e.cursor.load(Acquire) > seq
+        })
+    }
+
     /// Whether every live consumer has received `seq` (or skipped it) and
     /// none holds it: the `Block` condition for recycling its buffer.
     fn done_by_all(&self, seq: u64) -> bool {
@@ -474,11 +483,14 @@ impl<'a> Producer<'a> {
                 return Ok(Some(b));
             }
         }
-        // Recycle the oldest published sample(s).
+        // Recycle the oldest published sample(s). A sample still held is
+        // retired all the same (its hold keeps its buffer, as RETIRED) so a
+        // consumer keeping an old sample while reading on does not stall the
+        // stream; under Block only once every live consumer received it.
         while self.tail.get() < self.head.get() {
             let t = self.tail.get();
             let b = self.buffer_of(t)?;
-            if self.policy == Policy::Block && !self.r.done_by_all(t) {
+            if self.policy == Policy::Block && !self.r.received_by_all(t) {
                 return Ok(None);
             }
             // Handshake 1: a consumer that stores a cursor or a hold at `t`
@@ -496,9 +508,6 @@ impl<'a> Producer<'a> {
             }
             self.r.buffers[b as usize].state.store(BUF_RETIRED, Relaxed);
             self.retired.set(self.retired.get() + 1);
-            if self.policy == Policy::Block {
-                return Ok(None);
-            }
         }
         Ok(None)
     }

@@ -150,3 +150,29 @@ fn reclaim_of_dead_consumer_unblocks_producer() {
     let again = Consumer::claim(r, 0, Start::Newest, &NoWake).unwrap();
     assert_eq!(again.cursor(), 1);
 }
+
+/// Regression (found by tests/order.rs): under Block, a consumer keeping an
+/// old sample while it reads and releases newer ones must not stall the
+/// producer while buffers are free.
+#[test]
+fn block_out_of_order_release_keeps_the_stream_going() {
+    let (raw, _) = RawRegion::formatted(small(4, 1, Policy::Block));
+    let r = raw.region();
+    let p = Producer::new(r);
+    let c = Consumer::claim(r, 0, Start::Oldest, &NoWake).unwrap();
+    for i in 0..4 {
+        let b = p.try_loan().unwrap().unwrap();
+        p.publish(b, 1, i, &NoWake).unwrap();
+    }
+    let kept = c.try_recv().unwrap().unwrap();
+    assert_eq!(kept.seq(), 0);
+    for seq in 1..40u64 {
+        let s = c.try_recv().unwrap().expect("published");
+        assert_eq!(s.seq(), seq);
+        c.release(s, &NoWake);
+        let b = p.try_loan().unwrap().expect("3 of 4 buffers are free");
+        assert_ne!(b, kept.buffer(), "the kept sample's buffer is never reused");
+        p.publish(b, 1, 0, &NoWake).unwrap();
+    }
+    c.release(kept, &NoWake);
+}

@@ -1,6 +1,7 @@
 //! The producer: creates a channel, loans buffers, publishes samples.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use bips_core::Region;
 
@@ -8,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
 use crate::os::shm::{page_size, ChannelName, Segment};
-use crate::waiting::{now_ns, FutexWake, ShimWait};
+use crate::waiting::{now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
 
 /// The single writer of a channel.
@@ -37,6 +38,11 @@ pub struct Producer {
     core: bips_core::Producer<'static>,
     seg: Segment,
     wait: WaitStrategy,
+    /// When dead consumers were last looked for: reaping costs a system
+    /// call per consumer entry, so a full pool (the normal state of a
+    /// `Block` channel paced by its consumers) must not trigger it on every
+    /// loan (P1). At most once per liveness slice.
+    last_reap: Cell<Instant>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -86,6 +92,7 @@ impl Producer {
                 core: bips_core::Producer::new(region),
                 seg,
                 wait: options.wait,
+                last_reap: Cell::new(Instant::now()),
             });
         }
         Err(Error::ChannelBusy {
@@ -138,7 +145,7 @@ impl Producer {
             Some(buf) => Ok(Some(self.sample(buf))),
             None => {
                 // A dead consumer may be what keeps every buffer busy.
-                if self.reap_dead_consumers() > 0 {
+                if self.reap_due() && self.reap_dead_consumers() > 0 {
                     return Ok(self
                         .core
                         .try_loan()
@@ -154,13 +161,28 @@ impl Producer {
         if let Some(buf) = self.core.try_loan().map_err(map_protocol)? {
             return Ok(self.sample(buf));
         }
-        self.reap_dead_consumers();
-        let mut check = || {
+        if self.reap_due() {
             self.reap_dead_consumers();
+        }
+        let mut check = || {
+            if self.reap_due() {
+                self.reap_dead_consumers();
+            }
         };
         let mut wait = ShimWait::new(self.wait, timeout, &mut check);
         let buf = self.core.loan(&mut wait).map_err(map_protocol)?;
         Ok(self.sample(buf))
+    }
+
+    /// Whether a liveness slice passed since dead consumers were last
+    /// looked for (and if so, starts a new slice).
+    fn reap_due(&self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last_reap.get()) < LIVENESS_SLICE {
+            return false;
+        }
+        self.last_reap.set(now);
+        true
     }
 
     fn sample(&self, buf: u32) -> SampleMut<'_> {

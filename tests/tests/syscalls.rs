@@ -1,0 +1,246 @@
+//! P1: the hot path (loan, publish, recv/try_recv, release) makes no system
+//! call when nobody sleeps. A producer and a consumer process, both with
+//! `WaitStrategy::Spin`, run under `strace -f -c` twice: with 0 samples (the
+//! setup and teardown alone) and with N samples. The difference is what the
+//! N samples cost in system calls; it must be far below one per sample.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bips::{Error, Options, Producer, WaitStrategy};
+use bips_tests::*;
+
+const ENTRY: &str = "child_entry";
+const N: u64 = 200_000;
+
+/// Children of this file start here (a no-op in a normal test run).
+#[test]
+fn child_entry() {
+    bips_tests::child_entry(&[("producer", producer_role), ("consumer", consumer_role)]);
+}
+
+/// Creates a Spin channel, starts the consumer process itself (so that
+/// `strace -f` follows it), waits for it without any system call, publishes
+/// `BIPS_N` samples, closes, and collects the consumer's result.
+fn producer_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let n: u64 = env("BIPS_N");
+    let buffers: u32 = env("BIPS_BUFFERS");
+    let work: u64 = env("BIPS_PRODUCER_WORK");
+    let producer = Producer::create(&name, &Options::new(buffers, 64).wait(WaitStrategy::Spin))
+        .expect("create");
+    let mut consumer = spawn(ENTRY, "consumer")
+        .env("BIPS_CHANNEL", &name)
+        .env("BIPS_N", n)
+        .env("BIPS_CONSUMER_WORK", env::<u64>("BIPS_CONSUMER_WORK"))
+        .start();
+    // Busy-wait (no sleep: a varying number of nanosleep calls would blur
+    // the comparison between runs).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while producer.consumer_count() < 1 {
+        assert!(Instant::now() < deadline, "the consumer never attached");
+        std::hint::spin_loop();
+    }
+    let t = Instant::now();
+    for seq in 0..n {
+        let mut s = producer.loan().expect("loan");
+        s.as_mut_slice()[..8].copy_from_slice(&seq.to_le_bytes());
+        s.set_len(8);
+        s.publish().expect("publish");
+        busy(work);
+    }
+    let took = t.elapsed();
+    drop(producer);
+    let r = consumer.expect_result(Duration::from_secs(20));
+    consumer.expect_success(Duration::from_secs(10));
+    say(format!(
+        "RESULT received={} hot_ns={}",
+        r.u64("received"),
+        took.as_nanos()
+    ));
+}
+
+/// Receives with Spin until `Disconnected`, checking order and payload.
+fn consumer_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let work: u64 = env("BIPS_CONSUMER_WORK");
+    let consumer = open_consumer(&name, "spin").expect("open");
+    let mut next = 0u64;
+    loop {
+        match consumer.recv() {
+            Ok(s) => {
+                assert_eq!(s.seq(), next);
+                assert_eq!(s.as_slice(), &next.to_le_bytes());
+                next += 1;
+                busy(work);
+            }
+            Err(Error::Disconnected) => break,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    say(format!("RESULT received={next}"));
+}
+
+/// About `n` ns of work without a system call (not even a clock read).
+fn busy(n: u64) {
+    let mut acc = 0u64;
+    for i in 0..n {
+        acc = std::hint::black_box(acc.wrapping_mul(31).wrapping_add(i));
+    }
+    std::hint::black_box(acc);
+}
+
+/// Per-syscall call counts and the total, from an `strace -c` summary.
+fn parse_strace_summary(text: &str) -> (BTreeMap<String, u64>, u64) {
+    let mut calls = BTreeMap::new();
+    let mut total = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // `% time  seconds  usecs/call  calls  [errors]  syscall`
+        if f.len() < 5 || f[0].parse::<f64>().is_err() {
+            continue;
+        }
+        let Ok(n) = f[3].parse::<u64>() else { continue };
+        let name = f[f.len() - 1].to_owned();
+        if name == "total" {
+            total = Some(n);
+        } else {
+            calls.insert(name, n);
+        }
+    }
+    let total = total.unwrap_or_else(|| panic!("no total line in strace output:\n{text}"));
+    (calls, total)
+}
+
+/// One traced configuration: pool size and busy work per sample (in
+/// iterations of a ~1 ns loop) on each side.
+#[derive(Clone, Copy, Debug)]
+struct Setup {
+    buffers: u32,
+    producer_work: u64,
+    consumer_work: u64,
+}
+
+/// Runs the producer (and its consumer) under `strace -f -c` with `n`
+/// samples; returns the syscall counts and the hot loop's duration.
+fn traced_run(setup: Setup, n: u64) -> (BTreeMap<String, u64>, u64, Duration) {
+    let ch = Channel::new(&format!("strace{n}"));
+    let out = std::env::temp_dir().join(format!("bips-strace-{}.txt", ch.name()));
+    let _ = std::fs::remove_file(&out);
+    let mut p = spawn(ENTRY, "producer")
+        .wrapper([
+            "strace".into(),
+            "-f".into(),
+            "-c".into(),
+            "-o".into(),
+            out.clone().into_os_string(),
+        ])
+        .env("BIPS_CHANNEL", ch.name())
+        .env("BIPS_N", n)
+        .env("BIPS_BUFFERS", setup.buffers)
+        .env("BIPS_PRODUCER_WORK", setup.producer_work)
+        .env("BIPS_CONSUMER_WORK", setup.consumer_work)
+        .label(&format!("strace-producer-{n}"))
+        .start();
+    let r = p.expect_result(Duration::from_secs(30));
+    p.expect_success(Duration::from_secs(10));
+    assert_eq!(r.u64("received"), n, "the consumer must get every sample");
+    let text = std::fs::read_to_string(&out).expect("strace summary");
+    let _ = std::fs::remove_file(&out);
+    ch.assert_removed();
+    let (calls, total) = parse_strace_summary(&text);
+    (calls, total, Duration::from_nanos(r.u64("hot_ns")))
+}
+
+/// Traces `setup` with 0 and with [`N`] samples and asserts that the samples
+/// cost fewer than one system call per 100.
+fn assert_hot_path_syscall_free(test: &str, setup: Setup) {
+    if let Err(why) = strace_available() {
+        skip(test, &format!("{why} (and it could not be installed)"));
+        return;
+    }
+    let (base_calls, base, _) = traced_run(setup, 0);
+    let (calls, total, hot) = traced_run(setup, N);
+    let extra = total.saturating_sub(base);
+    let mut grew: Vec<(u64, &str)> = calls
+        .iter()
+        .map(|(name, &c)| {
+            (
+                c.saturating_sub(*base_calls.get(name).unwrap_or(&0)),
+                name.as_str(),
+            )
+        })
+        .filter(|(d, _)| *d > 0)
+        .collect();
+    grew.sort_unstable_by(|a, b| b.cmp(a));
+    println!(
+        "{test} {setup:?}: syscalls: {base} with 0 samples, {total} with {N} samples ({extra} \
+         more: {:.4} per sample; hot loop {hot:?}); grew: {grew:?}",
+        extra as f64 / N as f64
+    );
+    assert!(
+        extra < N / 100,
+        "{N} samples cost {extra} system calls (> 1% of samples): the hot path enters the \
+         kernel; by syscall: {grew:?}"
+    );
+}
+
+fn strace_available() -> Result<(), String> {
+    let works = |out: std::io::Result<std::process::Output>| match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(format!(
+            "`strace -f -c true` failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("strace: {e}")),
+    };
+    let probe = || {
+        Command::new("strace")
+            .args(["-f", "-c", "-o", "/dev/null", "true"])
+            .output()
+    };
+    if works(probe()).is_ok() {
+        return Ok(());
+    }
+    // Not installed: try the distribution's package (CI machines are root).
+    if is_root() {
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "strace"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output();
+    }
+    works(probe())
+}
+
+/// The consumer keeps up (the producer does a little work per sample, and
+/// the pool is deep enough to ride out the consumer being descheduled for
+/// milliseconds): loan, publish, recv and release alone.
+#[test]
+fn hot_path_makes_no_syscalls_when_nobody_waits() {
+    let _s = serial();
+    assert_hot_path_syscall_free(
+        "hot_path_makes_no_syscalls_when_nobody_waits",
+        Setup {
+            buffers: 4096,
+            producer_work: 500,
+            consumer_work: 0,
+        },
+    );
+}
+
+/// The producer outruns the consumer (which does ~2 µs of work per sample),
+/// so under `Block` nearly every `loan` waits, spinning: nobody sleeps, so
+/// no system call is needed either (liveness checks are due every 50 ms).
+#[test]
+fn spinning_producer_paced_by_consumer_makes_no_syscalls() {
+    let _s = serial();
+    assert_hot_path_syscall_free(
+        "spinning_producer_paced_by_consumer_makes_no_syscalls",
+        Setup {
+            buffers: 8,
+            producer_work: 0,
+            consumer_work: 2000,
+        },
+    );
+}
