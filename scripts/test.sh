@@ -7,7 +7,7 @@
 #   bash scripts/test.sh --no-setup --only fmt # same as adding --skip setup
 #   bash scripts/test.sh --list                # print the stages and their commands
 #
-# Stages, in order: setup fmt clippy test demo doc loom miri no_std aarch64. `setup` runs
+# Stages, in order: setup fmt clippy test demo python doc loom miri no_std aarch64. `setup` runs
 # scripts/setup.sh (a quick no-op once everything is installed) and is skipped only by
 # `--skip setup` / `--no-setup`. A failing stage does not stop the run: every selected stage
 # runs, a summary table follows, and the last line reads `N passed, M failed` (stages
@@ -24,7 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/test.sh"
 LOG_DIR="$ROOT/target/test-logs"
 BINFMT_STATUS="$ROOT/target/setup/binfmt.status"
-STAGES=(setup fmt clippy test demo doc loom miri no_std aarch64)
+STAGES=(setup fmt clippy test demo python doc loom miri no_std aarch64)
 
 cd "$ROOT"
 
@@ -54,6 +54,10 @@ body_demo() {
     run cargo run --release -p bips-cli -- demo --seconds 1
     run cargo run --release -p bips-cli -- demo --seconds 1 --policy drop-oldest --consumers 3 --rate 2000
 }
+
+# python: the bindings built into .venv (scripts/setup.sh --python makes it) and their
+# pytest suite, with Rust and Python processes on both ends of a channel.
+body_python() { run bash "$ROOT/scripts/test-python.sh"; }
 
 body_doc() { run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps; }
 

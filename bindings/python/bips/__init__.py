@@ -1,0 +1,76 @@
+"""bips — zero-copy shared-memory buffers between processes.
+
+One :class:`Producer` fills buffers from a fixed pool in POSIX shared memory
+(``/dev/shm/bips.<name>``) and publishes them; any number of :class:`Consumer`
+objects, in any process (Rust, C++ or Python), read the very same bytes in
+place. Buffers support the Python buffer protocol, so NumPy arrays, memoryviews
+and PyTorch tensors are views of the shared memory, not copies::
+
+    import numpy as np
+    import bips
+
+    # Process A
+    producer = bips.Producer("camera", buffers=4, size=640 * 480 * 3)
+    with producer.loan() as buf:                   # a free buffer, in shared memory
+        np.frombuffer(buf, np.uint8)[:] = 255      # write the pixels in place
+    # leaving the block published it
+
+    # Process B
+    consumer = bips.Consumer("camera")
+    for sample in consumer:                        # ends when the producer leaves
+        frame = np.frombuffer(sample, np.uint8).reshape(480, 640, 3)  # no copy
+        print(sample.seq, frame.mean())
+
+Blocking calls release the GIL. A sample stays held (the producer never
+rewrites its buffer) while the ``Sample`` or any view of it is alive;
+``Sample.release()`` gives it back early and raises ``BufferError`` while views
+exist. Errors are subclasses of :class:`bips.Error`.
+"""
+
+from ._bips import (
+    MAX_HELD,
+    ChannelBusy,
+    Consumer,
+    Corrupt,
+    Disconnected,
+    Error,
+    HeldLimit,
+    InvalidName,
+    InvalidOptions,
+    LayoutMismatch,
+    NoSpace,
+    NotFound,
+    PermissionDenied,
+    Producer,
+    Sample,
+    SampleMut,
+    Timeout,
+    TooManyConsumers,
+    __version__,
+    list_channels,
+    now_ns,
+)
+
+__all__ = [
+    "MAX_HELD",
+    "ChannelBusy",
+    "Consumer",
+    "Corrupt",
+    "Disconnected",
+    "Error",
+    "HeldLimit",
+    "InvalidName",
+    "InvalidOptions",
+    "LayoutMismatch",
+    "NoSpace",
+    "NotFound",
+    "PermissionDenied",
+    "Producer",
+    "Sample",
+    "SampleMut",
+    "Timeout",
+    "TooManyConsumers",
+    "__version__",
+    "list_channels",
+    "now_ns",
+]

@@ -1,0 +1,269 @@
+"""Type stubs of bips (zero-copy shared-memory buffers between processes)."""
+
+import sys
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Literal, final
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
+
+__version__: str
+MAX_HELD: int
+"""How many samples one consumer may hold at once."""
+
+Backpressure = Literal["block", "drop_oldest", "drop-oldest"]
+WaitStrategy = Literal["spin_then_park", "spin-then-park", "spin", "park"]
+StartAt = Literal["newest", "oldest", "next"]
+
+class Error(Exception):
+    """Base class of every bips error."""
+
+class Timeout(Error, TimeoutError):
+    """The call did not complete within its timeout."""
+
+class Disconnected(Error):
+    """The producer has gone and every remaining sample was received."""
+
+class ChannelBusy(Error):
+    """A live producer already owns this channel name."""
+
+class NotFound(Error, FileNotFoundError):
+    """The channel does not exist."""
+
+class PermissionDenied(Error, PermissionError):
+    """The OS refused access to /dev/shm/bips.<name>."""
+
+class LayoutMismatch(Error):
+    """The segment is not a usable bips channel (magic, version, geometry)."""
+
+class Corrupt(Error):
+    """A value in the shared segment is impossible (written outside the protocol)."""
+
+class TooManyConsumers(Error):
+    """The channel already has its maximum number of consumers."""
+
+class HeldLimit(Error):
+    """This consumer already holds MAX_HELD samples: release one first."""
+
+class InvalidName(Error, ValueError):
+    """The channel name is not 1 to 200 bytes of [A-Za-z0-9._-]."""
+
+class InvalidOptions(Error, ValueError):
+    """An option or a combination of options is not acceptable."""
+
+class NoSpace(Error):
+    """Not enough shared memory in /dev/shm for the channel."""
+
+@final
+class SampleMut(Buffer):
+    """A loaned buffer, writable in place through the buffer protocol.
+
+    Publish it with :meth:`publish` (or leave a ``with`` block cleanly); give it
+    back unpublished with :meth:`discard` (or an exception in the ``with``
+    block). Publishing raises ``BufferError`` while views of it are alive.
+    """
+
+    @property
+    def capacity(self) -> int:
+        """Bytes the buffer holds."""
+    @property
+    def meta_size(self) -> int:
+        """Bytes of metadata ``publish`` accepts."""
+    @property
+    def done(self) -> bool:
+        """Whether it was published or given back."""
+    @property
+    def seq(self) -> int | None:
+        """The sequence number once published."""
+    def publish(
+        self,
+        length: int | None = None,
+        meta: Buffer | None = None,
+        timestamp_ns: int | None = None,
+    ) -> int:
+        """Publishes the first ``length`` bytes (default all) with ``meta``; returns the sequence."""
+    def discard(self) -> None:
+        """Gives the buffer back unpublished."""
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+    def __enter__(self) -> SampleMut: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> bool: ...
+
+@final
+class Sample(Buffer):
+    """A received sample: the producer's bytes in place, read-only (buffer protocol).
+
+    Held (never rewritten by the producer) while this object or any view of it
+    is alive. :meth:`release` gives it back early and raises ``BufferError``
+    while views are alive.
+    """
+
+    @property
+    def seq(self) -> int:
+        """Sequence number, strictly increasing for this consumer."""
+    @property
+    def timestamp_ns(self) -> int:
+        """The producer's timestamp (CLOCK_MONOTONIC ns, as ``time.monotonic_ns()``)."""
+    @property
+    def lagged(self) -> int:
+        """Samples lost just before this one (``drop_oldest`` channels)."""
+    @property
+    def meta(self) -> bytes:
+        """The per-sample metadata (``meta_size`` bytes, a copy)."""
+    @property
+    def released(self) -> bool:
+        """Whether the sample was released."""
+    def release(self) -> None:
+        """Gives the buffer back; ``BufferError`` while views are alive."""
+    def __len__(self) -> int: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
+    def __enter__(self) -> Sample: ...
+    def __exit__(self, *args: object) -> bool: ...
+
+@final
+class Producer:
+    """Creates channel ``name`` (``/dev/shm/bips.<name>``) with ``buffers`` buffers of ``size`` bytes."""
+
+    def __init__(
+        self,
+        name: str,
+        buffers: int,
+        size: int,
+        *,
+        backpressure: Backpressure = "block",
+        max_consumers: int = 8,
+        meta_size: int = 64,
+        mode: int = 0o600,
+        wait: WaitStrategy = "spin_then_park",
+        ring_capacity: int | None = None,
+        alignment: int | None = None,
+        prefault: bool = False,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def buffers(self) -> int: ...
+    @property
+    def buffer_size(self) -> int: ...
+    @property
+    def meta_size(self) -> int: ...
+    @property
+    def max_consumers(self) -> int: ...
+    @property
+    def consumer_count(self) -> int:
+        """Consumers attached right now."""
+    @property
+    def closed(self) -> bool: ...
+    def loan(self, timeout: float | None = None) -> SampleMut:
+        """A free buffer, waiting at most ``timeout`` s (``None``: forever); raises Timeout."""
+    def try_loan(self) -> SampleMut | None:
+        """A free buffer if one is free now."""
+    def pull(self, timeout: float | None = None) -> SampleMut:
+        """Alias of :meth:`loan`."""
+    def Pull(self, timeout: float | None = None) -> SampleMut:
+        """Alias of :meth:`loan` (BIPS API call shape)."""
+    def push(
+        self,
+        buf: SampleMut,
+        length: int | None = None,
+        meta: Buffer | None = None,
+        timestamp_ns: int | None = None,
+    ) -> int:
+        """Publishes ``buf``; returns its sequence number."""
+    def Push(
+        self,
+        buf: SampleMut,
+        length: int | None = None,
+        meta: Buffer | None = None,
+        timestamp_ns: int | None = None,
+    ) -> int:
+        """Alias of :meth:`push` (BIPS API call shape)."""
+    def reap_dead_consumers(self) -> int:
+        """Frees the entries of dead consumers; returns how many."""
+    def close(self) -> None:
+        """Closes the channel once no loan of it is alive (consumers drain, then Disconnected)."""
+    def __enter__(self) -> Producer: ...
+    def __exit__(self, *args: object) -> bool: ...
+
+@final
+class Consumer:
+    """Opens channel ``name`` as a reader."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        start: StartAt = "newest",
+        wait: WaitStrategy = "spin_then_park",
+        prefault: bool = False,
+    ) -> None: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def buffers(self) -> int: ...
+    @property
+    def buffer_size(self) -> int: ...
+    @property
+    def meta_size(self) -> int: ...
+    @property
+    def max_consumers(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def recv(self, timeout: float | None = None) -> Sample:
+        """The next sample, waiting at most ``timeout`` s; raises Timeout or Disconnected."""
+    def try_recv(self) -> Sample | None:
+        """The next sample if one is ready."""
+    def pull(self, timeout: float | None = None) -> Sample:
+        """Alias of :meth:`recv`."""
+    def Pull(self, timeout: float | None = None) -> Sample:
+        """Alias of :meth:`recv` (BIPS API call shape)."""
+    def push(self, sample: Sample) -> None:
+        """Releases ``sample``."""
+    def Push(self, sample: Sample) -> None:
+        """Alias of :meth:`push` (BIPS API call shape)."""
+    def close(self) -> None:
+        """Detaches; live samples keep their buffers until released."""
+    def __iter__(self) -> Iterator[Sample]: ...
+    def __next__(self) -> Sample: ...
+    def __enter__(self) -> Consumer: ...
+    def __exit__(self, *args: object) -> bool: ...
+
+def list_channels() -> list[str]:
+    """Names of the channels in /dev/shm (live or stale)."""
+
+def now_ns() -> int:
+    """CLOCK_MONOTONIC in nanoseconds (the clock of ``Sample.timestamp_ns``)."""
+
+__all__ = [
+    "MAX_HELD",
+    "ChannelBusy",
+    "Consumer",
+    "Corrupt",
+    "Disconnected",
+    "Error",
+    "HeldLimit",
+    "InvalidName",
+    "InvalidOptions",
+    "LayoutMismatch",
+    "NoSpace",
+    "NotFound",
+    "PermissionDenied",
+    "Producer",
+    "Sample",
+    "SampleMut",
+    "Timeout",
+    "TooManyConsumers",
+    "__version__",
+    "list_channels",
+    "now_ns",
+]

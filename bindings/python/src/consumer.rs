@@ -1,0 +1,516 @@
+//! `bips.Consumer` and `bips.Sample`.
+//!
+//! Lifetimes: a `bips::Sample<'c>` borrows its consumer, which Python cannot
+//! express. A received sample is therefore detached with
+//! [`bips::Sample::into_raw`] into a [`bips::RawSample`] (no borrow), which a
+//! `bips.Sample` owns together with an `Arc` of the consumer. So:
+//!
+//! * the consumer (and its mapping of the segment) lives as long as any
+//!   sample, and any buffer export, of it: a NumPy array's `base` chain ends
+//!   at the `bips.Sample` (its `view.obj`), which holds the `Arc`;
+//! * the hold on the buffer is given back (`Consumer::release_raw`) exactly
+//!   once: by `release()` (refused while exports live), by `__exit__` or the
+//!   last `__releasebuffer__` after it, or when the `bips.Sample` is freed
+//!   (it cannot be freed while an export lives: the export holds a strong
+//!   reference to it).
+
+use std::ffi::c_int;
+use std::sync::{Arc, Mutex as StdMutex};
+
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::errors::{to_py, IntoPyResult};
+use crate::serial::{Serialized, Settle};
+use crate::{deadline, parse_start, parse_wait, slice_until};
+
+impl Settle for bips::Consumer {
+    type Item = bips::RawSample;
+
+    fn settle(&self, raw: bips::RawSample) {
+        self.release_raw(raw);
+    }
+}
+
+type Core = Serialized<bips::Consumer>;
+
+/// What a blocking call got: a detached sample plus the copy of its metadata.
+struct Got {
+    raw: bips::RawSample,
+    meta: Vec<u8>,
+}
+
+fn detach_sample(s: bips::Sample<'_>) -> Got {
+    let meta = s.meta().to_vec();
+    Got {
+        raw: s.into_raw(),
+        meta,
+    }
+}
+
+/// Opens a channel as a reader and receives its samples in place.
+///
+/// ``Consumer(name, *, start="newest", wait="spin_then_park")``
+///
+/// ``start``: ``"newest"`` (the newest retained sample, or the next one),
+/// ``"oldest"`` (the oldest retained sample) or ``"next"`` (the next one
+/// published). ``wait``: how ``recv`` waits, ``"spin_then_park"``, ``"spin"``
+/// or ``"park"``.
+///
+/// Blocking calls release the GIL. A ``Consumer`` may be shared by threads;
+/// its calls are serialized. ``close()`` (or ``with``) detaches it; samples
+/// still alive keep the mapping (and their buffers) until they are released.
+#[pyclass(frozen, module = "bips", name = "Consumer")]
+pub(crate) struct Consumer {
+    core: StdMutex<Option<Arc<Core>>>,
+    name: String,
+    buffers: u32,
+    buffer_size: u64,
+    meta_size: u32,
+    max_consumers: u32,
+}
+
+impl Consumer {
+    fn core(&self) -> PyResult<Arc<Core>> {
+        self.core
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("operation on a closed bips.Consumer"))
+    }
+
+    fn wrap(&self, py: Python<'_>, core: &Arc<Core>, got: Got) -> PyResult<Py<Sample>> {
+        let len = got.raw.len();
+        let sample = Sample {
+            seq: got.raw.seq(),
+            timestamp_ns: got.raw.timestamp_ns(),
+            lagged: got.raw.lagged(),
+            len,
+            meta: got.meta,
+            state: StdMutex::new(SampleState {
+                held: Some(Held {
+                    raw: Some(got.raw),
+                    core: core.clone(),
+                }),
+                exports: 0,
+                release_when_unexported: false,
+            }),
+        };
+        // On failure `sample` drops, which gives the hold back.
+        Py::new(py, sample)
+    }
+
+    fn push_impl(&self, py: Python<'_>, sample: &Sample) -> PyResult<()> {
+        // (A closed consumer still takes its samples back.)
+        if let Some(core) = self.core.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if !sample.received_by(core) {
+                return Err(PyValueError::new_err(
+                    "this sample was received by another bips.Consumer",
+                ));
+            }
+        }
+        sample.release_impl(py)
+    }
+
+    fn recv_impl(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Sample>> {
+        let core = self.core()?;
+        let deadline = deadline(timeout)?;
+        // Fast path, GIL held: no wait needed when a sample is ready.
+        let first = core.run(py, |c| c.try_recv().map(|o| o.map(detach_sample)));
+        if let Some(got) = first.py_err()? {
+            return self.wrap(py, &core, got);
+        }
+        loop {
+            let Some(slice) = slice_until(deadline) else {
+                return Err(to_py(bips::Error::Timeout));
+            };
+            // Block for one slice with the GIL released, then come back for
+            // signals (Ctrl-C) and `close()`, and to let other threads take
+            // the consumer in between.
+            let got = py.detach(|| {
+                core.run_detached(|c| match c.recv_timeout(slice) {
+                    Ok(s) => Ok(Some(detach_sample(s))),
+                    Err(bips::Error::Timeout) => Ok(None),
+                    Err(e) => Err(e),
+                })
+            });
+            if let Some(got) = got.py_err()? {
+                return self.wrap(py, &core, got);
+            }
+            py.check_signals()?;
+            self.core()?; // closed meanwhile?
+        }
+    }
+}
+
+#[pymethods]
+impl Consumer {
+    #[new]
+    #[pyo3(signature = (name, *, start = "newest", wait = "spin_then_park", prefault = false))]
+    fn new(py: Python<'_>, name: &str, start: &str, wait: &str, prefault: bool) -> PyResult<Self> {
+        let opts = bips::ConsumerOptions::new()
+            .start(parse_start(start)?)
+            .wait(parse_wait(wait)?)
+            .prefault(prefault);
+        let name = name.to_owned();
+        // Opening may wait up to ~1 s for a producer still formatting.
+        let consumer = py
+            .detach(|| bips::Consumer::open_with(&name, &opts))
+            .py_err()?;
+        let g = *consumer.geometry();
+        Ok(Consumer {
+            core: StdMutex::new(Some(Arc::new(Serialized::new(consumer)))),
+            name,
+            buffers: g.buffer_count,
+            buffer_size: g.buffer_size,
+            meta_size: g.meta_size,
+            max_consumers: g.max_consumers,
+        })
+    }
+
+    /// Receives the next sample, waiting at most ``timeout`` seconds (``None``:
+    /// as long as it takes). Raises ``Timeout``, or ``Disconnected`` once the
+    /// producer is gone and every remaining sample was received.
+    #[pyo3(signature = (timeout = None))]
+    fn recv(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Sample>> {
+        self.recv_impl(py, timeout)
+    }
+
+    /// Receives the next sample if one is ready (no waiting), else ``None``.
+    fn try_recv(&self, py: Python<'_>) -> PyResult<Option<Py<Sample>>> {
+        let core = self.core()?;
+        let got = core
+            .run(py, |c| c.try_recv().map(|o| o.map(detach_sample)))
+            .py_err()?;
+        got.map(|g| self.wrap(py, &core, g)).transpose()
+    }
+
+    /// Alias of ``recv`` (the BIPS API's call shape).
+    #[pyo3(signature = (timeout = None))]
+    fn pull(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Sample>> {
+        self.recv_impl(py, timeout)
+    }
+
+    /// Alias of ``recv`` (the BIPS API's call shape).
+    #[pyo3(name = "Pull", signature = (timeout = None))]
+    fn pull_bips(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Sample>> {
+        self.recv_impl(py, timeout)
+    }
+
+    /// Releases ``sample`` (same as ``sample.release()``).
+    fn push(&self, py: Python<'_>, sample: &Bound<'_, Sample>) -> PyResult<()> {
+        self.push_impl(py, sample.get())
+    }
+
+    /// Releases ``sample`` (same as ``sample.release()``).
+    #[pyo3(name = "Push")]
+    fn push_bips(&self, py: Python<'_>, sample: &Bound<'_, Sample>) -> PyResult<()> {
+        self.push_impl(py, sample.get())
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// The next sample; iteration ends when the channel disconnects.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<Sample>>> {
+        match self.recv_impl(py, None) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if crate::errors::is_kind(py, &e, crate::errors::Kind::Disconnected) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Detaches from the channel. Samples still alive keep the mapping and
+    /// their buffers until they are released. Idempotent.
+    fn close(&self) {
+        let core = self.core.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(core);
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    /// Whether ``close()`` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.core
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
+    /// The channel name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Buffers in the channel's pool.
+    #[getter]
+    fn buffers(&self) -> u32 {
+        self.buffers
+    }
+
+    /// Bytes per buffer.
+    #[getter]
+    fn buffer_size(&self) -> u64 {
+        self.buffer_size
+    }
+
+    /// Bytes of per-sample metadata.
+    #[getter]
+    fn meta_size(&self) -> u32 {
+        self.meta_size
+    }
+
+    /// The channel's consumer capacity.
+    #[getter]
+    fn max_consumers(&self) -> u32 {
+        self.max_consumers
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<bips.Consumer {:?} buffers={} buffer_size={}{}>",
+            self.name,
+            self.buffers,
+            self.buffer_size,
+            if self.closed() { " closed" } else { "" }
+        )
+    }
+}
+
+/// A hold on a buffer, with the consumer it must be given back to.
+struct Held {
+    /// Always `Some` until given back.
+    raw: Option<bips::RawSample>,
+    /// Keeps the consumer, and so its mapping, alive while the hold lasts.
+    core: Arc<Core>,
+}
+
+impl Held {
+    fn ptr(&self) -> *const u8 {
+        self.raw.as_ref().map_or(std::ptr::null(), |r| r.as_ptr())
+    }
+
+    /// Gives the buffer back now, waiting for the consumer (GIL released
+    /// while another thread holds it).
+    fn release(mut self, py: Python<'_>) {
+        if let Some(raw) = self.raw.take() {
+            self.core.run(py, move |c| c.release_raw(raw));
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Dropped by the garbage collector or a buffer release: never wait.
+        if let Some(raw) = self.raw.take() {
+            self.core.settle_or_defer(raw);
+        }
+    }
+}
+
+struct SampleState {
+    /// The hold; `None` once released.
+    held: Option<Held>,
+    /// Live buffer exports (memoryviews, NumPy arrays, tensors).
+    exports: usize,
+    /// `__exit__` ran while exports lived: release when the last one goes.
+    release_when_unexported: bool,
+}
+
+/// A received sample: the producer's bytes, in place, read-only.
+///
+/// Supports the buffer protocol (``memoryview(s)``, ``np.frombuffer(s,
+/// np.uint8)``, ``np.asarray(s)``, ``torch.frombuffer(s, ...)``): the views
+/// share the shared-memory bytes and keep the sample (and its buffer) held
+/// while they live. ``release()`` gives the buffer back early; it raises
+/// ``BufferError`` while views exist. Leaving a ``with`` block releases the
+/// sample now, or when its last view goes.
+#[pyclass(frozen, module = "bips", name = "Sample")]
+pub(crate) struct Sample {
+    state: StdMutex<SampleState>,
+    seq: u64,
+    timestamp_ns: u64,
+    lagged: u64,
+    len: usize,
+    meta: Vec<u8>,
+}
+
+impl Sample {
+    fn state(&self) -> std::sync::MutexGuard<'_, SampleState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this sample came from `core` (a released one matches any).
+    fn received_by(&self, core: &Arc<Core>) -> bool {
+        self.state()
+            .held
+            .as_ref()
+            .is_none_or(|h| Arc::ptr_eq(&h.core, core))
+    }
+
+    /// Explicit release: refuses while exports live; waits for the consumer.
+    pub(crate) fn release_impl(&self, py: Python<'_>) -> PyResult<()> {
+        let held = {
+            let mut st = self.state();
+            if st.exports > 0 {
+                return Err(PyBufferError::new_err(format!(
+                    "cannot release sample #{}: {} buffer export(s) (memoryview/NumPy array/tensor) \
+                     still use its memory; delete them first",
+                    self.seq, st.exports
+                )));
+            }
+            st.held.take()
+        };
+        if let Some(held) = held {
+            held.release(py);
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Sample {
+    /// Gives the buffer back to the producer. Raises ``BufferError`` while
+    /// buffer exports (memoryviews, arrays) are alive. Idempotent.
+    fn release(&self, py: Python<'_>) -> PyResult<()> {
+        self.release_impl(py)
+    }
+
+    /// Whether the sample was released (its bytes are no longer readable).
+    #[getter]
+    fn released(&self) -> bool {
+        self.state().held.is_none()
+    }
+
+    /// Sequence number, strictly increasing for this consumer.
+    #[getter]
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The producer's timestamp, ``CLOCK_MONOTONIC`` nanoseconds (as
+    /// ``time.monotonic_ns()``) unless it set its own.
+    #[getter]
+    fn timestamp_ns(&self) -> u64 {
+        self.timestamp_ns
+    }
+
+    /// Samples lost just before this one (``drop_oldest`` channels; 0 else).
+    #[getter]
+    fn lagged(&self) -> u64 {
+        self.lagged
+    }
+
+    /// The per-sample metadata (``meta_size`` bytes, a copy).
+    #[getter]
+    fn meta<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.meta)
+    }
+
+    /// Payload bytes.
+    fn __len__(&self) -> usize {
+        self.len
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Releases the sample, or, while buffer exports live, marks it to be
+    /// released when the last one goes.
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        {
+            let mut st = self.state();
+            if st.exports > 0 {
+                st.release_when_unexported = true;
+                return Ok(false);
+            }
+        }
+        self.release_impl(py)?;
+        Ok(false)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<bips.Sample seq={} len={} lagged={}{}>",
+            self.seq,
+            self.len,
+            self.lagged,
+            if self.released() { " released" } else { "" }
+        )
+    }
+
+    /// # Safety
+    /// Called by CPython with a valid `view` (buffer protocol).
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        let mut st = this.state();
+        let Some(held) = st.held.as_ref() else {
+            return Err(PyBufferError::new_err(format!(
+                "sample #{} was released: its buffer is no longer readable",
+                this.seq
+            )));
+        };
+        if flags & ffi::PyBUF_WRITABLE != 0 {
+            return Err(PyBufferError::new_err(
+                "a bips.Sample is read-only: it is the producer's buffer, shared by every consumer",
+            ));
+        }
+        // SAFETY: `view` is the valid Py_buffer CPython handed us. The pointer
+        // is `len` bytes inside the consumer's mapping (the length was bounded
+        // by the buffer size on receipt). `view.obj` becomes a new strong
+        // reference to this sample, which owns an `Arc` of the consumer (so the
+        // mapping stays mapped) and the hold (so the producer does not rewrite
+        // the buffer, S1) until the export is released: the hold is not given
+        // back while `exports > 0`. Read-only (`readonly = 1`).
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                held.ptr() as *mut std::ffi::c_void,
+                this.len as ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        st.exports += 1;
+        Ok(())
+    }
+
+    /// # Safety
+    /// Called by CPython for a view that `__getbuffer__` filled.
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        let held = {
+            let mut st = self.state();
+            st.exports = st.exports.saturating_sub(1);
+            if st.exports == 0 && st.release_when_unexported {
+                st.held.take()
+            } else {
+                None
+            }
+        };
+        // May run during garbage collection: `Held::drop` never waits.
+        drop(held);
+    }
+}

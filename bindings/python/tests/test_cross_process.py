@@ -1,0 +1,192 @@
+"""Real processes: Rust producer -> Python consumer, Python producer -> Rust
+consumer, Python -> Python, and the example programs."""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bips
+
+from conftest import (
+    HEIGHT,
+    ROOT,
+    WIDTH,
+    example_binary,
+    expected_frame,
+    open_consumer,
+    shm_path,
+    wait_until,
+)
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_rust_producer_to_python_consumer(channel):
+    frames = 60
+    proc = subprocess.Popen(
+        [example_binary("producer"), channel, str(frames), "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        c = open_consumer(channel, start="oldest")
+        seqs = []
+        for s in c:  # until the producer exits
+            width, height = struct.unpack_from("<II", s.meta)
+            assert (width, height, len(s)) == (WIDTH, HEIGHT, WIDTH * HEIGHT * 3)
+            frame = np.frombuffer(s, np.uint8).reshape(HEIGHT, WIDTH, 3)
+            assert np.array_equal(frame, expected_frame(s.seq)), f"frame #{s.seq} differs"
+            seqs.append(s.seq)
+        c.close()
+    finally:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    # Every frame from the first one we saw, in order, none missing (Block).
+    assert seqs == list(range(seqs[0], frames)), seqs
+    assert len(seqs) >= 10
+
+
+def test_python_producer_to_rust_consumer(channel):
+    frames = 90
+    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3, meta_size=16) as p:
+        proc = subprocess.Popen(
+            [example_binary("consumer"), channel],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: p.consumer_count == 1, what="the Rust consumer to attach")
+            meta = struct.pack("<II", WIDTH, HEIGHT)
+            for n in range(frames):
+                with p.loan(timeout=10) as buf:
+                    np.frombuffer(buf, np.uint8).reshape(HEIGHT, WIDTH, 3)[:] = expected_frame(n)
+                    # (`with` publishes the whole buffer; meta needs publish())
+                    assert buf.publish(meta=meta) == n
+        finally:
+            p.close()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    # The example prints every 30th frame: "#N 640x480, 921600 bytes, first pixel [N, 0, N]".
+    lines = re.findall(r"#(\d+) (\d+)x(\d+), (\d+) bytes, first pixel \[(\d+), (\d+), (\d+)\]", out)
+    assert [int(line[0]) for line in lines] == [0, 30, 60], out
+    for seq, w, h, size, r, g, b in lines:
+        n = int(seq)
+        assert (int(w), int(h), int(size)) == (WIDTH, HEIGHT, WIDTH * HEIGHT * 3)
+        assert (int(r), int(g), int(b)) == (n % 256, 0, n % 256)
+    assert f"producer gone after {frames} frames" in out, out
+
+
+def test_python_producer_to_python_consumer_checksums(channel):
+    frames, size = 200, 64 * 1024
+    rng = np.random.default_rng(7)
+    with bips.Producer(channel, 4, size) as p:
+        proc = subprocess.Popen(
+            [sys.executable, HERE / "checksum_consumer.py", channel],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: p.consumer_count == 1, what="the consumer process to attach")
+            sent = []
+            for n in range(frames):
+                length = int(rng.integers(1, size + 1))
+                with p.loan(timeout=10) as buf:
+                    view = np.frombuffer(buf, np.uint8)
+                    view[:length] = rng.integers(0, 256, length, dtype=np.uint8)
+                    sent.append((n, length, zlib.crc32(view[:length])))
+                    del view
+                    buf.publish(length=length)
+        finally:
+            p.close()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "attached" and lines[-1] == f"done {frames}", out[-500:]
+    got = [tuple(int(x) for x in line.split()) for line in lines[1:-1]]
+    assert got == sent  # every sample, in order, byte for byte
+
+
+def test_killed_rust_producer_disconnects_python_consumer(channel):
+    proc = subprocess.Popen(
+        [example_binary("producer"), channel, "100000", "100"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        c = open_consumer(channel)
+        c.recv(timeout=5).release()
+        proc.kill()  # SIGKILL: no chance to close the channel
+        proc.wait(timeout=10)
+        t0 = time.monotonic()
+        with pytest.raises(bips.Disconnected):
+            while True:  # drain what is left, then Disconnected
+                c.recv(timeout=5).release()
+        assert time.monotonic() - t0 < 2
+        c.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        shm_path(channel).unlink(missing_ok=True)  # the dead producer could not
+
+
+def run_example(script: str, channel: str, frames: int = 30) -> subprocess.CompletedProcess:
+    """Runs an example consumer against a Python producer of the Rust
+    example's frames, publishing once the example has attached."""
+    meta = struct.pack("<II", WIDTH, HEIGHT)
+    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3, meta_size=16) as p:
+        example = subprocess.Popen(
+            [sys.executable, ROOT / "examples" / "python" / script, channel, "--every", "10"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(
+                lambda: p.consumer_count == 1 or example.poll() is not None,
+                timeout=60,
+                what=f"{script} to attach",
+            )
+            if example.poll() is None:
+                for n in range(frames):
+                    with p.loan(timeout=30) as buf:
+                        np.frombuffer(buf, np.uint8).reshape(HEIGHT, WIDTH, 3)[:] = expected_frame(n)
+                        buf.publish(meta=meta)
+        finally:
+            p.close()
+            out, err = example.communicate(timeout=60)
+    assert example.returncode == 0, f"stdout: {out}\nstderr: {err}"
+    return subprocess.CompletedProcess(example.args, example.returncode, out, err)
+
+
+def test_example_consumer_numpy(channel):
+    r = run_example("consumer_numpy.py", channel)
+    assert "attached" in r.stdout
+    for n in (0, 10, 20):  # it prints every 10th frame's mean colour
+        mean = expected_frame(n).reshape(-1, 3).mean(axis=0)
+        line = f"#{n} 480x640x3 mean RGB ({mean[0]:.1f}, {mean[1]:.1f}, {mean[2]:.1f})"
+        assert line in r.stdout, r.stdout
+    assert "producer gone after 30 frames (0 lost)" in r.stdout, r.stdout
+
+
+def test_example_consumer_torch(channel):
+    r = run_example("consumer_torch.py", channel)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "PyTorch is not installed" in r.stdout, r.stdout
+    else:
+        assert re.search(r"#0 tensor \(3, 480, 640\) torch.uint8", r.stdout), r.stdout
+        assert "producer gone after 30 frames" in r.stdout, r.stdout
