@@ -1,10 +1,15 @@
 //! `bips`: the command-line face of bips.
 //!
 //! `bips demo` runs a producer and consumers as separate processes over a
-//! real channel and shows live throughput and latency.
+//! real channel and shows live throughput and latency; `bips list`,
+//! `bips inspect` and `bips clean` look after the channels in /dev/shm;
+//! `bips bench` measures bips against the physical floor and its peers.
 
+mod channels;
 mod demo;
-mod hist;
+
+// The demo's log-linear histogram lives in bips-bench, which shares it.
+use bips_bench::hist;
 
 use std::process::ExitCode;
 
@@ -12,10 +17,27 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// bips — zero-copy shared-memory channels between processes.
 ///
-/// Start with `bips demo`: a producer and two consumers, each its own process,
-/// passing 1080p RGB frames through /dev/shm without copying them.
+/// A producer loans a buffer from a fixed pool in /dev/shm/bips.NAME, writes
+/// it in place and publishes it; every consumer process reads the very same
+/// bytes, in place. Start with `bips demo`; `bips list` shows the channels on
+/// this machine, `bips inspect NAME` one channel in detail, `bips clean`
+/// removes channels whose processes are all gone, `bips bench` measures.
 #[derive(Parser, Debug)]
-#[command(name = "bips", version, about, long_about = None)]
+#[command(
+    name = "bips",
+    version,
+    about,
+    long_about,
+    after_help = "Exit status: 0 success; 1 failure (the message says why); 2 bad usage \
+                  (unknown option, invalid channel name); 3 no such channel (inspect).\n\n\
+                  Examples:\n  \
+                  bips demo                      # 1 producer -> 2 consumers, 1080p frames, 3 s\n  \
+                  bips demo --consumers 4 --policy drop-oldest --rate 60\n  \
+                  bips list                      # channels in /dev/shm, who is alive\n  \
+                  bips inspect camera --json     # cursors, lag, buffer states of one channel\n  \
+                  bips clean --dry-run           # what a clean would remove\n  \
+                  bips bench --quick             # ~20 s benchmark smoke run"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,12 +54,67 @@ enum Cmd {
     /// are handed over, not a memcpy rate. Latency is publish -> receive, on
     /// CLOCK_MONOTONIC across processes.
     Demo(demo::DemoArgs),
+    /// List the bips channels in /dev/shm: geometry, policy, liveness, size.
+    ///
+    /// PRODUCER is "alive" while a process holds the channel's producer
+    /// liveness lock; CONSUMERS counts live consumers over the channel's
+    /// maximum. STATE "stale" means the producer died and nobody closed the
+    /// channel yet: `bips clean` removes such channels once no process uses
+    /// them. Reading a channel never disturbs it (no lock is taken).
+    List(channels::ListArgs),
+    /// Show one channel in detail: header, head/tail, each consumer's cursor,
+    /// lag, held and lost samples, buffer states, liveness.
+    ///
+    /// A snapshot of a running channel: values may move while they are read.
+    Inspect(channels::InspectArgs),
+    /// Remove channels whose producer and consumers are all dead.
+    ///
+    /// Liveness is proven by the kernel's open-file-description locks, which
+    /// die with their process (kill -9 included); PIDs are never used, so this
+    /// is safe across containers sharing /dev/shm. A channel any process still
+    /// uses is kept, and so is a fresh one whose producer may still be creating it.
+    Clean(channels::CleanArgs),
+    /// Measure latency and throughput against the physical floor, a raw
+    /// futex, a Unix socket copy and iceoryx2 (when built), in one run.
+    ///
+    /// Two processes pinned to different CPUs ping-pong samples of 64 B to
+    /// 32 MiB; the writer stamps an 8-byte header in place and the payload is
+    /// never copied. Writes target/bench/results.{md,csv,json} under the
+    /// current directory. The full run takes about two minutes; --quick ~20 s.
+    /// See BENCHMARKS.md in the repository for figures and how to read them.
+    Bench(bips_bench::BenchArgs),
     /// (internal) the producer process of `bips demo`.
     #[command(hide = true, name = "__demo-producer")]
     DemoProducer(demo::ChildArgs),
     /// (internal) a consumer process of `bips demo`.
     #[command(hide = true, name = "__demo-consumer")]
     DemoConsumer(demo::ChildArgs),
+    /// (internal) a peer process of `bips bench`.
+    #[command(hide = true, name = "__bench-peer")]
+    BenchPeer(bips_bench::PeerArgs),
+}
+
+/// A failure with its exit status.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    msg: String,
+}
+
+impl Failure {
+    /// A failure that exits with `code`.
+    pub fn new(code: u8, msg: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl From<Box<dyn std::error::Error>> for Failure {
+    fn from(e: Box<dyn std::error::Error>) -> Failure {
+        Failure::new(1, e.to_string())
+    }
 }
 
 /// Backpressure policy on the command line.
@@ -80,17 +157,31 @@ impl From<WaitArg> for bips::WaitStrategy {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes
+    // away (`bips list | head`) instead of panicking on EPIPE.
+    // SAFETY: called first thing in main, before any other thread exists;
+    // restoring the default disposition of SIGPIPE has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Demo(a) => demo::run(a),
-        Cmd::DemoProducer(a) => demo::producer(a),
-        Cmd::DemoConsumer(a) => demo::consumer(a),
+    let r: Result<(), Failure> = match cli.cmd {
+        Cmd::Demo(a) => demo::run(a).map_err(Into::into),
+        Cmd::DemoProducer(a) => demo::producer(a).map_err(Into::into),
+        Cmd::DemoConsumer(a) => demo::consumer(a).map_err(Into::into),
+        Cmd::List(a) => channels::list(a),
+        Cmd::Inspect(a) => channels::inspect(a),
+        Cmd::Clean(a) => channels::clean(a),
+        Cmd::Bench(a) => bips_bench::Launcher::current(&["__bench-peer"])
+            .map_err(|e| Failure::new(1, e.to_string()))
+            .and_then(|l| bips_bench::run(&a, &l).map(|_| ()).map_err(Into::into)),
+        Cmd::BenchPeer(a) => bips_bench::peer_main(&a).map_err(Into::into),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bips: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("bips: {}", f.msg);
+            ExitCode::from(f.code)
         }
     }
 }

@@ -24,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    println!("consumer: attached to {channel:?}, {:?}", consumer.geometry());
+    println!(
+        "consumer: attached to {channel:?}, {:?}",
+        consumer.geometry()
+    );
     let mut frames = 0u64;
     for sample in consumer.iter() {
         let sample = sample?; // the frame, in shared memory: no copy

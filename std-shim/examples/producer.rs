@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut next = Instant::now();
     for n in 0..frames {
         let mut frame = producer.loan()?; // waits while every buffer is in use
-        // Fill the frame in place: a moving gradient.
+                                          // Fill the frame in place: a moving gradient.
         for (i, px) in frame.as_mut_slice().chunks_exact_mut(3).enumerate() {
             let x = (i as u32 % WIDTH) as u8;
             px.copy_from_slice(&[x.wrapping_add(n as u8), (i / WIDTH as usize) as u8, n as u8]);
@@ -37,7 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         meta[4..8].copy_from_slice(&HEIGHT.to_le_bytes());
         let seq = frame.publish()?;
         if seq % 30 == 0 {
-            println!("producer: published #{seq} to {} consumer(s)", producer.consumer_count());
+            println!(
+                "producer: published #{seq} to {} consumer(s)",
+                producer.consumer_count()
+            );
         }
         next += period;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));

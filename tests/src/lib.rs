@@ -299,7 +299,7 @@ where
         .unwrap_or_else(|e| panic!("{var}={v:?} does not parse: {e:?}"))
 }
 
-/// Like [`env`], with a default when the variable is unset.
+/// Like [`env()`], with a default when the variable is unset.
 #[track_caller]
 pub fn env_or<T: std::str::FromStr>(var: &str, default: T) -> T
 where

@@ -1,5 +1,7 @@
 //! A fixed-size log-linear latency histogram: no allocation per sample,
-//! about 3% resolution, nanoseconds up to ~1 minute.
+//! about 3% resolution, nanoseconds up to ~1 minute. Used by `bips demo` and by
+//! the harness where exact vectors would be too large to ship between
+//! processes.
 
 const SUB: usize = 32; // sub-buckets per power of two
 const POWERS: usize = 36; // 2^36 ns ~ 69 s
@@ -59,7 +61,6 @@ impl Histogram {
     }
 
     /// Values recorded.
-    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.total
     }

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# scripts/test-cli.sh — smoke tests of `bips list`, `bips inspect` and `bips clean` against
+# real processes: a live producer + consumer, then the same channel after kill -9.
+# Run by the `cli` stage of scripts/test.sh; needs the release build of bips and the
+# bips examples (it builds them). Exits non-zero on the first failed check.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+cargo build --release -p bips-cli -p bips --examples
+B="$ROOT/target/release"
+BIPS="$B/bips"
+NAME="clitest-$$-$RANDOM"
+SHM="/dev/shm/bips.$NAME"
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -f "$SHM"
+}
+trap cleanup EXIT
+
+fail() { echo "cli: FAILED: $*"; exit 1; }
+check() { echo "cli: ok: $*"; }
+
+# Usage errors and a missing channel have their own exit codes.
+set +e
+"$BIPS" inspect "no-such-channel-$$" >/dev/null 2>&1; rc=$?
+set -e
+((rc == 3)) || fail "inspect of a missing channel exited $rc, expected 3"
+set +e
+"$BIPS" inspect 'bad/name' >/dev/null 2>&1; rc=$?
+set -e
+((rc == 2)) || fail "inspect of an invalid name exited $rc, expected 2"
+check "exit codes (3: no such channel, 2: invalid name)"
+
+# A live producer (example, 50 frames/s for a long time) and a consumer.
+"$B/examples/producer" "$NAME" 1000000 50 >/dev/null &
+PIDS+=($!)
+PRODUCER=$!
+for _ in $(seq 100); do [[ -e $SHM ]] && break; sleep 0.05; done
+[[ -e $SHM ]] || fail "the producer did not create $SHM"
+"$B/examples/consumer" "$NAME" >/dev/null &
+PIDS+=($!)
+CONSUMER=$!
+sleep 1
+
+out=$("$BIPS" list)
+echo "$out"
+grep -E "^$NAME .* alive .* 1/8 .* open" <<<"$out" >/dev/null ||
+    fail "list does not show $NAME open with a live producer and 1 live consumer"
+"$BIPS" list --json | python3 -c "
+import json, sys
+chans = {c['name']: c for c in json.load(sys.stdin)}
+c = chans['$NAME']
+assert c['producer_alive'] is True, c
+assert c['consumers_alive'] == 1, c
+assert c['geometry']['buffers'] == 4 and c['policy'] == 'block', c
+" || fail "list --json"
+check "list / list --json show the live channel"
+
+out=$("$BIPS" inspect "$NAME")
+echo "$out"
+grep -q "producer   alive" <<<"$out" || fail "inspect text"
+"$BIPS" inspect "$NAME" --json | python3 -c "
+import json, sys
+c = json.load(sys.stdin)
+assert c['head'] >= c['tail'] > 0 or c['head'] > 0, c
+assert len(c['buffer_states']) == 4, c
+live = [x for x in c['consumers'] if x['alive']]
+assert len(live) == 1 and live[0]['active'], c
+" || fail "inspect --json"
+check "inspect / inspect --json: head, tail, consumer cursor, buffer states"
+
+# In use: clean keeps it.
+out=$("$BIPS" clean "$NAME")
+grep -q "kept $SHM (in use)" <<<"$out" || fail "clean did not keep a channel in use: $out"
+[[ -e $SHM ]] || fail "clean removed a channel in use"
+check "clean keeps a channel in use"
+
+# kill -9 both: the channel is stale; dry run first, then clean.
+kill -9 "$CONSUMER" "$PRODUCER"
+wait "$CONSUMER" "$PRODUCER" 2>/dev/null || true
+out=$("$BIPS" list)
+echo "$out"
+grep -E "^$NAME .* dead .* 0/8 .* stale" <<<"$out" >/dev/null || fail "list does not show $NAME stale"
+out=$("$BIPS" clean --dry-run "$NAME")
+grep -q "would remove $SHM" <<<"$out" || fail "clean --dry-run: $out"
+[[ -e $SHM ]] || fail "clean --dry-run removed the segment"
+out=$("$BIPS" clean "$NAME")
+grep -q "removed $SHM" <<<"$out" || fail "clean: $out"
+[[ ! -e $SHM ]] || fail "clean left $SHM"
+check "after kill -9: list says stale, clean --dry-run keeps it, clean removes it"
+echo "cli: all checks passed"
