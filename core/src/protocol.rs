@@ -467,7 +467,9 @@ impl<'a> Producer<'a> {
 
     /// Loans a buffer without waiting: `Ok(None)` when every buffer is still
     /// needed (under `Block`: not yet consumed by some live consumer; under
-    /// `DropOldest`: held by consumers, or loaned). Bounded: at most
+    /// `DropOldest`: held by consumers, or loaned — or, for an instant, by a
+    /// consumer's hold announced mid-receive and about to be withdrawn; the
+    /// withdrawal wakes a producer sleeping in [`Producer::loan`]). Bounded: at most
     /// `buffer_count` descriptor checks plus one scan of the consumer table
     /// per retired sample.
     pub fn try_loan(&self) -> Result<Option<u32>, ProtocolError> {
@@ -508,6 +510,13 @@ impl<'a> Producer<'a> {
             }
             self.r.buffers[b as usize].state.store(BUF_RETIRED, Relaxed);
             self.retired.set(self.retired.get() + 1);
+        }
+        // A consumer mid-receive may have announced a hold we saw and then
+        // withdrawn it (it found `tail` past the sample): look once more
+        // (found by loom). A withdrawal after this look wakes a sleeping
+        // `loan`, so `try_loan` can still answer `None` in that instant.
+        if self.retired.get() > 0 {
+            return self.reuse_retired();
         }
         Ok(None)
     }
@@ -765,15 +774,18 @@ impl<'a> Consumer<'a> {
         let p = region.producer;
         let head = p.head.load(Acquire);
         let tail = p.tail.load(Acquire);
-        if head >= SEQ_LIMIT || tail > head {
+        if head >= SEQ_LIMIT || tail >= SEQ_LIMIT {
             e.state.store(entry_word(generation, ENTRY_FREE), Release);
             return Err(ProtocolError::Corrupt("head/tail out of range"));
         }
+        // `tail > head` is no corruption: the producer may publish and retire
+        // between the two loads (found by loom). Start no lower than `tail`;
+        // the handshake below moves us up if it advanced further.
         let mut c = match start {
             Start::Oldest => tail,
-            Start::Next => head,
+            Start::Next => head.max(tail),
             Start::Newest if head > tail => head - 1,
-            Start::Newest => head,
+            Start::Newest => head.max(tail),
         };
         e.cursor.store(c, Relaxed);
         // A CAS, not a store: if a reclaimer freed the entry meanwhile (only
