@@ -9,6 +9,21 @@ use rustix::io::Errno;
 ///
 /// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
 /// `_` arm for the rest.
+///
+/// ```
+/// use std::time::Duration;
+/// use bips::{Consumer, Error};
+/// match Consumer::open("no-such-channel") {
+///     Err(Error::NotFound { name }) => println!("start the producer of {name} first"),
+///     Err(Error::PermissionDenied { .. }) => println!("run as the producer's user"),
+///     Err(e) => println!("{e}"),
+///     Ok(c) => match c.recv_timeout(Duration::from_millis(10)) {
+///         Err(Error::Timeout) => println!("no frame yet"),
+///         Err(Error::Disconnected) => println!("producer gone"),
+///         _ => {}
+///     },
+/// }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
