@@ -12,7 +12,7 @@
 //! data_offset   buffers       x buffer_count   (buffer_stride each, `alignment`-aligned)
 //! ```
 //!
-//! Every word of the region is an atomic: the region is shared with other
+//! Every word of the region is an atomic, padding included: the region is shared with other
 //! processes that may be buggy or hostile, and an atomic load of a racing write
 //! is defined behaviour where a plain load is not. Geometry is read once, when a
 //! region is validated, into a process-local [`Geometry`]; all indices taken from
@@ -226,26 +226,26 @@ pub struct ProducerBlock {
     pub tail: AtomicU64,
     /// Futex word consumers sleep on; bumped by a publish that sees sleepers.
     pub doorbell: AtomicU32,
-    _pad0: [u8; LINE - 12],
+    _pad0: [AtomicU32; (LINE - 12) / 4],
     // --- line 1: written by the producer on every publish; read only when
     // a consumer attaches and by monitoring tools (consumers learn of a
     // publish from its ring slot), so it gets a line of its own.
     /// Next sequence to publish; samples `< head` are published.
     pub head: AtomicU64,
-    _pad_head: [u8; LINE - 8],
+    _pad_head: [AtomicU64; (LINE - 8) / 8],
     // --- line 2: read-mostly; written when the producer closes and when
     // consumers go to sleep or wake up.
     /// [`PRODUCER_OPEN`] or [`PRODUCER_CLOSED`].
     pub state: AtomicU32,
     /// Consumers asleep (or about to sleep) on `doorbell`.
     pub waiters: AtomicU32,
-    _pad1: [u8; LINE - 8],
+    _pad1: [AtomicU64; (LINE - 8) / 8],
     // --- line 3: producer waiting for space (Block) or for a held buffer.
     /// Non-zero while the producer is asleep (or about to sleep) on `space_bell`.
     pub producer_waiting: AtomicU32,
     /// Futex word the producer sleeps on; bumped by a release that sees it waiting.
     pub space_bell: AtomicU32,
-    _pad2: [u8; LINE - 8],
+    _pad2: [AtomicU64; (LINE - 8) / 8],
 }
 
 /// [`ProducerBlock::state`]: the producer is live (as far as the protocol knows).
@@ -270,7 +270,7 @@ pub struct ConsumerEntry {
     pub received: AtomicU64,
     /// Held samples: `seq + 1` each, 0 for an empty slot.
     pub held: [AtomicU64; MAX_HELD],
-    _pad: [u8; LINE - 32 - 8 * MAX_HELD],
+    _pad: [AtomicU64; (LINE - 32 - 8 * MAX_HELD) / 8],
 }
 
 /// Entry state: unclaimed.
@@ -599,14 +599,14 @@ constructors! {
         _pad0: a32(), _reserved: core::array::from_fn(|_| a64()),
     }
     ProducerBlock {
-        tail: a64(), doorbell: a32(), _pad0: [0; LINE - 12],
-        head: a64(), _pad_head: [0; LINE - 8],
-        state: a32(), waiters: a32(), _pad1: [0; LINE - 8],
-        producer_waiting: a32(), space_bell: a32(), _pad2: [0; LINE - 8],
+        tail: a64(), doorbell: a32(), _pad0: core::array::from_fn(|_| a32()),
+        head: a64(), _pad_head: core::array::from_fn(|_| a64()),
+        state: a32(), waiters: a32(), _pad1: core::array::from_fn(|_| a64()),
+        producer_waiting: a32(), space_bell: a32(), _pad2: core::array::from_fn(|_| a64()),
     }
     ConsumerEntry {
         state: a32(), sleeping: a32(), cursor: a64(), lost: a64(), received: a64(),
-        held: core::array::from_fn(|_| a64()), _pad: [0; LINE - 32 - 8 * MAX_HELD],
+        held: core::array::from_fn(|_| a64()), _pad: core::array::from_fn(|_| a64()),
     }
     RingSlot { stamp: a64(), buf: a32(), _pad: a32() }
     BufferDesc {

@@ -1,4 +1,5 @@
 //! Single-threaded protocol behaviour over a raw region (runs under Miri too).
+#![cfg(not(loom))] // loom builds only tests/loom.rs
 mod common;
 
 use bips_core::{Consumer, NoWake, Policy, Producer, ProtocolError, Start};

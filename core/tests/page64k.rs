@@ -15,6 +15,7 @@
 //! `qemu-aarch64-static -p 65536` (`QEMU_PAGESIZE=65536`), where the process
 //! sees a 64 KiB page size, with `BIPS_EXPECT_PAGE_SIZE=65536` so that
 //! [`run_time_page_size_geometry`] proves the emulated page size took effect.
+#![cfg(not(loom))] // loom builds only tests/loom.rs
 
 use std::alloc::{alloc_zeroed, dealloc, Layout as AllocLayout};
 use std::sync::atomic::AtomicU32;

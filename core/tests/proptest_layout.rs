@@ -22,7 +22,7 @@
 //!
 //! Not run under Miri (proptest is too slow there); the protocol's memory
 //! model is checked by `threads.rs` under Miri.
-#![cfg(not(miri))]
+#![cfg(not(any(miri, loom)))]
 
 mod common;
 

@@ -18,6 +18,7 @@
 //! Every waiting party polls with [`Spin`] (wrapped in [`Poll`], which also
 //! yields the CPU natively) and every waker is [`NoWake`]: core has no futex of
 //! its own.
+#![cfg(not(loom))] // loom builds only tests/loom.rs
 mod common;
 
 use std::collections::{BTreeSet, VecDeque};
