@@ -20,6 +20,7 @@
 //! # let layout = bips_core::Layout::new(geo).unwrap();
 //! # let mut mem = vec![0u128; layout.total_size / 16 + 8];
 //! # let base = mem.as_mut_ptr() as *mut u8;
+//! # // SAFETY: align_offset(128) < 128 and the vector has 128 spare bytes.
 //! # let base = unsafe { base.add(base.align_offset(128)) };
 //! // SAFETY: `base` points to `total_size` writable bytes, 128-aligned, that
 //! // outlive the region and that nothing else uses.
