@@ -51,7 +51,7 @@ pub use consumer::{Consumer, Iter, RawSample, Sample};
 pub use error::{Error, Result};
 pub use options::{Backpressure, ConsumerOptions, Options, WaitStrategy};
 pub use os::shm::{list_channels, page_size};
-pub use producer::{Producer, SampleMut};
+pub use producer::{Producer, RawLoan, SampleMut};
 pub use waiting::now_ns;
 
 /// OFD lock byte held by the producer.

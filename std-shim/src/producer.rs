@@ -1,6 +1,7 @@
 //! The producer: creates a channel, loans buffers, publishes samples.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bips_core::Region;
@@ -11,6 +12,8 @@ use crate::os::lock;
 use crate::os::shm::{page_size, ChannelName, Segment};
 use crate::waiting::{now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The single writer of a channel.
 ///
@@ -38,6 +41,8 @@ pub struct Producer {
     core: bips_core::Producer<'static>,
     seg: Segment,
     wait: WaitStrategy,
+    /// Tells this producer's [`RawLoan`]s from another's.
+    id: u64,
     /// When dead consumers were last looked for: reaping costs a system
     /// call per consumer entry, so a full pool (the normal state of a
     /// `Block` channel paced by its consumers) must not trigger it on every
@@ -92,6 +97,7 @@ impl Producer {
                 core: bips_core::Producer::new(region),
                 seg,
                 wait: options.wait,
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 last_reap: Cell::new(Instant::now()),
             });
         }
@@ -193,6 +199,40 @@ impl Producer {
             timestamp: None,
             done: false,
         }
+    }
+
+    /// Publishes a loan detached with [`SampleMut::into_raw`]; returns its
+    /// sequence number.
+    ///
+    /// # Panics
+    /// When `raw` was loaned by another producer.
+    pub fn publish_raw(&self, raw: RawLoan) -> Result<u64> {
+        self.check_owner(&raw);
+        let ts = raw.timestamp.unwrap_or_else(now_ns);
+        self.core
+            .publish(raw.buf, raw.len as u64, ts, &FutexWake)
+            .map_err(map_protocol)
+    }
+
+    /// Gives back, unpublished, a loan detached with [`SampleMut::into_raw`].
+    ///
+    /// # Panics
+    /// When `raw` was loaned by another producer.
+    pub fn unloan_raw(&self, raw: RawLoan) {
+        self.check_owner(&raw);
+        let _ = self.core.unloan(raw.buf);
+    }
+
+    /// Whether `raw` was loaned by this producer.
+    pub fn owns(&self, raw: &RawLoan) -> bool {
+        raw.owner == self.id
+    }
+
+    fn check_owner(&self, raw: &RawLoan) {
+        assert!(
+            self.owns(raw),
+            "RawLoan given back to a producer that did not loan it"
+        );
     }
 
     /// Frees the entries of consumers whose liveness lock is gone (they died:
@@ -384,6 +424,32 @@ impl<'p> SampleMut<'p> {
         bytemuck::try_cast_slice_mut(bytes).map_err(|e| Error::InvalidOptions(e.to_string()))
     }
 
+    /// The buffer's index in the pool (`0..buffers`).
+    pub fn buffer_index(&self) -> u32 {
+        self.buf
+    }
+
+    /// Detaches the loan from the borrow of its producer, for code that
+    /// must keep it in a place a lifetime cannot describe (a C handle, a
+    /// GStreamer memory, a Python object). Hand it back with
+    /// [`Producer::publish_raw`] or [`Producer::unloan_raw`]; a `RawLoan`
+    /// that is simply dropped keeps its buffer loaned until the producer
+    /// closes.
+    pub fn into_raw(mut self) -> RawLoan {
+        self.done = true;
+        let r = self.producer.core.region();
+        RawLoan {
+            ptr: r.buffer_ptr(self.buf),
+            capacity: self.capacity(),
+            meta: r.meta_ptr(self.buf),
+            meta_len: r.geometry().meta_size as usize,
+            owner: self.producer.id,
+            buf: self.buf,
+            len: self.len,
+            timestamp: self.timestamp,
+        }
+    }
+
     /// Publishes the sample: consumers see exactly the bytes written so far.
     /// Returns its sequence number.
     pub fn publish(mut self) -> Result<u64> {
@@ -401,5 +467,122 @@ impl Drop for SampleMut<'_> {
         if !self.done {
             let _ = self.producer.core.unloan(self.buf);
         }
+    }
+}
+
+/// A loan detached from its producer's borrow by [`SampleMut::into_raw`]:
+/// a buffer index plus pointers into the producer's mapping.
+///
+/// The bytes stay valid, and only this loan's holder writes them, as long as
+/// the producer that made it is alive and the loan is not yet handed back
+/// with [`Producer::publish_raw`] or [`Producer::unloan_raw`].
+///
+/// ```
+/// # use bips::{Consumer, Options, Producer};
+/// # let name = format!("doc-rawloan-{}", std::process::id());
+/// let producer = Producer::create(&name, &Options::new(2, 64))?;
+/// let consumer = Consumer::open(&name)?;
+/// let mut raw = producer.loan()?.into_raw();
+/// // SAFETY: `producer` is alive and `raw` not handed back yet.
+/// unsafe { raw.as_mut_slice()[..3].copy_from_slice(b"abc") };
+/// raw.set_len(3)?;
+/// producer.publish_raw(raw)?;
+/// assert_eq!(consumer.recv()?.as_slice(), b"abc");
+/// # Ok::<(), bips::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RawLoan {
+    ptr: *mut u8,
+    capacity: usize,
+    meta: *mut u8,
+    meta_len: usize,
+    owner: u64,
+    buf: u32,
+    len: usize,
+    timestamp: Option<u64>,
+}
+
+// SAFETY: a RawLoan is a buffer index plus pointers into a mapping that is
+// shared by design; it carries no thread-bound state. Publishing it needs
+// the producer, which is `!Sync`, so that happens on the producer's thread
+// (or under the caller's lock).
+unsafe impl Send for RawLoan {}
+
+impl RawLoan {
+    /// Pointer to the first byte of the buffer, valid for
+    /// [`RawLoan::capacity`] bytes while the loan is outstanding.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Bytes the buffer can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes that will be published.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the published payload would be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sets the number of bytes to publish; [`Error::InvalidOptions`] when
+    /// `len` exceeds the capacity (the length is then unchanged).
+    pub fn set_len(&mut self, len: usize) -> Result<()> {
+        if len > self.capacity {
+            return Err(Error::InvalidOptions(format!(
+                "length {len} exceeds buffer capacity {}",
+                self.capacity
+            )));
+        }
+        self.len = len;
+        Ok(())
+    }
+
+    /// Overrides the timestamp (default: `CLOCK_MONOTONIC` at publish, ns).
+    pub fn set_timestamp_ns(&mut self, ns: u64) {
+        self.timestamp = Some(ns);
+    }
+
+    /// Pointer to the per-sample metadata area, valid for
+    /// [`RawLoan::meta_len`] bytes while the loan is outstanding.
+    pub fn meta_mut_ptr(&self) -> *mut u8 {
+        self.meta
+    }
+
+    /// Bytes of per-sample metadata (the channel's `meta_size`).
+    pub fn meta_len(&self) -> usize {
+        self.meta_len
+    }
+
+    /// The buffer's index in the pool.
+    pub fn buffer_index(&self) -> u32 {
+        self.buf
+    }
+
+    /// The whole buffer, writable.
+    ///
+    /// # Safety
+    /// The producer that loaned it must be alive, the loan not handed back,
+    /// and no other reference to the buffer's bytes may be live.
+    pub unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the caller guarantees the mapping lives and the loan is
+        // outstanding (no consumer holds the buffer, nobody else writes it);
+        // `&mut self` keeps this the only view made through this loan.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.capacity) }
+    }
+
+    /// The metadata area, writable.
+    ///
+    /// # Safety
+    /// As for [`RawLoan::as_mut_slice`].
+    pub unsafe fn meta_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_mut_slice`; the metadata area of a loaned buffer
+        // belongs to its writer and spans `meta_len` bytes of the mapping.
+        unsafe { std::slice::from_raw_parts_mut(self.meta, self.meta_len) }
     }
 }
