@@ -318,10 +318,21 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
             Err(e) => errors.push((n.clone(), e.to_string())),
         }
     }
+    // Staging objects of producers that died while creating a channel (only
+    // in a sweep of everything, not when channels are named).
+    let staging = if a.names.is_empty() {
+        monitor::remove_stale_staging(CREATION_GRACE, a.dry_run).unwrap_or_else(|e| {
+            errors.push(("(staging objects)".to_string(), e.to_string()));
+            Vec::new()
+        })
+    } else {
+        Vec::new()
+    };
     if a.json {
         let v = json!({
             "dry_run": a.dry_run,
             "removed": removed,
+            "staging_removed": staging,
             "kept": kept.iter().map(|(n, why)| json!({"name": n, "why": why})).collect::<Vec<_>>(),
             "errors": errors.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
         });
@@ -330,6 +341,9 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
         let verb = if a.dry_run { "would remove" } else { "removed" };
         for n in &removed {
             println!("{verb} {}", path(n));
+        }
+        for f in &staging {
+            println!("{verb} /dev/shm/{f} (left by a producer that died while creating)");
         }
         for (n, why) in &kept {
             println!("kept {} ({why})", path(n));

@@ -180,6 +180,24 @@ pub(crate) fn from_errno(op: &'static str, name: &str, bytes: u64, e: Errno) -> 
     }
 }
 
+impl Error {
+    /// The same error naming channel `to` instead (for errors met while
+    /// working on a channel's staging object, which users never name).
+    pub(crate) fn renamed(mut self, to: &str) -> Error {
+        match &mut self {
+            Error::InvalidName { name, .. }
+            | Error::ChannelBusy { name }
+            | Error::NotFound { name }
+            | Error::PermissionDenied { name }
+            | Error::NoSpace { name, .. }
+            | Error::Io { name, .. }
+            | Error::Layout { name, .. } => *name = to.to_owned(),
+            _ => {}
+        }
+        self
+    }
+}
+
 /// Like [`from_errno`] for a `std::io::Error` (e.g. from [`crate::os::lock`]).
 ///
 /// Errors that carry no OS error code become [`Error::Io`].

@@ -9,7 +9,7 @@ use bips_core::{Geometry, Region};
 
 use crate::error::{Error, Result};
 use crate::os::lock;
-use crate::os::shm::{ChannelName, MapOptions, Segment};
+use crate::os::shm::{staged_objects, ChannelName, MapOptions, Segment};
 use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 
 /// A snapshot of one channel (racy by nature: the channel keeps running).
@@ -168,4 +168,40 @@ pub fn remove_if_dead(name: &str, dry_run: bool) -> Result<bool> {
         return Ok(true);
     }
     Ok(seg.unlink_if_same())
+}
+
+/// Removes the staging objects (`/dev/shm/bips..new-*`) of producers that
+/// died while creating their channel: those older than `grace` whose creator
+/// no longer holds their lock. Returns their file names. With `dry_run`,
+/// only lists what would be removed.
+///
+/// A producer creates, locks and formats its segment under such a name and
+/// renames it to `bips.<name>` at once, so a live one is seldom seen here,
+/// and never unlocked after its first instant (hence `grace`).
+pub fn remove_stale_staging(grace: std::time::Duration, dry_run: bool) -> Result<Vec<String>> {
+    let found = staged_objects().map_err(|e| Error::Io {
+        op: "readdir",
+        name: "/dev/shm".to_owned(),
+        source: e,
+    })?;
+    let mut removed = Vec::new();
+    for st in found {
+        if st.age.is_none_or(|age| age < grace) {
+            continue;
+        }
+        let fd = match st.open() {
+            Ok(fd) => fd,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        if lock::is_locked_by_other(std::os::fd::AsFd::as_fd(&fd), PRODUCER_LOCK_BYTE)
+            .unwrap_or(true)
+        {
+            continue;
+        }
+        if dry_run || st.unlink_if_same(std::os::fd::AsFd::as_fd(&fd)) {
+            removed.push(st.file);
+        }
+    }
+    Ok(removed)
 }

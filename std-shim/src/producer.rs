@@ -9,7 +9,7 @@ use bips_core::Region;
 use crate::error::{Error, Result};
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
-use crate::os::shm::{page_size, ChannelName, Segment};
+use crate::os::shm::{page_size, ChannelName, Publish, Segment};
 use crate::waiting::{now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
 
@@ -71,35 +71,42 @@ impl Producer {
             bips_core::Layout::new(geometry).map_err(|e| Error::InvalidOptions(e.to_string()))?;
         let page = page_size();
         let len = layout.total_size.div_ceil(page) * page;
-        for _ in 0..8 {
-            let seg = match Segment::create(&name, len, options.mode, &options.map)? {
-                Ok(seg) => seg,
-                Err(_exists) => {
-                    replace_stale(&name)?;
-                    continue;
-                }
-            };
-            // Liveness: hold byte 0 for as long as we live. If someone else
-            // got it first, they judged our fresh segment stale: start over.
+        // The segment is created, locked and formatted under a staging name
+        // and renamed into place only then (never over an existing object):
+        // whoever finds it under the channel's name finds it complete and,
+        // while we live, locked — `bips clean` cannot mistake it for stale.
+        'create: for _ in 0..8 {
+            let mut seg = Segment::create_staged(&name, len, options.mode, &options.map)?;
+            // Liveness: hold byte 0 for as long as we live. Only `bips clean`
+            // could have seen the staging object; if it got the lock, retry.
             if !lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", &name, e))? {
                 continue;
             }
             let epoch = now_ns() ^ (u64::from(std::process::id()) << 32);
             // SAFETY: `seg` maps `len >= total_size` bytes, page-aligned, that
-            // we just created and nobody else may use before the header's magic
-            // is stored (consumers see NotReady until then). The region borrows
-            // the mapping for 'static, but it lives in `Producer` next to the
-            // `Segment` and is dropped first (field order).
+            // we just created under a name nobody else uses (consumers cannot
+            // find it before `publish`). The region borrows the mapping for
+            // 'static, but it lives in `Producer` next to the `Segment` and is
+            // dropped first (field order).
             let region: Region<'static> =
                 unsafe { Region::format(seg.as_ptr(), seg.len(), geometry, epoch) }
                     .map_err(|e| Error::InvalidOptions(e.to_string()))?;
-            return Ok(Producer {
-                core: bips_core::Producer::new(region),
-                seg,
-                wait: options.wait,
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                last_reap: Cell::new(Instant::now()),
-            });
+            for _ in 0..8 {
+                match seg.publish()? {
+                    Publish::Done => {
+                        return Ok(Producer {
+                            core: bips_core::Producer::new(region),
+                            seg,
+                            wait: options.wait,
+                            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                            last_reap: Cell::new(Instant::now()),
+                        })
+                    }
+                    // A live producer answers ChannelBusy; a stale one is removed.
+                    Publish::Exists => replace_stale(&name)?,
+                    Publish::Vanished => continue 'create,
+                }
+            }
         }
         Err(Error::ChannelBusy {
             name: name.as_str().to_owned(),

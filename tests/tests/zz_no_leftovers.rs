@@ -26,3 +26,26 @@ fn no_test_channel_left_in_dev_shm() {
         "channels left in /dev/shm by finished tests: {leaked:?}"
     );
 }
+
+/// No producer of a finished process left its staging object
+/// (`bips..new-<pid>-<n>`, see `Segment::create_staged`) behind.
+#[test]
+fn no_staging_object_of_a_dead_process_left() {
+    let mut leaked = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm").expect("/dev/shm") {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("bips..new-") else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            leaked.push(name);
+        }
+    }
+    assert!(
+        leaked.is_empty(),
+        "staging objects left in /dev/shm: {leaked:?}"
+    );
+}

@@ -17,6 +17,12 @@ use crate::error::{from_errno, Error, Result};
 
 /// Prefix of every bips object in `/dev/shm`.
 const PREFIX: &str = "bips.";
+/// Prefix of an object being created (`bips..new-<pid>-<n>`): never a
+/// channel's name, since a channel name cannot start with `.`. A producer
+/// creates, locks and formats its segment under such a name and only then
+/// renames it into place, so an object under a channel's name is always
+/// complete and, while its producer lives, locked.
+pub(crate) const STAGING_PREFIX: &str = "bips..new-";
 /// Where Linux keeps POSIX shared-memory objects (a tmpfs).
 const SHM_DIR: &str = "/dev/shm";
 /// Longest user channel name, in bytes.
@@ -172,6 +178,22 @@ pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
     name: ChannelName,
+    /// While made by [`Segment::create_staged`] and not yet
+    /// [`published`](Segment::publish): the object's staging name (unlinked
+    /// on drop).
+    staged: Option<String>,
+}
+
+/// What [`Segment::publish`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// The object now has the channel's name.
+    Done,
+    /// Another object has the channel's name; ours keeps its staging name.
+    Exists,
+    /// Our staging name was removed by someone else (`bips clean` in the
+    /// instant between creating and locking it): start over.
+    Vanished,
 }
 
 // SAFETY: `Segment` owns its fd and mapping; the mapping is plain shared memory
@@ -259,6 +281,67 @@ impl Segment {
                 unlink_if_same(id, name);
                 Err(e)
             }
+        }
+    }
+
+    /// Like [`Segment::create`], but under a fresh staging name
+    /// (`/dev/shm/bips..new-<pid>-<n>`) that no channel can have; the object
+    /// takes the channel's name only at [`Segment::publish`]. Until then it
+    /// is invisible to consumers and to `bips clean`'s channel scan, and
+    /// dropping the segment removes it.
+    pub fn create_staged(
+        name: &ChannelName,
+        len: usize,
+        mode: u32,
+        map: &MapOptions,
+    ) -> Result<Segment> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let staged = format!("{STAGING_PREFIX}{}-{n}", std::process::id());
+            // Validated as a channel name minus its leading '.', so it is a
+            // single path component of the allowed characters.
+            let tmp = ChannelName {
+                shm_name: staged.clone(),
+            };
+            match Self::create(&tmp, len, mode, map).map_err(|e| e.renamed(name.as_str()))? {
+                Ok(mut seg) => {
+                    seg.name = name.clone();
+                    seg.staged = Some(staged);
+                    return Ok(seg);
+                }
+                // A leftover of a dead process that had our pid: next number.
+                Err(Exists) => continue,
+            }
+        }
+    }
+
+    /// Gives a staged object (from [`Segment::create_staged`]) the channel's
+    /// name, atomically and never over an existing object
+    /// (`renameat2(RENAME_NOREPLACE)`; on a kernel or filesystem without it,
+    /// `link` + `unlink`, which never replace either). A no-op answering
+    /// [`Publish::Done`] once published.
+    pub fn publish(&mut self) -> Result<Publish> {
+        let Some(staged) = self.staged.as_deref() else {
+            return Ok(Publish::Done);
+        };
+        let from = PathBuf::from(SHM_DIR).join(staged);
+        let to = self.name.path();
+        let r =
+            match rfs::renameat_with(rfs::CWD, &from, rfs::CWD, &to, rfs::RenameFlags::NOREPLACE) {
+                Err(Errno::INVAL) | Err(Errno::NOSYS) => rfs::link(&from, &to).map(|()| {
+                    let _ = rfs::unlink(&from);
+                }),
+                r => r,
+            };
+        match r {
+            Ok(()) => {
+                self.staged = None;
+                Ok(Publish::Done)
+            }
+            Err(Errno::EXIST) => Ok(Publish::Exists),
+            Err(Errno::NOENT) => Ok(Publish::Vanished),
+            Err(e) => Err(from_errno("rename", self.name.as_str(), self.len as u64, e)),
         }
     }
 
@@ -365,7 +448,13 @@ impl Segment {
             });
         };
         // From here on, dropping `seg` (on error) unmaps and closes.
-        let seg = Segment { fd, ptr, len, name };
+        let seg = Segment {
+            fd,
+            ptr,
+            len,
+            name,
+            staged: None,
+        };
         seg.apply(opts, created)?;
         Ok(seg)
     }
@@ -497,6 +586,12 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            // Never published: remove our staging object (only if that name
+            // still is ours).
+            let tmp = ChannelName { shm_name: staged };
+            unlink_if_same(file_id(self.fd.as_fd()), &tmp);
+        }
         // SAFETY: `ptr`/`len` are exactly the mapping `map` made, which nothing
         // else unmaps; `self` is going away and pointers from `as_ptr` must not
         // outlive it (documented).
@@ -564,6 +659,62 @@ pub fn list_channels() -> std::io::Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// A staging object (`/dev/shm/bips..new-*`) left in `/dev/shm`, see
+/// [`Segment::create_staged`].
+#[derive(Debug)]
+pub(crate) struct Staged {
+    /// Its file name in `/dev/shm`.
+    pub file: String,
+    /// Time since it was last modified (`None`: unknown).
+    pub age: Option<std::time::Duration>,
+}
+
+/// The staging objects in `/dev/shm`: producers being created right now, or
+/// leftovers of producers that died while creating.
+pub(crate) fn staged_objects() -> std::io::Result<Vec<Staged>> {
+    let dir = match std::fs::read_dir(SHM_DIR) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in dir {
+        let entry = entry?;
+        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if file.starts_with(STAGING_PREFIX) {
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+            out.push(Staged { file, age });
+        }
+    }
+    Ok(out)
+}
+
+impl Staged {
+    /// Opens it (no mapping) to ask who holds its producer lock.
+    pub(crate) fn open(&self) -> Result<OwnedFd> {
+        let flags =
+            shm::OFlags::RDONLY | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
+        shm::open(self.file.as_str(), flags, Mode::empty())
+            .map_err(|e| from_errno("shm_open", &self.file, 0, e))
+    }
+
+    /// Unlinks it if its name still names the object `fd` refers to.
+    /// Returns whether it did.
+    pub(crate) fn unlink_if_same(&self, fd: BorrowedFd<'_>) -> bool {
+        let tmp = ChannelName {
+            shm_name: self.file.clone(),
+        };
+        unlink_if_same(file_id(fd), &tmp);
+        rfs::lstat(tmp.path()).is_err()
+    }
 }
 
 /// Helpers for tests that touch `/dev/shm` (unique names, cleanup guards).
