@@ -46,13 +46,22 @@ compile_error!(
      AtomicU64 (e.g. thumbv7em-none-eabihf) are not supported."
 );
 
+// Everything below needs `AtomicU64`: without it, only the compile_error!
+// above is reported (not a cascade of unresolved imports after it).
+#[cfg(target_has_atomic = "64")]
 pub mod layout;
+#[cfg(target_has_atomic = "64")]
 pub mod protocol;
+#[cfg(target_has_atomic = "64")]
 mod sync;
+#[cfg(target_has_atomic = "64")]
 pub mod wait;
 
+#[cfg(target_has_atomic = "64")]
 pub use layout::{Geometry, Layout, LayoutError, Policy, MAX_HELD};
+#[cfg(target_has_atomic = "64")]
 pub use protocol::{
     reclaim_consumer, Consumer, ConsumerInfo, Producer, ProtocolError, Received, Region, Start,
 };
+#[cfg(target_has_atomic = "64")]
 pub use wait::{NoWake, Spin, Wait, Wake};
