@@ -1,14 +1,14 @@
 //! `bips.Producer` and `bips.SampleMut`.
 //!
-//! Lifetimes: a `bips::SampleMut<'p>` borrows its producer and `bips` has no
-//! owned form of it, so the binding extends the borrow to `'static` (one
-//! `unsafe` block, in [`Producer::wrap`]) and makes that sound by ownership:
+//! Lifetimes: a loan is kept as a `bips::RawLoan` (a buffer index plus
+//! pointers into the producer's mapping, detached from the borrow of the
+//! producer by `SampleMut::into_raw`), made sound by ownership:
 //!
 //! * the producer lives in an `Arc<Serialized<bips::Producer>>`; every
 //!   `bips.SampleMut` owns a clone of that `Arc` next to its loan, so the
 //!   producer (and its mapping) outlives the loan; a loan parked in the
-//!   pending list lives inside the `Serialized` and is settled in its `Drop`
-//!   before the producer drops;
+//!   pending list lives inside the `Serialized` and is settled (given back
+//!   with `unloan_raw`) in its `Drop` before the producer drops;
 //! * every use of the loan (publish, give back) happens with the producer's
 //!   mutex held, as every use of the producer does: the `!Sync` producer is
 //!   never used by two threads at once;
@@ -30,27 +30,16 @@ use crate::errors::{new_err, to_py, IntoPyResult, Kind};
 use crate::serial::{Serialized, Settle};
 use crate::{deadline, parse_backpressure, parse_wait, slice_until};
 
-/// A loaned buffer: the `bips::SampleMut` with its borrow extended to
-/// `'static`, plus the buffer's address.
+/// A loaned buffer, detached from the producer's borrow.
 pub(crate) struct Loan {
-    sample: bips::SampleMut<'static>,
-    ptr: *mut u8,
-    capacity: usize,
+    raw: bips::RawLoan,
 }
-
-// SAFETY: a `Loan` refers to a `bips::Producer` (`!Sync`) through `sample`,
-// and to its mapping through `ptr`. It is only ever used (published, or
-// dropped, which gives the buffer back) with the mutex of that producer's
-// `Serialized` held, like the producer itself, so moving it to another thread
-// never lets two threads use the producer at once. The mapping is plain
-// shared memory, valid on any thread.
-unsafe impl Send for Loan {}
 
 impl Settle for bips::Producer {
     type Item = Loan;
 
     fn settle(&self, loan: Loan) {
-        drop(loan); // `SampleMut::drop` gives the buffer back unpublished
+        self.unloan_raw(loan.raw); // given back unpublished
     }
 }
 
@@ -89,22 +78,10 @@ impl Producer {
 
     /// Turns a fresh `SampleMut` into a `Loaned`, which gives the buffer back
     /// if dropped. Called with the mutex held (inside `Serialized::run`).
-    fn wrap(mut sample: bips::SampleMut<'_>, core: &Arc<Core>) -> Loaned {
-        let ptr = sample.as_mut_ptr();
-        let capacity = sample.capacity();
-        // SAFETY: extends the borrow of the producer to 'static. The producer
-        // lives inside the `Arc<Core>` `core` (a stable heap address), and the
-        // loan goes straight into a `Loaned` next to a clone of that `Arc`:
-        // `Loaned::drop` ends the loan (under the mutex, or by parking it in
-        // the `Core`'s pending list, which `Serialized::drop` settles while
-        // the producer is still alive) before its `Arc` is released. The loan
-        // is only used under the mutex (see `unsafe impl Send for Loan`).
-        let sample: bips::SampleMut<'static> = unsafe { std::mem::transmute(sample) };
+    fn wrap(sample: bips::SampleMut<'_>, core: &Arc<Core>) -> Loaned {
         Loaned {
             loan: Some(Loan {
-                sample,
-                ptr,
-                capacity,
+                raw: sample.into_raw(),
             }),
             core: core.clone(),
         }
@@ -114,7 +91,7 @@ impl Producer {
         Py::new(
             py,
             SampleMut {
-                capacity: loaned.loan.as_ref().map_or(0, |l| l.capacity),
+                capacity: loaned.loan.as_ref().map_or(0, |l| l.raw.capacity()),
                 meta_size: self.meta_size as usize,
                 state: StdMutex::new(LoanState {
                     loaned: Some(loaned),
@@ -372,7 +349,9 @@ struct Loaned {
 
 impl Loaned {
     fn ptr(&self) -> *mut u8 {
-        self.loan.as_ref().map_or(std::ptr::null_mut(), |l| l.ptr)
+        self.loan
+            .as_ref()
+            .map_or(std::ptr::null_mut(), |l| l.raw.as_mut_ptr())
     }
 }
 
@@ -490,17 +469,19 @@ impl SampleMut {
             .loan
             .take()
             .expect("a Loaned holds its loan until it ends");
-        let published = loaned.core.run(py, move |_producer| {
-            let mut loan = loan; // the whole `Loan` (it is `Send`), not its fields
-            let s = &mut loan.sample;
-            s.set_len(len);
+        let published = loaned.core.run(py, move |producer| {
+            let mut raw = loan.raw;
+            raw.set_len(len)?;
             if let Some(ts) = timestamp_ns {
-                s.set_timestamp_ns(ts);
+                raw.set_timestamp_ns(ts);
             }
-            let area = s.meta_mut();
+            // SAFETY: `producer` (alive: we run under its mutex, and `loaned`
+            // holds its `Arc`) made this loan, which is still outstanding; no
+            // export lives (checked above), so no other view of the bytes.
+            let area = unsafe { raw.meta_mut() };
             area[..meta.len()].copy_from_slice(&meta);
             area[meta.len()..].fill(0);
-            loan.sample.publish()
+            producer.publish_raw(raw)
         });
         drop(loaned); // its `Arc` of the producer: a closed producer may go now
         let seq = published.py_err()?;
@@ -518,7 +499,9 @@ impl SampleMut {
         };
         if let Some(mut loaned) = loaned {
             if let Some(loan) = loaned.loan.take() {
-                loaned.core.run(py, move |_producer| drop(loan));
+                loaned
+                    .core
+                    .run(py, move |producer| producer.unloan_raw(loan.raw));
             }
         }
         Ok(())
@@ -638,7 +621,7 @@ impl SampleMut {
             };
             return Err(PyBufferError::new_err(msg));
         };
-        // SAFETY: `view` is the valid Py_buffer CPython handed us. `loan.ptr`
+        // SAFETY: `view` is the valid Py_buffer CPython handed us. The loan's pointer
         // is `capacity` writable bytes of the producer's mapping, loaned to us
         // (no consumer reads them until publish). `view.obj` becomes a new
         // strong reference to this object, which owns an `Arc` of the producer
