@@ -296,7 +296,7 @@ impl Segment {
         map: &MapOptions,
     ) -> Result<Segment> {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        loop {
+        for _ in 0..1000 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let staged = format!("{STAGING_PREFIX}{}-{n}", std::process::id());
             // Validated as a channel name minus its leading '.', so it is a
@@ -314,6 +314,18 @@ impl Segment {
                 Err(Exists) => continue,
             }
         }
+        Err(Error::Io {
+            op: "shm_open",
+            name: name.as_str().to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "1000 staging names /dev/shm/{STAGING_PREFIX}{}-* in a row exist; \
+                     remove the leftovers with `bips clean`",
+                    std::process::id()
+                ),
+            ),
+        })
     }
 
     /// Gives a staged object (from [`Segment::create_staged`]) the channel's
