@@ -7,6 +7,7 @@
 
 mod channels;
 mod demo;
+mod soak;
 
 // The demo's log-linear histogram lives in bips-bench, which shares it.
 use bips_bench::hist;
@@ -36,7 +37,8 @@ use clap::{Parser, Subcommand, ValueEnum};
                   bips list                      # channels in /dev/shm, who is alive\n  \
                   bips inspect camera --json     # cursors, lag, buffer states of one channel\n  \
                   bips clean --dry-run           # what a clean would remove\n  \
-                  bips bench --quick             # ~20 s benchmark smoke run"
+                  bips bench --quick             # ~20 s benchmark smoke run\n  \
+                  bips soak --seconds 30 --json  # chaos soak: kill -9 consumers and producer"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -83,6 +85,31 @@ enum Cmd {
     /// current directory. The full run takes about two minutes; --quick ~20 s.
     /// See BENCHMARKS.md in the repository for figures and how to read them.
     Bench(bips_bench::BenchArgs),
+    /// Chaos soak: a producer and N consumer processes for a set time while
+    /// consumers, and now and then the producer, are killed with SIGKILL and
+    /// restarted; checks every sample and reports what was lost or broken.
+    ///
+    /// Every payload carries its sequence, the producer's incarnation, a
+    /// varying length (32 B to 16 KiB) and a 64-bit hash, so a torn or stale
+    /// read is caught. Within one consumer session (attach to detach, kill or
+    /// disconnect) Block must deliver consecutive sequences with lagged() == 0,
+    /// and DropOldest strictly increasing ones whose every gap equals
+    /// lagged(). With --policy both, Block runs for the first half of
+    /// --seconds and DropOldest for the second half, each on a fresh channel
+    /// /dev/shm/bips.soak-PID-POLICY. Reported: sent, received, dropped by
+    /// policy (sum of lagged()), corrupt, lost in Block, S4 violations,
+    /// reclaim time of a killed consumer's entry, producer-restart recovery
+    /// time (kill -9 until a consumer receives from the new producer), and
+    /// /dev/shm entries left. Exit status 1 when any of corrupt, lost in Block,
+    /// S4 violations, producer stalls, reclaim or recovery timeouts, child
+    /// failures or /dev/shm entries left is not 0.
+    Soak(soak::SoakArgs),
+    /// (internal) the producer process of `bips soak`.
+    #[command(hide = true, name = "__soak-producer")]
+    SoakProducer(soak::ChildArgs),
+    /// (internal) a consumer process of `bips soak`.
+    #[command(hide = true, name = "__soak-consumer")]
+    SoakConsumer(soak::ChildArgs),
     /// (internal) the producer process of `bips demo`.
     #[command(hide = true, name = "__demo-producer")]
     DemoProducer(demo::ChildArgs),
@@ -169,6 +196,9 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::run(a).map_err(Into::into),
         Cmd::DemoProducer(a) => demo::producer(a).map_err(Into::into),
         Cmd::DemoConsumer(a) => demo::consumer(a).map_err(Into::into),
+        Cmd::Soak(a) => soak::run(a).map_err(Into::into),
+        Cmd::SoakProducer(a) => soak::producer(a).map_err(Into::into),
+        Cmd::SoakConsumer(a) => soak::consumer(a).map_err(Into::into),
         Cmd::List(a) => channels::list(a),
         Cmd::Inspect(a) => channels::inspect(a),
         Cmd::Clean(a) => channels::clean(a),

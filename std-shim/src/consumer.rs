@@ -116,6 +116,12 @@ impl Consumer {
         self.seg.name().as_str()
     }
 
+    /// This consumer's entry in the channel's consumer table (what
+    /// `bips inspect` and [`crate::monitor::ConsumerStatus`] list it by).
+    pub fn entry_index(&self) -> u32 {
+        self.core.index()
+    }
+
     /// The channel geometry (read from the segment and validated).
     pub fn geometry(&self) -> &bips_core::Geometry {
         self.core.region().geometry()
