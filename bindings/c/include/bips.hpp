@@ -1,0 +1,365 @@
+// bips.hpp — header-only C++17 wrapper of the bips C ABI (bips.h).
+//
+// RAII, move-only handles: bips::Producer, bips::Consumer, bips::SampleMut
+// (a loan: discarded on destruction unless published), bips::Sample (released
+// on destruction). Failures throw bips::Error, which carries the bips_status
+// and the library's message. Bytes are reached as data() + size() (and as
+// std::span when compiled as C++20).
+//
+//   bips::Producer producer("camera", bips::Options(4, 1920 * 1080 * 3));
+//   bips::SampleMut frame = producer.loan();
+//   fill(frame.data(), frame.capacity());
+//   frame.set_size(n);
+//   frame.publish();
+//
+//   bips::Consumer consumer("camera");
+//   while (auto sample = consumer.next()) {      // std::nullopt once disconnected
+//       use(sample->data(), sample->size());
+//   }                                            // released here
+//
+// Threads: a Producer or Consumer (with its loans/samples) is used by one
+// thread at a time; moving it to another thread is fine.
+#ifndef BIPS_HPP
+#define BIPS_HPP
+
+#include "bips.h"
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#if __cplusplus >= 202002L && defined(__has_include)
+#if __has_include(<span>)
+#include <span>
+#define BIPS_HPP_HAS_SPAN 1
+#endif
+#endif
+
+namespace bips {
+
+/// A failed bips call: the status code and the library's message.
+class Error : public std::runtime_error {
+public:
+    Error(bips_status status, const std::string& message)
+        : std::runtime_error(message), status_(status) {}
+    /// The C status code (never BIPS_OK).
+    bips_status status() const noexcept { return status_; }
+    /// Its name, e.g. "BIPS_E_TIMEOUT".
+    const char* status_name() const noexcept { return bips_status_name(status_); }
+    /// Whether the producer is gone and every sample was received.
+    bool disconnected() const noexcept { return status_ == BIPS_E_DISCONNECTED; }
+    /// Whether a timeout passed.
+    bool timed_out() const noexcept { return status_ == BIPS_E_TIMEOUT; }
+
+private:
+    bips_status status_;
+};
+
+namespace detail {
+[[noreturn]] inline void fail(bips_status s) {
+    throw Error(s, std::string(bips_status_name(s)) + ": " + bips_last_error_message());
+}
+inline void check(bips_status s) {
+    if (s != BIPS_OK) fail(s);
+}
+inline int64_t to_ns(std::chrono::nanoseconds d) {
+    return d.count() < 0 ? 0 : static_cast<int64_t>(d.count());
+}
+}  // namespace detail
+
+/// The library version string.
+inline const char* version() noexcept { return bips_version(); }
+/// CLOCK_MONOTONIC in ns: the clock of sample timestamps.
+inline uint64_t now_ns() noexcept { return bips_now_ns(); }
+
+/// Options of a new channel (wraps bips_options; `raw()` reaches every field).
+class Options {
+public:
+    Options(uint32_t buffers, uint64_t buffer_size) {
+        bips_options_default(&o_);
+        o_.buffers = buffers;
+        o_.buffer_size = buffer_size;
+    }
+    Options& policy(bips_policy p) { o_.policy = p; return *this; }
+    Options& drop_oldest() { return policy(BIPS_POLICY_DROP_OLDEST); }
+    Options& meta_size(uint32_t n) { o_.meta_size = n; return *this; }
+    Options& max_consumers(uint32_t n) { o_.max_consumers = n; return *this; }
+    Options& wait(bips_wait w) { o_.wait = w; return *this; }
+    Options& mode(uint32_t m) { o_.mode = m; return *this; }
+    Options& alignment(uint32_t a) { o_.alignment = a; return *this; }
+    Options& flags(uint32_t f) { o_.flags = f; return *this; }
+    const bips_options& raw() const noexcept { return o_; }
+    bips_options& raw() noexcept { return o_; }
+
+private:
+    bips_options o_{};
+};
+
+/// Options of a consumer (wraps bips_consumer_options).
+class ConsumerOptions {
+public:
+    ConsumerOptions() { bips_consumer_options_default(&o_); }
+    ConsumerOptions& start(bips_start s) { o_.start = s; return *this; }
+    ConsumerOptions& wait(bips_wait w) { o_.wait = w; return *this; }
+    ConsumerOptions& flags(uint32_t f) { o_.flags = f; return *this; }
+    const bips_consumer_options& raw() const noexcept { return o_; }
+
+private:
+    bips_consumer_options o_{};
+};
+
+/// A loaned buffer being written. Discarded (given back unpublished) when
+/// destroyed without publish().
+class SampleMut {
+public:
+    SampleMut() noexcept = default;
+    /// Adopts a C loan handle (discarded on destruction).
+    explicit SampleMut(bips_sample_mut h) : h_(h) {
+        bips_status s = h_.owner ? bips_sample_mut_get_info(h_, &info_) : BIPS_OK;
+        if (s != BIPS_OK) {
+            reset();
+            detail::fail(s);
+        }
+    }
+    SampleMut(SampleMut&& o) noexcept : h_(o.h_), info_(o.info_) { o.h_ = {}; o.info_ = {}; }
+    SampleMut& operator=(SampleMut&& o) noexcept {
+        if (this != &o) {
+            reset();
+            h_ = o.h_;
+            info_ = o.info_;
+            o.h_ = {};
+            o.info_ = {};
+        }
+        return *this;
+    }
+    SampleMut(const SampleMut&) = delete;
+    SampleMut& operator=(const SampleMut&) = delete;
+    ~SampleMut() { reset(); }
+
+    /// Whether this holds a loan.
+    explicit operator bool() const noexcept { return h_.owner != nullptr; }
+    /// The buffer (capacity() bytes), aligned to the channel's alignment.
+    uint8_t* data() const noexcept { return static_cast<uint8_t*>(info_.data); }
+    /// Bytes the buffer can hold.
+    size_t capacity() const noexcept { return info_.capacity; }
+    /// Bytes that will be published (starts at capacity()).
+    size_t size() const noexcept { return info_.len; }
+    /// Sets the bytes to publish; throws BIPS_E_INVALID_ARGUMENT beyond capacity().
+    void set_size(size_t n) {
+        detail::check(bips_sample_mut_set_len(h_, n));
+        info_.len = n;
+    }
+    /// The per-sample metadata area (meta_size() bytes).
+    uint8_t* meta() const noexcept { return static_cast<uint8_t*>(info_.meta); }
+    size_t meta_size() const noexcept { return info_.meta_size; }
+    /// Overrides the timestamp (default: bips::now_ns() at publish).
+    void set_timestamp_ns(uint64_t ns) { detail::check(bips_sample_mut_set_timestamp_ns(h_, ns)); }
+#ifdef BIPS_HPP_HAS_SPAN
+    std::span<uint8_t> bytes() const noexcept { return {data(), capacity()}; }
+    std::span<uint8_t> meta_bytes() const noexcept { return {meta(), meta_size()}; }
+#endif
+    /// Publishes the first size() bytes; returns the sequence number.
+    uint64_t publish() {
+        uint64_t seq = 0;
+        info_ = {};
+        detail::check(bips_sample_mut_publish(&h_, &seq));
+        return seq;
+    }
+    /// Gives the buffer back unpublished.
+    void discard() {
+        info_ = {};
+        detail::check(bips_sample_mut_discard(&h_));
+    }
+    /// The C handle.
+    bips_sample_mut native() const noexcept { return h_; }
+
+private:
+    void reset() noexcept {
+        if (h_.owner) (void)bips_sample_mut_discard(&h_);
+        h_ = {};
+        info_ = {};
+    }
+    bips_sample_mut h_{};
+    bips_sample_mut_info info_{};
+};
+
+/// The single writer of a channel. Destroying it closes the channel (once
+/// its last loan, if any, is given back) and removes the name.
+class Producer {
+public:
+    Producer(const std::string& name, const Options& options) {
+        detail::check(bips_producer_create(name.c_str(), &options.raw(), &p_));
+    }
+    Producer(Producer&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    Producer& operator=(Producer&& o) noexcept {
+        if (this != &o) {
+            reset();
+            p_ = std::exchange(o.p_, nullptr);
+        }
+        return *this;
+    }
+    Producer(const Producer&) = delete;
+    Producer& operator=(const Producer&) = delete;
+    ~Producer() { reset(); }
+
+    /// Loans a buffer, waiting as long as it takes.
+    SampleMut loan() { return loan_ns(BIPS_FOREVER).value(); }
+    /// Loans a buffer if one is free now.
+    std::optional<SampleMut> try_loan() { return loan_ns(BIPS_TRY); }
+    /// Loans a buffer, waiting at most `timeout` (std::nullopt after).
+    std::optional<SampleMut> loan_for(std::chrono::nanoseconds timeout) {
+        return loan_ns(detail::to_ns(timeout));
+    }
+    bips_geometry geometry() const {
+        bips_geometry g{};
+        detail::check(bips_producer_geometry(p_, &g));
+        return g;
+    }
+    uint32_t consumer_count() const {
+        uint32_t n = 0;
+        detail::check(bips_producer_consumer_count(p_, &n));
+        return n;
+    }
+    /// The C handle (still owned by this object).
+    bips_producer* native() const noexcept { return p_; }
+
+private:
+    std::optional<SampleMut> loan_ns(int64_t ns) {
+        bips_sample_mut h{};
+        bips_status s = bips_producer_loan(p_, ns, &h);
+        if (s == BIPS_E_TIMEOUT) return std::nullopt;
+        detail::check(s);
+        return SampleMut(h);
+    }
+    void reset() noexcept {
+        if (p_) (void)bips_producer_destroy(p_);
+        p_ = nullptr;
+    }
+    bips_producer* p_ = nullptr;
+};
+
+/// A received sample: the producer's bytes in place, read-only, held until
+/// this object is destroyed (or release()).
+class Sample {
+public:
+    Sample() noexcept = default;
+    /// Adopts a C sample handle (released on destruction).
+    explicit Sample(bips_sample h) : h_(h) {
+        bips_status s = h_.owner ? bips_sample_get_info(h_, &info_) : BIPS_OK;
+        if (s != BIPS_OK) {
+            reset();
+            detail::fail(s);
+        }
+    }
+    Sample(Sample&& o) noexcept : h_(o.h_), info_(o.info_) { o.h_ = {}; o.info_ = {}; }
+    Sample& operator=(Sample&& o) noexcept {
+        if (this != &o) {
+            reset();
+            h_ = o.h_;
+            info_ = o.info_;
+            o.h_ = {};
+            o.info_ = {};
+        }
+        return *this;
+    }
+    Sample(const Sample&) = delete;
+    Sample& operator=(const Sample&) = delete;
+    ~Sample() { reset(); }
+
+    explicit operator bool() const noexcept { return h_.owner != nullptr; }
+    /// The payload (size() bytes), aligned to the channel's alignment.
+    const uint8_t* data() const noexcept { return static_cast<const uint8_t*>(info_.data); }
+    size_t size() const noexcept { return info_.len; }
+    uint64_t seq() const noexcept { return info_.seq; }
+    uint64_t timestamp_ns() const noexcept { return info_.timestamp_ns; }
+    /// Samples lost just before this one (drop-oldest channels).
+    uint64_t lagged() const noexcept { return info_.lagged; }
+    const uint8_t* meta() const noexcept { return static_cast<const uint8_t*>(info_.meta); }
+    size_t meta_size() const noexcept { return info_.meta_size; }
+#ifdef BIPS_HPP_HAS_SPAN
+    std::span<const uint8_t> bytes() const noexcept { return {data(), size()}; }
+    std::span<const uint8_t> meta_bytes() const noexcept { return {meta(), meta_size()}; }
+#endif
+    /// Gives the buffer back now.
+    void release() {
+        info_ = {};
+        detail::check(bips_sample_release(&h_));
+    }
+    bips_sample native() const noexcept { return h_; }
+
+private:
+    void reset() noexcept {
+        if (h_.owner) (void)bips_sample_release(&h_);
+        h_ = {};
+        info_ = {};
+    }
+    bips_sample h_{};
+    bips_sample_info info_{};
+};
+
+/// A reader of a channel.
+class Consumer {
+public:
+    explicit Consumer(const std::string& name, const ConsumerOptions& options = ConsumerOptions()) {
+        detail::check(bips_consumer_open(name.c_str(), &options.raw(), &c_));
+    }
+    Consumer(Consumer&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+    Consumer& operator=(Consumer&& o) noexcept {
+        if (this != &o) {
+            reset();
+            c_ = std::exchange(o.c_, nullptr);
+        }
+        return *this;
+    }
+    Consumer(const Consumer&) = delete;
+    Consumer& operator=(const Consumer&) = delete;
+    ~Consumer() { reset(); }
+
+    /// The next sample, waiting as long as it takes; throws Error
+    /// (disconnected()) once the producer is gone and drained.
+    Sample recv() { return recv_ns(BIPS_FOREVER).value(); }
+    /// The next sample, or std::nullopt once the producer is gone and
+    /// drained: `while (auto s = consumer.next()) { ... }`.
+    std::optional<Sample> next() {
+        try {
+            return recv_ns(BIPS_FOREVER);
+        } catch (const Error& e) {
+            if (e.disconnected()) return std::nullopt;
+            throw;
+        }
+    }
+    /// The next sample if one is ready now (no system call), else std::nullopt.
+    std::optional<Sample> try_recv() { return recv_ns(BIPS_TRY); }
+    /// The next sample, waiting at most `timeout` (std::nullopt after).
+    std::optional<Sample> recv_for(std::chrono::nanoseconds timeout) {
+        return recv_ns(detail::to_ns(timeout));
+    }
+    bips_geometry geometry() const {
+        bips_geometry g{};
+        detail::check(bips_consumer_geometry(c_, &g));
+        return g;
+    }
+    bips_consumer* native() const noexcept { return c_; }
+
+private:
+    std::optional<Sample> recv_ns(int64_t ns) {
+        bips_sample h{};
+        bips_status s = bips_consumer_recv(c_, ns, &h);
+        if (s == BIPS_E_TIMEOUT) return std::nullopt;
+        detail::check(s);
+        return Sample(h);
+    }
+    void reset() noexcept {
+        if (c_) (void)bips_consumer_destroy(c_);
+        c_ = nullptr;
+    }
+    bips_consumer* c_ = nullptr;
+};
+
+}  // namespace bips
+
+#endif  // BIPS_HPP

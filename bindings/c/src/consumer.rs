@@ -1,0 +1,436 @@
+//! `bips_consumer` and its received samples, `bips_sample`.
+
+use std::cell::UnsafeCell;
+use std::ffi::{c_char, c_void};
+use std::sync::atomic::AtomicBool;
+
+use crate::options::{bips_consumer_options, bips_geometry, consumer_options, write_geometry};
+use crate::{
+    bips_status, ffi, ffi_value, name_arg, out_arg, token, token_slot, Fail, FfiResult, InUse,
+    Timeout, BIPS_E_HELD_LIMIT, BIPS_E_INTERNAL, BIPS_E_STALE, BIPS_E_TIMEOUT,
+};
+
+const CONSUMER_MAGIC: u64 = 0x6269_7073_434f_4e53; // "bipsCONS"
+const HELD: usize = bips::MAX_HELD;
+
+/// A reader of a channel (opaque). Made by `bips_consumer_open`, ended by
+/// `bips_consumer_destroy`. Used by one thread at a time.
+pub struct bips_consumer {
+    magic: u64,
+    busy: AtomicBool,
+    meta_size: usize,
+    state: UnsafeCell<ConsumerState>,
+    // Dropped after `state`: the held samples point into this mapping.
+    consumer: bips::Consumer,
+}
+
+struct ConsumerState {
+    destroyed: bool,
+    outstanding: usize,
+    next_gen: u64,
+    slots: [HeldSlot; HELD],
+}
+
+struct HeldSlot {
+    /// The token of the sample held in this slot, 0 when free.
+    token: u64,
+    raw: Option<bips::RawSample>,
+    meta: *const u8,
+}
+
+const FREE_SLOT: HeldSlot = HeldSlot {
+    token: 0,
+    raw: None,
+    meta: std::ptr::null(),
+};
+
+/// A received sample, held (never rewritten by the producer) until
+/// `bips_sample_release` (a value handle: copy it freely). Its fields are
+/// private to bips: a zeroed `bips_sample` is "no sample".
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bips_sample {
+    /// The consumer that received it (private).
+    pub owner: *mut bips_consumer,
+    /// Slot and generation (private).
+    pub token: u64,
+}
+
+const NO_SAMPLE: bips_sample = bips_sample {
+    owner: std::ptr::null_mut(),
+    token: 0,
+};
+
+/// Checks a consumer handle argument.
+///
+/// # Safety
+/// `c` is null or a handle from `bips_consumer_open` that was not freed (the
+/// C caller's contract).
+unsafe fn consumer_ref<'a>(c: *const bips_consumer) -> FfiResult<&'a bips_consumer> {
+    // SAFETY: null is checked by `as_ref`; otherwise a live handle (contract).
+    let h = unsafe { c.as_ref() }.ok_or_else(|| Fail::invalid("consumer is NULL"))?;
+    if h.magic != CONSUMER_MAGIC {
+        return Err(Fail::invalid("not a bips_consumer handle"));
+    }
+    Ok(h)
+}
+
+impl bips_consumer {
+    // The state is exclusive while the returned `InUse` lives (its atomic flag
+    // admits one caller at a time), which a `&self` signature cannot show.
+    #[allow(clippy::mut_from_ref)]
+    fn enter(&self) -> FfiResult<(InUse<'_>, &mut ConsumerState)> {
+        let guard = InUse::enter(&self.busy)?;
+        // SAFETY: `busy` is ours until `guard` drops, so no other reference
+        // to the state exists; the returned borrow ends with the call.
+        let st = unsafe { &mut *self.state.get() };
+        Ok((guard, st))
+    }
+}
+
+impl ConsumerState {
+    fn slot(&mut self, token: u64) -> FfiResult<&mut HeldSlot> {
+        self.slots
+            .get_mut(token_slot(token))
+            .filter(|s| token != 0 && s.token == token)
+            .ok_or_else(|| {
+                Fail::new(
+                    BIPS_E_STALE,
+                    "this sample was already released (or is not a sample)",
+                )
+            })
+    }
+}
+
+/// Opens channel `name` as a consumer and stores the handle in `*out`.
+/// `options` may be NULL (start at the newest sample, default waiting).
+///
+/// `BIPS_E_NOT_FOUND` when no such channel exists, `BIPS_E_DISCONNECTED` when
+/// its producer died, `BIPS_E_TOO_MANY_CONSUMERS` when its table is full.
+///
+/// # Safety
+/// `name` is null or nul-terminated; `options` is null or filled by
+/// `bips_consumer_options_default`; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_open(
+    name: *const c_char,
+    options: *const bips_consumer_options,
+    out: *mut *mut bips_consumer,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        *out = std::ptr::null_mut();
+        // SAFETY: caller's contract for `name`.
+        let name = unsafe { name_arg(name) }?;
+        // SAFETY: caller's contract for `options`.
+        let opts = unsafe { consumer_options(options) }?;
+        let consumer = bips::Consumer::open_with(name, &opts)?;
+        *out = Box::into_raw(Box::new(bips_consumer {
+            magic: CONSUMER_MAGIC,
+            busy: AtomicBool::new(false),
+            meta_size: consumer.geometry().meta_size as usize,
+            state: UnsafeCell::new(ConsumerState {
+                destroyed: false,
+                outstanding: 0,
+                next_gen: 0,
+                slots: [FREE_SLOT; HELD],
+            }),
+            consumer,
+        }));
+        Ok(())
+    })
+}
+
+/// Destroys a consumer: detaches it from the channel.
+///
+/// With samples still held the detach is deferred until the last one is
+/// released (their bytes stay readable); the handle itself is dead at once
+/// (every call on it fails with `BIPS_E_INVALID_ARGUMENT`).
+///
+/// # Safety
+/// `consumer` is null or a live handle; after a successful call (if no sample
+/// was held) it is freed and must not be used again.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_destroy(consumer: *mut bips_consumer) -> bips_status {
+    ffi(|| {
+        // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
+        let h = unsafe { consumer_ref(consumer) }?;
+        let free_now = {
+            let (_in, st) = h.enter()?;
+            if st.destroyed {
+                return Err(Fail::invalid("consumer already destroyed"));
+            }
+            st.destroyed = true;
+            st.outstanding == 0
+        };
+        if free_now {
+            // SAFETY: made by Box::into_raw in open; no sample and no other
+            // call refers to it, and the caller gives the handle up.
+            drop(unsafe { Box::from_raw(consumer) });
+        }
+        Ok(())
+    })
+}
+
+/// Receives the next sample into `*out`, waiting at most `timeout_ns`
+/// nanoseconds (negative: as long as it takes; 0: only if one is ready now,
+/// else `BIPS_E_TIMEOUT`, without a system call). `BIPS_E_DISCONNECTED` once
+/// the producer is gone and every remaining sample was received;
+/// `BIPS_E_HELD_LIMIT` while `BIPS_MAX_HELD` samples are held.
+///
+/// # Safety
+/// `consumer` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_recv(
+    consumer: *mut bips_consumer,
+    timeout_ns: i64,
+    out: *mut bips_sample,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        *out = NO_SAMPLE;
+        // SAFETY: caller's contract for `consumer`.
+        let h = unsafe { consumer_ref(consumer) }?;
+        let (_in, st) = h.enter()?;
+        if st.destroyed {
+            return Err(Fail::invalid("consumer was destroyed"));
+        }
+        let Some(idx) = st.slots.iter().position(|s| s.token == 0) else {
+            return Err(Fail::new(
+                BIPS_E_HELD_LIMIT,
+                "this consumer already holds BIPS_MAX_HELD samples; release one first",
+            ));
+        };
+        let c = &h.consumer;
+        let sample = match Timeout::from_ns(timeout_ns) {
+            Timeout::Forever => c.recv()?,
+            Timeout::Try => c
+                .try_recv()?
+                .ok_or_else(|| Fail::new(BIPS_E_TIMEOUT, "no sample ready"))?,
+            Timeout::For(d) => c.recv_timeout(d)?,
+        };
+        let meta = sample.meta().as_ptr();
+        st.next_gen += 1;
+        let tok = token(st.next_gen, idx);
+        st.slots[idx] = HeldSlot {
+            token: tok,
+            raw: Some(sample.into_raw()),
+            meta,
+        };
+        st.outstanding += 1;
+        *out = bips_sample {
+            owner: consumer,
+            token: tok,
+        };
+        Ok(())
+    })
+}
+
+/// Gives the sample `*s` back (the producer may reuse its buffer) and zeroes
+/// `*s`. A second release of the same sample is `BIPS_E_STALE`.
+///
+/// # Safety
+/// `s` is null or points to a sample handle whose consumer is live.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_release(s: *mut bips_sample) -> bips_status {
+    ffi(|| {
+        // SAFETY: `s` is null or valid for reads and writes of a handle (this function's `# Safety` contract).
+        let s = unsafe { out_arg(s, "sample is NULL") }?;
+        let handle = *s;
+        // SAFETY: caller's contract for the owner.
+        let h = unsafe { consumer_ref(handle.owner) }?;
+        let (result, free_now) = {
+            let (_in, st) = h.enter()?;
+            let slot = st.slot(handle.token)?;
+            let raw = slot.raw.take();
+            *slot = FREE_SLOT;
+            st.outstanding -= 1;
+            *s = NO_SAMPLE;
+            let result = match raw {
+                Some(raw) => {
+                    h.consumer.release_raw(raw);
+                    Ok(())
+                }
+                None => Err(Fail::new(BIPS_E_INTERNAL, "empty sample slot")),
+            };
+            (result, st.destroyed && st.outstanding == 0)
+        };
+        if free_now {
+            // SAFETY: a destroyed consumer whose last sample was just
+            // released: nothing refers to it any more.
+            drop(unsafe { Box::from_raw(handle.owner) });
+        }
+        result
+    })
+}
+
+/// Runs `f` on the held sample `s`.
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+unsafe fn with_sample<T>(
+    s: bips_sample,
+    f: impl FnOnce(&bips::RawSample, &HeldSlot, usize) -> T,
+) -> FfiResult<T> {
+    // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract).
+    let h = unsafe { consumer_ref(s.owner) }?;
+    let (_in, st) = h.enter()?;
+    let slot = st.slot(s.token)?;
+    let raw = slot
+        .raw
+        .as_ref()
+        .ok_or_else(|| Fail::new(BIPS_E_INTERNAL, "empty sample slot"))?;
+    Ok(f(raw, slot, h.meta_size))
+}
+
+/// The payload, readable for `bips_sample_len` bytes until the sample is
+/// released (NULL for an invalid sample). Aligned to the channel's alignment.
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_data(s: bips_sample) -> *const c_void {
+    ffi_value(std::ptr::null(), || {
+        // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+        unsafe { with_sample(s, |r, _, _| r.as_ptr().cast()) }
+    })
+}
+
+/// Payload length in bytes (0 for an invalid sample).
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_len(s: bips_sample) -> usize {
+    // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+    ffi_value(0, || unsafe { with_sample(s, |r, _, _| r.len()) })
+}
+
+/// Sequence number: strictly increasing for a consumer (0 for an invalid sample).
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_seq(s: bips_sample) -> u64 {
+    // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+    ffi_value(0, || unsafe { with_sample(s, |r, _, _| r.seq()) })
+}
+
+/// The producer's timestamp in ns (`bips_now_ns()` at publish unless it set
+/// its own; 0 for an invalid sample).
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_timestamp_ns(s: bips_sample) -> u64 {
+    // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+    ffi_value(0, || unsafe { with_sample(s, |r, _, _| r.timestamp_ns()) })
+}
+
+/// Samples lost just before this one (`BIPS_POLICY_DROP_OLDEST`; always 0
+/// under `BIPS_POLICY_BLOCK`).
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_lagged(s: bips_sample) -> u64 {
+    // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+    ffi_value(0, || unsafe { with_sample(s, |r, _, _| r.lagged()) })
+}
+
+/// The per-sample metadata, readable for `bips_sample_meta_size` bytes until
+/// the sample is released (NULL for an invalid sample).
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_meta(s: bips_sample) -> *const c_void {
+    ffi_value(std::ptr::null(), || {
+        // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+        unsafe { with_sample(s, |_, slot, _| slot.meta.cast()) }
+    })
+}
+
+/// Bytes of per-sample metadata (the channel's `meta_size`; 0 for an
+/// invalid sample).
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_meta_size(s: bips_sample) -> usize {
+    // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
+    ffi_value(0, || unsafe { with_sample(s, |_, _, n| n) })
+}
+
+/// Stores the channel's geometry in `*out`.
+///
+/// # Safety
+/// `consumer` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_geometry(
+    consumer: *const bips_consumer,
+    out: *mut bips_geometry,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
+        let h = unsafe { consumer_ref(consumer) }?;
+        let (_in, st) = h.enter()?;
+        if st.destroyed {
+            return Err(Fail::invalid("consumer was destroyed"));
+        }
+        // SAFETY: caller's contract for `out`.
+        unsafe { write_geometry(out, h.consumer.geometry()) }
+    })
+}
+
+/// Everything about a held sample at once (see `bips_sample_get_info`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bips_sample_info {
+    /// The payload (as `bips_sample_data`).
+    pub data: *const c_void,
+    /// Payload length in bytes.
+    pub len: usize,
+    /// Sequence number.
+    pub seq: u64,
+    /// The producer's timestamp in ns.
+    pub timestamp_ns: u64,
+    /// Samples lost just before this one.
+    pub lagged: u64,
+    /// The per-sample metadata (as `bips_sample_meta`).
+    pub meta: *const c_void,
+    /// Bytes of per-sample metadata.
+    pub meta_size: usize,
+}
+
+/// Stores everything about the held sample `s` in `*out` with one call (the
+/// pointers stay valid until the sample is released). `BIPS_E_STALE` for a
+/// released sample.
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_get_info(
+    s: bips_sample,
+    out: *mut bips_sample_info,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        // SAFETY: caller's contract for `s`.
+        *out = unsafe {
+            with_sample(s, |r, slot, meta_size| bips_sample_info {
+                data: r.as_ptr().cast(),
+                len: r.len(),
+                seq: r.seq(),
+                timestamp_ns: r.timestamp_ns(),
+                lagged: r.lagged(),
+                meta: slot.meta.cast(),
+                meta_size,
+            })
+        }?;
+        Ok(())
+    })
+}

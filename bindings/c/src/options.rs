@@ -1,0 +1,366 @@
+//! `bips_options`, `bips_consumer_options` and `bips_geometry`.
+
+use std::time::Duration;
+
+use crate::bips_status;
+use crate::{ffi, out_arg, Fail, FfiResult};
+
+/// Backpressure policy (`bips_options.policy`): one of `BIPS_POLICY_*`.
+pub type bips_policy = u32;
+/// Lossless: the slowest live consumer paces the producer.
+pub const BIPS_POLICY_BLOCK: bips_policy = 1;
+/// Latest wins: the producer never waits; slow consumers skip ahead and each
+/// sample reports how many were lost before it (`bips_sample_lagged`).
+pub const BIPS_POLICY_DROP_OLDEST: bips_policy = 2;
+
+/// How a blocking call waits (`wait` fields): one of `BIPS_WAIT_*`.
+pub type bips_wait = u32;
+/// Busy-poll for `spin_ns`, then sleep on the shared futex (the default).
+pub const BIPS_WAIT_SPIN_THEN_PARK: bips_wait = 0;
+/// Busy-poll; never sleeps (lowest latency, one core burnt while waiting).
+pub const BIPS_WAIT_SPIN: bips_wait = 1;
+/// Sleep on the shared futex at once (lowest CPU use).
+pub const BIPS_WAIT_PARK: bips_wait = 2;
+
+/// Where a new consumer starts reading (`bips_consumer_options.start`).
+pub type bips_start = u32;
+/// At the newest sample still retained, or the next one (the default).
+pub const BIPS_START_NEWEST: bips_start = 0;
+/// At the oldest sample still retained.
+pub const BIPS_START_OLDEST: bips_start = 1;
+/// At the next sample to be published.
+pub const BIPS_START_NEXT: bips_start = 2;
+
+/// `flags` bit: fault every page in at create/open (`MAP_POPULATE`).
+pub const BIPS_FLAG_PREFAULT: u32 = 1;
+/// `flags` bit: lock the mapping in RAM (`mlock`; needs `RLIMIT_MEMLOCK`).
+pub const BIPS_FLAG_MLOCK: u32 = 2;
+/// `flags` bit (producer only): ask for transparent huge pages.
+pub const BIPS_FLAG_HUGE_PAGES: u32 = 4;
+
+/// Options of a new channel. Fill it with `bips_options_default(&o)` (which
+/// records `sizeof o` in `struct_size`), then set the fields you need.
+/// `buffer_size` has no default: it must be set.
+///
+/// ABI evolution: fields are only ever appended; the library reads only the
+/// first `struct_size` bytes, so a program built against an older header keeps
+/// working with a newer library (the new fields take their defaults).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bips_options {
+    /// `sizeof(bips_options)` as the caller compiled it (set by `bips_options_default`).
+    pub struct_size: u32,
+    /// Buffers in the pool (default 4).
+    pub buffers: u32,
+    /// Bytes per buffer (no default: 0 is refused).
+    pub buffer_size: u64,
+    /// Bytes of per-sample user metadata, 0..=4096 (default 64).
+    pub meta_size: u32,
+    /// Consumer table capacity, 1..=1024 (default 8).
+    pub max_consumers: u32,
+    /// Descriptor ring capacity, a power of two >= `buffers` (0: the default,
+    /// the next power of two of `buffers`).
+    pub ring_capacity: u32,
+    /// Buffer alignment, a power of two from 64 to the page size (0: the
+    /// page size, so a buffer can be handed to DMA or `cudaHostRegister`).
+    pub alignment: u32,
+    /// `BIPS_POLICY_BLOCK` (default) or `BIPS_POLICY_DROP_OLDEST`.
+    pub policy: bips_policy,
+    /// How `bips_producer_loan` waits: `BIPS_WAIT_*` (default spin-then-park).
+    pub wait: bips_wait,
+    /// Spin time of `BIPS_WAIT_SPIN_THEN_PARK`, in ns (default 20000).
+    pub spin_ns: u64,
+    /// Permission bits of `/dev/shm/bips.<name>` (default 0600; 0660 shares
+    /// with a group: consumers need read and write access).
+    pub mode: u32,
+    /// `BIPS_FLAG_*` bits (default 0).
+    pub flags: u32,
+}
+
+/// Options of a consumer. Fill it with `bips_consumer_options_default(&o)`,
+/// then set the fields you need (same ABI rules as `bips_options`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bips_consumer_options {
+    /// `sizeof(bips_consumer_options)` as the caller compiled it.
+    pub struct_size: u32,
+    /// `BIPS_START_*` (default `BIPS_START_NEWEST`).
+    pub start: bips_start,
+    /// How `bips_consumer_recv` waits: `BIPS_WAIT_*` (default spin-then-park).
+    pub wait: bips_wait,
+    /// `BIPS_FLAG_PREFAULT` / `BIPS_FLAG_MLOCK` bits (default 0).
+    pub flags: u32,
+    /// Spin time of `BIPS_WAIT_SPIN_THEN_PARK`, in ns (default 20000).
+    pub spin_ns: u64,
+}
+
+/// A channel's geometry, as `bips_producer_geometry` / `bips_consumer_geometry`
+/// report it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct bips_geometry {
+    /// Buffers in the pool.
+    pub buffers: u32,
+    /// Consumer table capacity.
+    pub max_consumers: u32,
+    /// Bytes per buffer.
+    pub buffer_size: u64,
+    /// Bytes of per-sample metadata.
+    pub meta_size: u32,
+    /// Descriptor ring capacity.
+    pub ring_capacity: u32,
+    /// Buffer alignment in bytes.
+    pub alignment: u32,
+    /// `BIPS_POLICY_*`.
+    pub policy: bips_policy,
+}
+
+impl From<&bips::Geometry> for bips_geometry {
+    fn from(g: &bips::Geometry) -> bips_geometry {
+        bips_geometry {
+            buffers: g.buffer_count,
+            max_consumers: g.max_consumers,
+            buffer_size: g.buffer_size,
+            meta_size: g.meta_size,
+            ring_capacity: g.ring_capacity,
+            alignment: g.alignment,
+            policy: match g.policy {
+                bips::Backpressure::DropOldest => BIPS_POLICY_DROP_OLDEST,
+                _ => BIPS_POLICY_BLOCK,
+            },
+        }
+    }
+}
+
+const DEFAULT_SPIN_NS: u64 = 20_000;
+
+fn default_options() -> bips_options {
+    bips_options {
+        struct_size: std::mem::size_of::<bips_options>() as u32,
+        buffers: 4,
+        buffer_size: 0,
+        meta_size: 64,
+        max_consumers: 8,
+        ring_capacity: 0,
+        alignment: 0,
+        policy: BIPS_POLICY_BLOCK,
+        wait: BIPS_WAIT_SPIN_THEN_PARK,
+        spin_ns: DEFAULT_SPIN_NS,
+        mode: 0o600,
+        flags: 0,
+    }
+}
+
+fn default_consumer_options() -> bips_consumer_options {
+    bips_consumer_options {
+        struct_size: std::mem::size_of::<bips_consumer_options>() as u32,
+        start: BIPS_START_NEWEST,
+        wait: BIPS_WAIT_SPIN_THEN_PARK,
+        flags: 0,
+        spin_ns: DEFAULT_SPIN_NS,
+    }
+}
+
+/// Copies the first `size` bytes of `src` (the caller's version of the
+/// struct) over `base` (the defaults).
+///
+/// # Safety
+/// `src` is valid for reads of `size` bytes.
+unsafe fn read_prefix<T: Copy>(base: T, src: *const u8, size: usize) -> T {
+    let mut out = base;
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: `src` is readable for `size >= n` bytes (caller); `out` is a
+    // local T of size >= n; the structs are repr(C) plain integers, for which
+    // every byte pattern is valid.
+    unsafe { std::ptr::copy_nonoverlapping(src, (&mut out as *mut T).cast::<u8>(), n) };
+    out
+}
+
+/// Writes the first `size` bytes of `value` to `dst`.
+///
+/// # Safety
+/// `dst` is valid for writes of `size` bytes.
+unsafe fn write_prefix<T: Copy>(value: &T, dst: *mut u8, size: usize) {
+    let n = size.min(std::mem::size_of::<T>());
+    // SAFETY: `dst` is writable for `size >= n` bytes (caller); `value` is
+    // readable for size_of::<T>() >= n bytes.
+    unsafe { std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), dst, n) };
+}
+
+/// Fills the first `struct_size` bytes of `*options` with the defaults and
+/// stores `struct_size` in it. Call it through the `bips_options_default(o)`
+/// macro, which passes `sizeof *(o)`.
+///
+/// # Safety
+/// `options` is null or valid for writes of `struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bips_options_init(
+    options: *mut bips_options,
+    struct_size: usize,
+) -> bips_status {
+    ffi(|| {
+        if options.is_null() || struct_size < 4 {
+            return Err(Fail::invalid("options is NULL or struct_size < 4"));
+        }
+        let mut d = default_options();
+        d.struct_size = struct_size.min(u32::MAX as usize) as u32;
+        // SAFETY: writable for `struct_size` bytes by the caller's contract.
+        unsafe { write_prefix(&d, options.cast(), struct_size) };
+        Ok(())
+    })
+}
+
+/// Fills `*options` with the consumer defaults; call it through the
+/// `bips_consumer_options_default(o)` macro.
+///
+/// # Safety
+/// `options` is null or valid for writes of `struct_size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_options_init(
+    options: *mut bips_consumer_options,
+    struct_size: usize,
+) -> bips_status {
+    ffi(|| {
+        if options.is_null() || struct_size < 4 {
+            return Err(Fail::invalid("options is NULL or struct_size < 4"));
+        }
+        let mut d = default_consumer_options();
+        d.struct_size = struct_size.min(u32::MAX as usize) as u32;
+        // SAFETY: writable for `struct_size` bytes by the caller's contract.
+        unsafe { write_prefix(&d, options.cast(), struct_size) };
+        Ok(())
+    })
+}
+
+fn wait_strategy(wait: bips_wait, spin_ns: u64) -> FfiResult<bips::WaitStrategy> {
+    Ok(match wait {
+        BIPS_WAIT_SPIN_THEN_PARK => bips::WaitStrategy::SpinThenPark {
+            spin: Duration::from_nanos(spin_ns),
+        },
+        BIPS_WAIT_SPIN => bips::WaitStrategy::Spin,
+        BIPS_WAIT_PARK => bips::WaitStrategy::Park,
+        w => {
+            return Err(Fail::invalid(format!(
+                "unknown wait strategy {w} (use BIPS_WAIT_*)"
+            )))
+        }
+    })
+}
+
+fn check_flags(flags: u32, allowed: u32) -> FfiResult {
+    if flags & !allowed != 0 {
+        return Err(Fail::invalid(format!(
+            "unknown flag bits {:#x}",
+            flags & !allowed
+        )));
+    }
+    Ok(())
+}
+
+/// Reads the caller's `bips_options` into Rust options.
+///
+/// # Safety
+/// `options` is valid for reads of its `struct_size` bytes (caller's contract).
+pub(crate) unsafe fn producer_options(options: *const bips_options) -> FfiResult<bips::Options> {
+    if options.is_null() {
+        return Err(Fail::invalid(
+            "options is NULL: fill a bips_options with bips_options_default() and set buffer_size",
+        ));
+    }
+    // SAFETY: non-null and readable for at least its first field (the
+    // caller's contract covers `struct_size` bytes, at least 4).
+    let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+    if size < 4 {
+        return Err(Fail::invalid(
+            "options.struct_size is not set: fill the options with bips_options_default()",
+        ));
+    }
+    // SAFETY: readable for `size` bytes by the caller's contract.
+    let o = unsafe { read_prefix(default_options(), options.cast(), size) };
+    if o.buffer_size == 0 {
+        return Err(Fail::invalid(
+            "options.buffer_size must be set (it has no default)",
+        ));
+    }
+    let buffer_size = usize::try_from(o.buffer_size)
+        .map_err(|_| Fail::invalid("options.buffer_size does not fit in size_t"))?;
+    let policy = match o.policy {
+        BIPS_POLICY_BLOCK => bips::Backpressure::Block,
+        BIPS_POLICY_DROP_OLDEST => bips::Backpressure::DropOldest,
+        p => {
+            return Err(Fail::invalid(format!(
+                "unknown policy {p} (use BIPS_POLICY_*)"
+            )))
+        }
+    };
+    check_flags(
+        o.flags,
+        BIPS_FLAG_PREFAULT | BIPS_FLAG_MLOCK | BIPS_FLAG_HUGE_PAGES,
+    )?;
+    let mut r = bips::Options::new(o.buffers, buffer_size)
+        .backpressure(policy)
+        .max_consumers(o.max_consumers)
+        .meta_size(o.meta_size)
+        .wait(wait_strategy(o.wait, o.spin_ns)?)
+        .mode(o.mode)
+        .prefault(o.flags & BIPS_FLAG_PREFAULT != 0)
+        .mlock(o.flags & BIPS_FLAG_MLOCK != 0)
+        .huge_pages(o.flags & BIPS_FLAG_HUGE_PAGES != 0);
+    if o.ring_capacity != 0 {
+        r = r.ring_capacity(o.ring_capacity);
+    }
+    if o.alignment != 0 {
+        r = r.alignment(o.alignment);
+    }
+    Ok(r)
+}
+
+/// Reads the caller's `bips_consumer_options` (NULL: the defaults).
+///
+/// # Safety
+/// `options` is null or valid for reads of its `struct_size` bytes.
+pub(crate) unsafe fn consumer_options(
+    options: *const bips_consumer_options,
+) -> FfiResult<bips::ConsumerOptions> {
+    let o = if options.is_null() {
+        default_consumer_options()
+    } else {
+        // SAFETY: non-null; readable for its first field (caller's contract).
+        let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+        if size < 4 {
+            return Err(Fail::invalid(
+                "options.struct_size is not set: fill the options with \
+                 bips_consumer_options_default()",
+            ));
+        }
+        // SAFETY: readable for `size` bytes by the caller's contract.
+        unsafe { read_prefix(default_consumer_options(), options.cast(), size) }
+    };
+    let start = match o.start {
+        BIPS_START_NEWEST => bips::Start::Newest,
+        BIPS_START_OLDEST => bips::Start::Oldest,
+        BIPS_START_NEXT => bips::Start::Next,
+        s => {
+            return Err(Fail::invalid(format!(
+                "unknown start {s} (use BIPS_START_*)"
+            )))
+        }
+    };
+    check_flags(o.flags, BIPS_FLAG_PREFAULT | BIPS_FLAG_MLOCK)?;
+    Ok(bips::ConsumerOptions::new()
+        .start(start)
+        .wait(wait_strategy(o.wait, o.spin_ns)?)
+        .prefault(o.flags & BIPS_FLAG_PREFAULT != 0)
+        .mlock(o.flags & BIPS_FLAG_MLOCK != 0))
+}
+
+/// Writes a geometry to an out-pointer.
+///
+/// # Safety
+/// `out` is null or valid for writes of a `bips_geometry`.
+pub(crate) unsafe fn write_geometry(out: *mut bips_geometry, g: &bips::Geometry) -> FfiResult {
+    // SAFETY: `out` is null or writable (our caller's contract, forwarded).
+    let out = unsafe { out_arg(out, "out is NULL") }?;
+    *out = g.into();
+    Ok(())
+}

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# scripts/test-c.sh — the C ABI (bindings/c) and the C++ wrapper, tested as C/C++ users use them.
+#
+#   bash scripts/test-c.sh
+#
+# Steps: cargo test of bips-c (misuse through the extern "C" functions, header currency);
+# bindings/c/install.sh into a temporary prefix; then, against that installed package,
+# programs compiled by gcc/g++ through pkg-config (shared and static) and through CMake
+# find_package(bips), run as separate processes exchanging a checksummed stream
+# (bindings/c/tests/c/checksum.h):
+#   C++ producer -> Rust consumer, C++ producer -> Python consumer (NumPy view, zero copy),
+#   Rust producer -> C99 consumer, C++ producer and C consumer built by CMake,
+#   C++ producer under ASan+UBSan -> C consumer under ASan+UBSan,
+#   examples/cpp/capture_producer -> examples/cpp/consume.py;
+# the misuse tests in C (plain, and under -fsanitize=address,undefined) and the C++ wrapper
+# tests (C++17 and C++20, under ASan+UBSan). Needs gcc, g++, pkg-config, cmake (apt) and
+# .venv with the bips Python module (made here with maturin if `import bips` fails).
+#
+# Channel names carry this script's pid; nothing may be left in /dev/shm. Each check's
+# output goes to target/test-c/NAME.log. Ends with `N passed, M failed`; exit 1 on failure.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+OUT="$ROOT/target/test-c"
+WORK=$(mktemp -d /tmp/bips-test-c.XXXXXX)
+PREFIX="$WORK/prefix"
+BIN="$WORK/bin"
+SRC="$ROOT/bindings/c/tests/c"
+EX="$ROOT/examples/cpp"
+TAG="ctest-$$"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PY="$ROOT/.venv/bin/python"
+rm -rf "$OUT"
+mkdir -p "$OUT" "$BIN"
+trap 'rm -rf "$WORK"' EXIT
+
+PASSED=0
+FAILED=0
+FAILS=()
+T0=$(date +%s)
+
+run() {
+    printf '+'
+    printf ' %q' "$@"
+    printf '\n'
+    "$@"
+}
+
+# check NAME CMD... — run CMD (output to the log), count it.
+check() {
+    local name=$1 log="$OUT/$1.log" t
+    shift
+    t=$(date +%s.%N)
+    if "$@" >"$log" 2>&1; then
+        PASSED=$((PASSED + 1))
+        printf 'ok    %-28s %6.1fs\n' "$name" "$(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')"
+    else
+        FAILED=$((FAILED + 1))
+        FAILS+=("$name")
+        printf 'FAIL  %s (log: %s)\n' "$name" "${log#"$ROOT"/}"
+        sed 's/^/      | /' "$log" | tail -n 25
+    fi
+}
+
+finish() {
+    printf 'test-c: %ss\n' "$(($(date +%s) - T0))"
+    if ((FAILED > 0)); then printf 'test-c: failed: %s\n' "${FAILS[*]}"; fi
+    printf '%d passed, %d failed\n' "$PASSED" "$FAILED"
+    ((FAILED == 0))
+    exit $?
+}
+
+# fatal NAME CMD... — a check the rest depends on: stop when it fails.
+fatal() {
+    check "$@"
+    if [[ ${FAILS[*]:-} == *"$1"* ]]; then
+        echo "test-c: cannot go on without '$1'"
+        finish
+    fi
+}
+
+tools() {
+    local t missing=()
+    for t in gcc g++ pkg-config cmake; do
+        command -v "$t" >/dev/null || missing+=("$t")
+    done
+    if ((${#missing[@]} > 0)); then
+        echo "missing tools: ${missing[*]} (Debian: apt-get install -y gcc g++ pkg-config cmake)"
+        return 1
+    fi
+}
+
+python_ready() {
+    if [[ -x $PY ]] && "$PY" -c 'import bips, numpy' 2>/dev/null; then
+        echo "reusing $PY (import bips works)"
+        return 0
+    fi
+    run bash "$ROOT/scripts/setup.sh" --python &&
+        VIRTUAL_ENV="$ROOT/.venv" PATH="$ROOT/.venv/bin:$PATH" \
+            run maturin develop --release --manifest-path "$ROOT/bindings/python/Cargo.toml" &&
+        "$PY" -c 'import bips, numpy'
+}
+
+build_rust() {
+    run cargo build --release -p bips-c --examples &&
+        run bash "$ROOT/bindings/c/install.sh" --prefix "$PREFIX" --no-build
+}
+
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+CFLAGS_C=(-std=c99 -Wall -Wextra -Werror -pedantic -O2)
+CFLAGS_CXX=(-Wall -Wextra -Werror -O2)
+# shellcheck disable=SC2054 # the comma belongs to the flag
+SAN=(-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
+
+# Shared library via pkg-config (rpath to the temporary prefix), static via the .a
+# named by pkg-config's libdir plus its Libs.private.
+build_pkgconfig() {
+    local cflags libs static libdir
+    cflags=$(pkg-config --cflags bips) && libs=$(pkg-config --libs bips) &&
+        libdir=$(pkg-config --variable=libdir bips) || return 1
+    static="$libdir/libbips.a $(pkg-config --libs --static bips | sed 's/-lbips//; s/-L[^ ]*//')"
+    echo "pkg-config: cflags '$cflags' libs '$libs' static '$static'"
+    local rp="-Wl,-rpath,$libdir"
+    # shellcheck disable=SC2086
+    run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_producer.cpp" -o "$BIN/cpp_producer" $libs $rp &&
+        run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer" $libs $rp &&
+        run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse" $libs $rp -lpthread &&
+        run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_static" $static &&
+        run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags "$EX/capture_producer.cpp" -o "$BIN/capture_producer" $libs $rp &&
+        run readelf -d "$BIN/cpp_producer" | grep -q 'NEEDED.*libbips.so.0' &&
+        echo "cpp_producer needs libbips.so.0 (the SONAME)"
+}
+
+build_sanitized() {
+    local cflags static
+    cflags=$(pkg-config --cflags bips) || return 1
+    static="$(pkg-config --variable=libdir bips)/libbips.a -lpthread -ldl -lm"
+    # shellcheck disable=SC2086
+    run g++ -std=c++17 -Wall -Wextra -Werror "${SAN[@]}" $cflags -I"$SRC" "$SRC/cpp_producer.cpp" -o "$BIN/cpp_producer_asan" $static &&
+        run gcc -std=c99 -Wall -Wextra -Werror "${SAN[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer_asan" $static &&
+        run gcc -std=c99 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_asan" $static &&
+        run g++ -std=c++17 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper17_asan" $static &&
+        run g++ -std=c++20 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper20_asan" $static
+}
+
+build_cmake() {
+    run cmake -S "$ROOT/bindings/c/tests/cmake" -B "$WORK/cmake" -DCMAKE_PREFIX_PATH="$PREFIX" \
+        -DCMAKE_BUILD_TYPE=Release &&
+        run cmake --build "$WORK/cmake" -j 2 &&
+        cp "$WORK/cmake/cmake_cpp_producer" "$WORK/cmake/cmake_c_consumer" "$BIN/"
+}
+
+# pair CHANNEL FRAMES PRODUCER_CMD -- CONSUMER_CMD [-- CONSUMER_CMD ...]
+# Consumers get "CHANNEL FRAMES" appended, the producer "CHANNEL FRAMES NCONSUMERS".
+# Every process must exit 0 and print the same "TOTAL <crc>" line.
+pair() {
+    local ch=$1 frames=$2
+    shift 2
+    local cmds=() cur=()
+    while (($# > 0)); do
+        if [[ $1 == -- ]]; then cmds+=("${cur[*]}"); cur=(); else cur+=("$1"); fi
+        shift
+    done
+    cmds+=("${cur[*]}")
+    local producer=${cmds[0]} n=$((${#cmds[@]} - 1)) pids=() i rc=0
+    for ((i = 1; i <= n; i++)); do
+        # shellcheck disable=SC2086
+        timeout 60 ${cmds[i]} "$ch" "$frames" >"$WORK/$ch.$i.out" &
+        pids+=($!)
+    done
+    # shellcheck disable=SC2086
+    timeout 60 $producer "$ch" "$frames" "$n" >"$WORK/$ch.0.out" || { echo "producer failed: $producer"; rc=1; }
+    for ((i = 0; i < n; i++)); do
+        wait "${pids[i]}" || { echo "consumer failed: ${cmds[i + 1]}"; rc=1; }
+    done
+    local want got
+    want=$(grep '^TOTAL' "$WORK/$ch.0.out")
+    echo "producer: $want ($producer)"
+    for ((i = 1; i <= n; i++)); do
+        got=$(grep '^TOTAL' "$WORK/$ch.$i.out")
+        echo "consumer: $got (${cmds[i]})"
+        [[ -n $want && $got == "$want" ]] || { echo "checksum mismatch"; rc=1; }
+    done
+    return $rc
+}
+
+capture_to_python() {
+    local ch="$TAG-capture"
+    "$PY" "$EX/consume.py" "$ch" --frames 30 >"$WORK/capture.py.out" 2>&1 &
+    local pid=$!
+    timeout 60 "$BIN/capture_producer" "$ch" --frames 30 --width 320 --height 240 --fps 200 \
+        --wait-consumers 1 || { echo "capture_producer failed"; wait $pid; return 1; }
+    wait $pid || { cat "$WORK/capture.py.out"; return 1; }
+    cat "$WORK/capture.py.out"
+    grep -q "frames, all checked" "$WORK/capture.py.out"
+}
+
+shm_clean() {
+    local left
+    left=$(find /dev/shm -maxdepth 1 -name "bips.$TAG*" -printf '%f\n')
+    if [[ -n $left ]]; then
+        echo "left in /dev/shm: $left"
+        rm -f /dev/shm/bips."$TAG"*
+        return 1
+    fi
+    echo "nothing left in /dev/shm"
+}
+
+fatal tools tools
+check cargo-test run cargo test --release -p bips-c
+fatal build-rust build_rust
+fatal build-pkgconfig build_pkgconfig
+check build-sanitized build_sanitized
+check build-cmake build_cmake
+check python-venv python_ready
+
+check misuse-c "$BIN/misuse" "$TAG-m1"
+check misuse-c-static "$BIN/misuse_static" "$TAG-m2"
+check misuse-c-asan "$BIN/misuse_asan" "$TAG-m3"
+check cpp-wrapper-17-asan "$BIN/cpp_wrapper17_asan" "$TAG-w17"
+check cpp-wrapper-20-asan "$BIN/cpp_wrapper20_asan" "$TAG-w20"
+
+RUST_CONSUMER="$TARGET_DIR/release/examples/checksum_consumer"
+RUST_PRODUCER="$TARGET_DIR/release/examples/checksum_producer"
+check cpp-to-rust pair "$TAG-p1" 500 "$BIN/cpp_producer" -- "$RUST_CONSUMER"
+check cpp-to-python pair "$TAG-p2" 500 "$BIN/cpp_producer" -- "$PY $SRC/py_consumer.py"
+check rust-to-c pair "$TAG-p3" 500 "$RUST_PRODUCER" -- "$BIN/c_consumer"
+check cpp-to-rust-python-c pair "$TAG-p4" 300 "$BIN/cpp_producer" -- "$RUST_CONSUMER" -- \
+    "$PY $SRC/py_consumer.py" -- "$BIN/c_consumer"
+check cmake-cpp-to-c pair "$TAG-p5" 300 "$BIN/cmake_cpp_producer" -- "$BIN/cmake_c_consumer"
+check asan-cpp-to-c pair "$TAG-p6" 300 "$BIN/cpp_producer_asan" -- "$BIN/c_consumer_asan"
+check capture-example-to-python capture_to_python
+check shm-clean shm_clean
+
+finish
