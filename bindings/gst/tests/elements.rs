@@ -1,0 +1,304 @@
+//! bipssink and bipssrc in real pipelines (in this process, registered with
+//! `plugin_register_static`), over real shared memory: the zero-copy pool
+//! path, the copy path, caps/timestamps/EOS across the channel, and a plain
+//! `bips::Producer` writing the metadata layout by hand.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gst::prelude::*;
+use gstbips::meta;
+
+fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gst::init().expect("gst::init");
+        gstbips::plugin_register_static().expect("register the bips plugin");
+    });
+}
+
+fn channel(test: &str) -> String {
+    format!("gst-test-{}-{test}", std::process::id())
+}
+
+fn shm_gone(name: &str) -> bool {
+    !Path::new(&format!("/dev/shm/bips.{name}")).exists()
+}
+
+/// Plays `pipeline` until EOS (Ok) or an error (Err), at most `limit`.
+fn run(pipeline: &gst::Pipeline, limit: Duration) -> Result<(), String> {
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| format!("set_state: {e}"))?;
+    let bus = pipeline.bus().expect("pipeline bus");
+    let result = loop {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(limit.as_nanos() as u64))
+        else {
+            break Err(format!("no EOS within {limit:?}"));
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => {
+                break Err(format!("{} ({:?})", e.error(), e.debug()));
+            }
+            _ => {}
+        }
+    };
+    pipeline
+        .set_state(gst::State::Null)
+        .map_err(|e| format!("set_state(Null): {e}"))?;
+    result
+}
+
+fn parse(desc: &str) -> gst::Pipeline {
+    gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("parse {desc:?}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline")
+}
+
+fn sink_of(p: &gst::Pipeline) -> gst::Element {
+    p.by_name("sink").expect("an element named sink")
+}
+
+#[test]
+fn upstream_writing_into_the_pool_is_published_without_copy() {
+    init();
+    let ch = channel("zero-copy");
+    let p = parse(&format!(
+        "videotestsrc num-buffers=30 ! video/x-raw,format=RGBA,width=320,height=240 \
+         ! bipssink name=sink channel={ch} sync=false"
+    ));
+    run(&p, Duration::from_secs(20)).unwrap();
+    let sink = sink_of(&p);
+    let stats = sink.property::<gst::Structure>("stats");
+    assert_eq!(
+        stats.get::<u64>("zero-copy-buffers").unwrap(),
+        30,
+        "{stats}"
+    );
+    assert_eq!(stats.get::<u64>("copied-buffers").unwrap(), 0, "{stats}");
+    assert_eq!(sink.property::<u64>("zero-copy-buffers"), 30);
+    drop(p);
+    assert!(shm_gone(&ch), "/dev/shm/bips.{ch} left behind");
+}
+
+#[test]
+fn buffers_from_elsewhere_are_copied_once() {
+    init();
+    let ch = channel("copy");
+    // audiotestsrc gets no pool from bipssink (not raw video): copy path.
+    let p = parse(&format!(
+        "audiotestsrc num-buffers=12 ! audio/x-raw,format=S16LE,channels=2 \
+         ! bipssink name=sink channel={ch} sync=false"
+    ));
+    run(&p, Duration::from_secs(20)).unwrap();
+    let stats = sink_of(&p).property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("copied-buffers").unwrap(), 12, "{stats}");
+    assert_eq!(stats.get::<u64>("zero-copy-buffers").unwrap(), 0, "{stats}");
+    drop(p);
+    assert!(shm_gone(&ch));
+}
+
+/// What a fakesink saw: caps and (pts, duration, size) of every buffer.
+#[derive(Default, Debug)]
+struct Seen {
+    caps: Option<gst::Caps>,
+    buffers: Vec<(Option<gst::ClockTime>, Option<gst::ClockTime>, usize)>,
+    strides: Vec<Vec<i32>>,
+    first_bytes: Vec<Vec<u8>>,
+    /// Buffers kept alive (when asked to), as a downstream that holds frames.
+    kept: Vec<gst::Buffer>,
+}
+
+fn watch(sink: &gst::Element) -> Arc<Mutex<Seen>> {
+    watch_keeping(sink, false)
+}
+
+fn watch_keeping(sink: &gst::Element, keep: bool) -> Arc<Mutex<Seen>> {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = Arc::clone(&seen);
+    sink.set_property("signal-handoffs", true);
+    sink.connect("handoff", false, move |args| {
+        let buffer = args[1].get::<gst::Buffer>().expect("handoff buffer");
+        let pad = args[2].get::<gst::Pad>().expect("handoff pad");
+        let mut s = s.lock().unwrap();
+        s.caps = pad.current_caps();
+        s.buffers
+            .push((buffer.pts(), buffer.duration(), buffer.size()));
+        if let Some(vm) = buffer.meta::<gst_video::VideoMeta>() {
+            s.strides.push(vm.stride().to_vec());
+        }
+        let map = buffer.map_readable().expect("readable");
+        s.first_bytes.push(map[..8.min(map.len())].to_vec());
+        drop(map);
+        if keep {
+            s.kept.push(buffer);
+        }
+        None
+    });
+    seen
+}
+
+#[test]
+fn bipssrc_gets_caps_timestamps_and_eos_from_bipssink() {
+    init();
+    let ch = channel("src");
+    let producer = parse(&format!(
+        "videotestsrc num-buffers=25 ! video/x-raw,format=RGB,width=322,height=240,framerate=25/1 \
+         ! bipssink name=sink channel={ch} wait-for-consumers=1 sync=false"
+    ));
+    let consumer = parse(&format!(
+        "bipssrc channel={ch} timeout=10000000000 ! videoconvert \
+         ! video/x-raw,format=GRAY8 ! fakesink name=sink"
+    ));
+    let seen = watch(&sink_of(&consumer));
+    let prod = std::thread::spawn(move || {
+        let r = run(&producer, Duration::from_secs(30));
+        drop(producer);
+        r
+    });
+    run(&consumer, Duration::from_secs(30)).expect("consumer pipeline ends with EOS");
+    prod.join().unwrap().expect("producer pipeline");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.buffers.len(), 25, "{seen:?}");
+    let caps = seen.caps.as_ref().expect("caps negotiated");
+    let st = caps.structure(0).unwrap();
+    assert_eq!(st.name(), "video/x-raw");
+    assert_eq!(st.get::<&str>("format").unwrap(), "GRAY8");
+    assert_eq!(st.get::<i32>("width").unwrap(), 322);
+    assert_eq!(st.get::<i32>("height").unwrap(), 240);
+    for (i, (pts, duration, _)) in seen.buffers.iter().enumerate() {
+        assert_eq!(*pts, Some(gst::ClockTime::from_mseconds(40 * i as u64)));
+        assert_eq!(*duration, Some(gst::ClockTime::from_mseconds(40)));
+    }
+    assert!(shm_gone(&ch));
+}
+
+/// Runs `videotestsrc ! bipssink` (4 buffers) into `bipssrc ! fakesink`;
+/// returns bipssrc's (zero-copy, copied) counts and what the fakesink saw.
+fn src_counts(test: &str, frames: u32, keep: bool, src_props: &str) -> (u64, u64, usize) {
+    let ch = channel(test);
+    let producer = parse(&format!(
+        "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,format=GRAY8,width=64,height=48 \
+         ! bipssink channel={ch} buffers=4 wait-for-consumers=1 sync=false"
+    ));
+    let consumer = parse(&format!(
+        "bipssrc name=src channel={ch} timeout=10000000000 {src_props} ! fakesink name=sink"
+    ));
+    let seen = watch_keeping(&sink_of(&consumer), keep);
+    let prod = std::thread::spawn(move || run(&producer, Duration::from_secs(30)));
+    run(&consumer, Duration::from_secs(30)).expect("consumer pipeline ends with EOS");
+    prod.join().unwrap().expect("producer pipeline");
+    let src = consumer.by_name("src").unwrap();
+    let counts = (
+        src.property::<u64>("zero-copy-buffers"),
+        src.property::<u64>("copied-buffers"),
+        seen.lock().unwrap().buffers.len(),
+    );
+    seen.lock().unwrap().kept.clear(); // gives the held samples back
+    drop(consumer);
+    assert!(shm_gone(&ch));
+    counts
+}
+
+#[test]
+fn bipssrc_pushes_views_of_the_shared_buffers() {
+    init();
+    assert_eq!(src_counts("src-zero-copy", 20, false, ""), (20, 0, 20));
+    assert_eq!(
+        src_counts("src-copy", 20, false, "zero-copy=false"),
+        (0, 20, 20)
+    );
+}
+
+#[test]
+fn bipssrc_copies_once_downstream_holds_too_many_frames() {
+    init();
+    // Downstream keeps every buffer: 3 (buffers - 1) travel as views, the
+    // rest are copied, and the lossless producer never stalls on them.
+    assert_eq!(src_counts("src-held", 12, true, ""), (3, 9, 12));
+}
+
+#[test]
+fn a_plain_rust_producer_with_the_layout_feeds_bipssrc() {
+    init();
+    let ch = channel("rust-producer");
+    let (w, h, stride) = (64usize, 48usize, 256usize); // padded rows: a VideoMeta travels
+    let caps = format!(
+        "video/x-raw, format=(string)RGB, width=(int){w}, height=(int){h}, framerate=(fraction)30/1"
+    );
+    let producer = bips::Producer::create(&ch, &bips::Options::new(4, stride * h).meta_size(1024))
+        .expect("create channel");
+    let consumer = parse(&format!(
+        "bipssrc channel={ch} timeout=10000000000 ! fakesink name=sink"
+    ));
+    let seen = watch(&sink_of(&consumer));
+    let cons = std::thread::spawn(move || {
+        let r = run(&consumer, Duration::from_secs(30));
+        drop(consumer);
+        r
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while producer.consumer_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bipssrc never attached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..10u64 {
+        let mut s = producer.loan().unwrap();
+        s.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
+        s.set_len(stride * h);
+        let header = meta::Header {
+            pts: i * 1_000_000,
+            dts: meta::NONE,
+            duration: 1_000_000,
+            offset: i,
+            offset_end: i + 1,
+            flags: 0,
+            base_time: meta::NONE,
+            running_time: meta::NONE,
+            planes: meta::Planes {
+                n: 1,
+                offset: [0; 4],
+                stride: [stride as i32, 0, 0, 0],
+            },
+        };
+        meta::write(s.meta_mut(), &header, caps.as_bytes()).unwrap();
+        s.publish().unwrap();
+    }
+    drop(producer); // the producer leaves: bipssrc ends the stream
+    cons.join()
+        .unwrap()
+        .expect("bipssrc pipeline ends with EOS");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.buffers.len(), 10);
+    let st = seen.caps.as_ref().unwrap().structure(0).unwrap().to_owned();
+    assert_eq!(st.get::<i32>("width").unwrap(), w as i32);
+    for (i, (pts, _, size)) in seen.buffers.iter().enumerate() {
+        assert_eq!(*pts, Some(gst::ClockTime::from_mseconds(i as u64)));
+        assert_eq!(*size, stride * h);
+        assert_eq!(seen.first_bytes[i], (i as u64).to_le_bytes());
+    }
+    assert_eq!(
+        seen.strides.len(),
+        10,
+        "padded rows travel as a GstVideoMeta"
+    );
+    assert_eq!(seen.strides[0][0], stride as i32);
+    assert!(shm_gone(&ch));
+}
+
+#[test]
+fn bipssrc_times_out_without_a_producer() {
+    init();
+    let p = parse(&format!(
+        "bipssrc channel={} timeout=200000000 ! fakesink",
+        channel("absent")
+    ));
+    let err = run(&p, Duration::from_secs(10)).unwrap_err();
+    assert!(err.contains("within the timeout"), "{err}");
+}
