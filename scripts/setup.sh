@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/setup.sh — install what `scripts/test.sh` needs on a fresh Debian 12 machine.
 #
-#   bash scripts/setup.sh            # system packages, Rust targets/components, Miri, binfmt
+#   bash scripts/setup.sh            # system packages, Rust targets/components, Miri, cargo-fuzz, binfmt
 #   bash scripts/setup.sh --python   # ... and the Python venv at .venv (for bindings/python)
 #
 # Idempotent: every step checks before it installs, so a second run is a quick no-op.
@@ -15,7 +15,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE_DIR="$ROOT/target/setup"
 BINFMT_STATUS="$STATE_DIR/binfmt.status"
 
-APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support strace util-linux)
+# aarch64 cross + qemu; strace (syscall tests); C/C++ tests (g++, cmake, pkg-config);
+# GStreamer for bindings/gst (dev files to build the plugin, tools and base plugins to run
+# pipelines, plugins-bad for shmsink/shmsrc in its benchmark).
+APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support strace util-linux
+    g++ cmake pkg-config
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-bad)
 RUST_TARGETS=(aarch64-unknown-linux-gnu aarch64-unknown-none thumbv7em-none-eabihf)
 NIGHTLY_COMPONENTS=(miri rust-src)
 PYTHON_PACKAGES=(maturin numpy pytest)
@@ -187,6 +193,22 @@ setup_miri_sysroot() {
     mkdir -p "$(dirname "$stamp")"
     printf '%s' "$want" >"$stamp"
     STEPS_DONE+=("miri sysroot")
+}
+
+# ------------------------------------------------------------- cargo tools (crates.io)
+
+# cargo-fuzz runs the fuzz targets of core/fuzz (scripts/fuzz.sh), built from crates.io.
+CARGO_FUZZ_VERSION=0.13.2
+
+setup_cargo_tools() {
+    if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+        log "cargo-fuzz: present ($(cargo fuzz --version 2>/dev/null))"
+        return 0
+    fi
+    log "cargo-fuzz: cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked (~1-2 min)"
+    retry "cargo install cargo-fuzz" cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked ||
+        die "could not download/build cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (cargo install cargo-fuzz). Check network access, then re-run scripts/setup.sh"
+    STEPS_DONE+=("cargo-fuzz $CARGO_FUZZ_VERSION")
 }
 
 # ------------------------------------------------- binfmt_misc (run aarch64 binaries directly)
@@ -362,6 +384,7 @@ main() {
     STEPS_DONE=()
     setup_apt
     setup_rust
+    setup_cargo_tools
     setup_binfmt
     if ((WANT_PYTHON)); then
         setup_python

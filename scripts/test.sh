@@ -7,7 +7,8 @@
 #   bash scripts/test.sh --no-setup --only fmt # same as adding --skip setup
 #   bash scripts/test.sh --list                # print the stages and their commands
 #
-# Stages, in order: setup fmt clippy test demo cli bench python doc loom miri no_std aarch64. `setup` runs
+# Stages, in order: setup fmt clippy test demo cli soak bench python c gst doc loom miri tsan
+# fuzz no_std aarch64. `setup` runs
 # scripts/setup.sh (a quick no-op once everything is installed) and is skipped only by
 # `--skip setup` / `--no-setup`. A failing stage does not stop the run: every selected stage
 # runs, a summary table follows, and the last line reads `N passed, M failed` (stages
@@ -24,7 +25,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/test.sh"
 LOG_DIR="$ROOT/target/test-logs"
 BINFMT_STATUS="$ROOT/target/setup/binfmt.status"
-STAGES=(setup fmt clippy test demo cli bench python doc loom miri no_std aarch64)
+STAGES=(setup fmt clippy test demo cli soak bench python c gst doc loom miri tsan fuzz no_std aarch64)
 
 cd "$ROOT"
 
@@ -42,11 +43,23 @@ run() {
 
 body_setup() { run bash "$ROOT/scripts/setup.sh"; }
 
-body_fmt() { run cargo fmt --all -- --check; }
+# fmt, clippy, test also cover core/fuzz, a crate of its own outside the workspace (cargo-fuzz
+# layout); its tests replay the committed fuzz corpus on stable Rust, without libFuzzer.
+body_fmt() {
+    run cargo fmt --all -- --check
+    run cargo fmt --manifest-path "$ROOT/core/fuzz/Cargo.toml" -- --check
+}
 
-body_clippy() { run cargo clippy --workspace --all-targets -- -D warnings; }
+body_clippy() {
+    run cargo clippy --workspace --all-targets -- -D warnings
+    run cargo clippy --manifest-path "$ROOT/core/fuzz/Cargo.toml" --all-targets \
+        --target-dir "$ROOT/target/fuzz-check" -- -D warnings
+}
 
-body_test() { run cargo test --workspace --release; }
+body_test() {
+    run cargo test --workspace --release
+    run cargo test --manifest-path "$ROOT/core/fuzz/Cargo.toml" --target-dir "$ROOT/target/fuzz-check"
+}
 
 # demo: README's main-job command, shortened; it exits non-zero on any bad frame, a
 # child failure or a /dev/shm entry left behind.
@@ -58,6 +71,12 @@ body_demo() {
 # cli: `bips list`, `bips inspect`, `bips clean` against a live producer and consumer, then
 # after kill -9 of both (stale channel removed, live one kept, exit codes).
 body_cli() { run bash "$ROOT/scripts/test-cli.sh"; }
+
+# soak: a short chaos soak (`bips soak`, both policies): consumers and the producer killed -9
+# and restarted while every sample is checked (checksum, sequence, producer incarnation); it
+# must report no corruption, no loss in Block, no S4 violation and nothing left in /dev/shm.
+# Two self-tests first inject corruption / silent loss and must be caught.
+body_soak() { run bash "$ROOT/scripts/test-soak.sh"; }
 
 # bench: the benchmark harness in --quick mode, iceoryx2 peer included (its own crate,
 # outside the workspace). Checks that it completes with sane output — every expected row,
@@ -107,6 +126,15 @@ body_bench() {
 # pytest suite, with Rust and Python processes on both ends of a channel.
 body_python() { run bash "$ROOT/scripts/test-python.sh"; }
 
+# c: the C ABI + C++ wrapper (bindings/c) built with gcc/g++ against an installed copy
+# (pkg-config and CMake find_package), C/C++/Rust/Python processes exchanging checksummed
+# frames, misuse tests plain and under ASan+UBSan; nothing left in /dev/shm. Reuses .venv.
+body_c() { run bash "$ROOT/scripts/test-c.sh"; }
+
+# gst: the GStreamer plugin (bindings/gst): gst-inspect, gst-launch pipelines into a Python
+# consumer (bips.gst.frames) and out of bipssrc, the Rust pipeline tests, /dev/shm left clean.
+body_gst() { run bash "$ROOT/scripts/test-gst.sh"; }
+
 body_doc() { run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps; }
 
 # loom: its own target dir, because `--cfg loom` in RUSTFLAGS changes every crate's
@@ -123,6 +151,14 @@ body_miri() {
     run env MIRIFLAGS="-Zmiri-many-seeds=0..8 -Zmiri-permissive-provenance" \
         cargo +nightly miri test -p bips-core
 }
+
+# tsan: ThreadSanitizer (nightly, -Zsanitizer=thread -Zbuild-std, own target dir) over the
+# in-process tests of bips-core and bips; any report fails the stage.
+body_tsan() { run bash "$ROOT/scripts/tsan.sh"; }
+
+# fuzz: the cargo-fuzz targets of bips-core (validate_segment, hostile_peer) for 30 s each
+# (BIPS_FUZZ_SECONDS) under AddressSanitizer; a crash, hang or report fails the stage.
+body_fuzz() { run bash "$ROOT/scripts/fuzz.sh"; }
 
 # no_std: bips-core must build for a bare-metal 64-bit target, and must REFUSE a target
 # without 64-bit atomics (sequences are 64-bit by design) with a compile_error! that says so.
@@ -168,6 +204,12 @@ body_no_std() {
 #    * bips-bench (--exclude): the benchmark harness measures speed, which means nothing under
 #      qemu (emulated, many times slower, x86 memory ordering); its library still builds here
 #      as a dependency of bips-cli (`bips bench`).
+#    * bips-gst (--exclude): a GStreamer plugin linked against the system's libgstreamer-1.0;
+#      this machine has no aarch64 GStreamer to link against. Tested natively (`gst` stage).
+#    * bips-c (--exclude from the tests): its header test builds cbindgen (syn & co.) for
+#      aarch64, minutes of emulation-free but pointless work; the C ABI's libraries are
+#      cross-built below instead (cdylib + staticlib link for aarch64), and its tests run
+#      natively (`test` and `c` stages).
 # 2. the same tests but the doc tests, with QEMU_PAGESIZE=65536: qemu-user then reports a
 #    64 KiB page size (AT_PAGESZ, sysconf) and hands out 64 KiB-aligned mappings, as a 64 KiB-
 #    page aarch64 kernel does, so bips::page_size() is 65536, channels default to 64 KiB
@@ -194,12 +236,15 @@ body_aarch64() {
     fi
     local rc=0
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
-        cargo test --workspace --exclude bips-python --exclude bips-bench \
+        cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
         -- --skip spinning_producer_paced_by_consumer_makes_no_syscalls || rc=1
+    echo "aarch64: the C ABI (bips-c): libbips_c.so and libbips_c.a cross-built and linked for aarch64"
+    run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
+        cargo build -p bips-c --release --target aarch64-unknown-linux-gnu || rc=1
     echo "aarch64: pass 2: the same binaries with a 64 KiB page size (QEMU_PAGESIZE=65536)"
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" QEMU_PAGESIZE=65536 BIPS_EXPECT_PAGE_SIZE=65536 \
-        cargo test --workspace --exclude bips-python --exclude bips-bench --tests \
+        cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --tests \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
         -- --skip spinning_producer_paced_by_consumer_makes_no_syscalls || rc=1
     return "$rc"
