@@ -103,7 +103,7 @@ python_ready() {
 }
 
 build_rust() {
-    run cargo build --release -p bips-c --examples &&
+    run cargo build --release -p bips-c --lib --examples &&
         run bash "$ROOT/bindings/c/install.sh" --prefix "$PREFIX" --no-build
 }
 
