@@ -75,7 +75,10 @@ impl Producer {
         // and renamed into place only then (never over an existing object):
         // whoever finds it under the channel's name finds it complete and,
         // while we live, locked — `bips clean` cannot mistake it for stale.
-        'create: for _ in 0..8 {
+        // Each round ends in success, ChannelBusy (a live producer has the
+        // name), or a retry: our staging object was removed before we locked
+        // it, or the name's stale object went while we replaced it.
+        'create: for _ in 0..32 {
             let mut seg = Segment::create_staged(&name, len, options.mode, &options.map)?;
             // Liveness: hold byte 0 for as long as we live. Only `bips clean`
             // could have seen the staging object; if it got the lock, retry.
@@ -108,8 +111,15 @@ impl Producer {
                 }
             }
         }
-        Err(Error::ChannelBusy {
+        Err(Error::Io {
+            op: "create",
             name: name.as_str().to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "creating the channel was interrupted 32 times in a row (its staging object \
+                 removed by a `bips clean` with no grace period, or the name re-created by \
+                 others); retry",
+            ),
         })
     }
 

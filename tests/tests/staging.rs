@@ -16,6 +16,9 @@ use bips_tests::*;
 /// could ever find it. Hammer that window.
 #[test]
 fn clean_racing_create_never_removes_a_live_channel() {
+    // The sweeper removes every unlocked staging object: keep the other
+    // staging test (which plants one) out of its way.
+    let _s = serial();
     let ch = Channel::new("staging-race");
     let stop = Arc::new(AtomicBool::new(false));
     let sweeper = {
@@ -28,6 +31,10 @@ fn clean_racing_create_never_removes_a_live_channel() {
                 // which sends their creator round its retry loop.
                 let _ = monitor::remove_stale_staging(Duration::ZERO, false);
                 sweeps += 1;
+                // Now and then, not always: a sweep landing in every single
+                // create-to-lock window (as under qemu) would send a create
+                // round its bounded retry loop until it gives up.
+                std::thread::sleep(Duration::from_micros(50));
             }
             sweeps
         })
@@ -57,6 +64,7 @@ fn clean_racing_create_never_removes_a_live_channel() {
 /// only then.
 #[test]
 fn stale_staging_object_is_removed_after_grace() {
+    let _s = serial();
     let file = format!("bips..new-{}-{}", std::process::id(), u64::MAX - 7);
     let path = format!("/dev/shm/{file}");
     std::fs::write(&path, [0u8; 64]).unwrap();
