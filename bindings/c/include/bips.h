@@ -109,6 +109,8 @@ typedef enum bips_status {
   BIPS_E_TOO_MANY_CONSUMERS = 10,
   /**
    * This consumer already holds `BIPS_MAX_HELD` samples: release one first.
+   * Also from `bips_producer_loan` with a negative timeout when every
+   * buffer is on loan to that producer: publish or discard one first.
    */
   BIPS_E_HELD_LIMIT = 11,
   /**
@@ -455,7 +457,15 @@ enum bips_status bips_consumer_open(const char *name,
  *
  * With samples still held the detach is deferred until the last one is
  * released (their bytes stay readable); the handle itself is dead at once
- * (every call on it fails with `BIPS_E_INVALID_ARGUMENT`).
+ * (every call on it fails with `BIPS_E_INVALID_ARGUMENT`). The release of
+ * the last held sample frees the consumer: from then on no copy of any of
+ * its handles may be used (a use after free).
+ *
+ * Until then the consumer stays attached and its read position does not
+ * move: under `BIPS_POLICY_BLOCK` the producer, and with it every other
+ * consumer, stalls once all buffers are published, until the held samples
+ * are released. Release samples before destroying their consumer, or a
+ * Block producer stalls once its pool is full.
  *
  * # Safety
  * `consumer` is null or a live handle; after a successful call (if no sample
@@ -470,6 +480,10 @@ enum bips_status bips_consumer_destroy(struct bips_consumer *consumer);
  * the producer is gone and every remaining sample was received;
  * `BIPS_E_HELD_LIMIT` while `BIPS_MAX_HELD` samples are held.
  *
+ * A waiting `recv` looks every 10 ms for releases that other threads made
+ * meanwhile (see `bips_sample_release`) and applies them, so a Block
+ * producer waiting for one of those buffers makes progress.
+ *
  * # Safety
  * `consumer` is null or a live handle; `out` is null or writable.
  */
@@ -479,7 +493,18 @@ enum bips_status bips_consumer_recv(struct bips_consumer *consumer,
 
 /**
  * Gives the sample `*s` back (the producer may reuse its buffer) and zeroes
- * `*s`. A second release of the same sample is `BIPS_E_STALE`.
+ * `*s`. A second release of the same sample is `BIPS_E_STALE`, and so is a
+ * handle whose `owner` is another consumer. Releasing the last sample of a
+ * destroyed consumer frees that consumer.
+ *
+ * When another thread is inside a call on the same consumer (a broken
+ * one-thread-at-a-time contract, e.g. a C++ `bips::Sample` destroyed on
+ * another thread than its blocked `recv`), the release is left in the
+ * consumer's mailbox and `BIPS_OK` returned at once: the thread inside
+ * applies it when it leaves, or within 10 ms if it is blocked in
+ * `bips_consumer_recv`. The handle is then not checked (a stale one is
+ * ignored when applied); `BIPS_E_BUSY` only if a release of the same slot is
+ * already waiting there.
  *
  * # Safety
  * `s` is null or points to a sample handle whose consumer is live.
@@ -607,7 +632,9 @@ enum bips_status bips_producer_create(const char *name,
  *
  * With loans outstanding the close is deferred until the last one is
  * published or discarded (both still work); the handle itself is dead at
- * once (every call on it fails with `BIPS_E_INVALID_ARGUMENT`).
+ * once (every call on it fails with `BIPS_E_INVALID_ARGUMENT`). That last
+ * publish/discard frees the producer: from then on no copy of any of its
+ * handles may be used (a use after free).
  *
  * # Safety
  * `producer` is null or a live handle; after a successful call (if no loan
@@ -620,6 +647,11 @@ enum bips_status bips_producer_destroy(struct bips_producer *producer);
  * (negative: as long as it takes; 0: only if one is free now, else
  * `BIPS_E_TIMEOUT`). Under `BIPS_POLICY_BLOCK` the slowest consumer paces
  * this; dead consumers are reclaimed while it waits.
+ *
+ * With a negative timeout while every buffer is on loan to this producer
+ * (nothing but its own publish/discard could free one), `BIPS_E_HELD_LIMIT`
+ * at once instead of waiting forever; a timeout of 0 or more answers
+ * `BIPS_E_TIMEOUT` then, as for any other lack of a free buffer.
  *
  * The loan's length starts at the whole capacity; write the buffer through
  * `bips_sample_mut_data`, then `bips_sample_mut_publish` or
@@ -635,7 +667,11 @@ enum bips_status bips_producer_loan(struct bips_producer *producer,
 /**
  * Publishes the loan `*s`: consumers see the first `len` bytes written (and
  * the metadata). Stores the sample's sequence number in `*seq` (may be NULL)
- * and zeroes `*s`. A second publish of the same loan is `BIPS_E_STALE`.
+ * and zeroes `*s`. A second publish of the same loan is `BIPS_E_STALE`, and
+ * so is a handle whose `owner` is another producer.
+ *
+ * A failed publish (e.g. `BIPS_E_CORRUPT`) ends the loan all the same: its
+ * buffer stays unusable until the producer is destroyed, as the message says.
  *
  * # Safety
  * `s` is null or points to a loan handle whose producer is live; `seq` is

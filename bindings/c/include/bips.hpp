@@ -18,7 +18,20 @@
 //   }                                            // released here
 //
 // Threads: a Producer or Consumer (with its loans/samples) is used by one
-// thread at a time; moving it to another thread is fine.
+// thread at a time; moving it to another thread is fine. If that contract is
+// broken anyway: a Sample destroyed while another thread is inside its
+// Consumer is released through the consumer's mailbox (applied when that
+// thread leaves, or within 10 ms of a blocked recv); the other destructors
+// (and ~Sample if a release of the same slot is already waiting) retry on
+// BIPS_E_BUSY for up to BIPS_HPP_BUSY_TIMEOUT_MS (default 2000) milliseconds,
+// yielding, then print what happened and call std::terminate rather than
+// lose the loan/sample silently.
+//
+// Destroy order: a Sample may outlive its Consumer (the detach waits for it),
+// but until it is released the consumer stays attached and its read position
+// does not move, so under BIPS_POLICY_BLOCK the producer (and every other
+// consumer) stalls once the pool is full. Release samples before destroying
+// their consumer, or a Block producer stalls once its pool is full.
 #ifndef BIPS_HPP
 #define BIPS_HPP
 
@@ -27,10 +40,17 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
+
+#ifndef BIPS_HPP_BUSY_TIMEOUT_MS
+#define BIPS_HPP_BUSY_TIMEOUT_MS 2000
+#endif
 
 #if __cplusplus >= 202002L && defined(__has_include)
 #if __has_include(<span>)
@@ -60,8 +80,32 @@ private:
 };
 
 namespace detail {
-[[noreturn]] inline void fail(bips_status s) {
-    throw Error(s, std::string(bips_status_name(s)) + ": " + bips_last_error_message());
+/// The Error of status `s`, with the thread's last message (read now).
+inline Error error(bips_status s) {
+    return Error(s, std::string(bips_status_name(s)) + ": " + bips_last_error_message());
+}
+[[noreturn]] inline void fail(bips_status s) { throw error(s); }
+/// Ends a handle from a destructor (`call` is a discard/release/destroy):
+/// while another thread is inside the same owner (BIPS_E_BUSY, a broken
+/// one-thread-at-a-time contract) retries, yielding, for up to
+/// BIPS_HPP_BUSY_TIMEOUT_MS, then reports and terminates: a silently lost
+/// loan or sample would stall the channel with no trace. Other failures
+/// (nothing left to end) are ignored, as a destructor must.
+template <class Call>
+inline void end_in_destructor(const char* what, Call call) noexcept {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(BIPS_HPP_BUSY_TIMEOUT_MS);
+    while (call() == BIPS_E_BUSY) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            std::fprintf(stderr,
+                         "bips.hpp: %s: another thread stayed inside the same bips handle for "
+                         "%d ms (a handle with its loans/samples is used by one thread at a "
+                         "time); terminating rather than losing it\n",
+                         what, BIPS_HPP_BUSY_TIMEOUT_MS);
+            std::terminate();
+        }
+        std::this_thread::yield();
+    }
 }
 inline void check(bips_status s) {
     if (s != BIPS_OK) fail(s);
@@ -121,8 +165,9 @@ public:
     explicit SampleMut(bips_sample_mut h) : h_(h) {
         bips_status s = h_.owner ? bips_sample_mut_get_info(h_, &info_) : BIPS_OK;
         if (s != BIPS_OK) {
+            Error e = detail::error(s);  // before reset() overwrites the message
             reset();
-            detail::fail(s);
+            throw e;
         }
     }
     SampleMut(SampleMut&& o) noexcept : h_(o.h_), info_(o.info_) { o.h_ = {}; o.info_ = {}; }
@@ -179,7 +224,7 @@ public:
 
 private:
     void reset() noexcept {
-        if (h_.owner) (void)bips_sample_mut_discard(&h_);
+        if (h_.owner) detail::end_in_destructor("~SampleMut", [&] { return bips_sample_mut_discard(&h_); });
         h_ = {};
         info_ = {};
     }
@@ -206,7 +251,9 @@ public:
     Producer& operator=(const Producer&) = delete;
     ~Producer() { reset(); }
 
-    /// Loans a buffer, waiting as long as it takes.
+    /// Loans a buffer, waiting as long as it takes. Throws BIPS_E_HELD_LIMIT
+    /// at once when every buffer is on loan to this producer already (the
+    /// wait could never end: publish or discard one first).
     SampleMut loan() { return loan_ns(BIPS_FOREVER).value(); }
     /// Loans a buffer if one is free now.
     std::optional<SampleMut> try_loan() { return loan_ns(BIPS_TRY); }
@@ -236,7 +283,7 @@ private:
         return SampleMut(h);
     }
     void reset() noexcept {
-        if (p_) (void)bips_producer_destroy(p_);
+        if (p_) detail::end_in_destructor("~Producer", [&] { return bips_producer_destroy(p_); });
         p_ = nullptr;
     }
     bips_producer* p_ = nullptr;
@@ -251,8 +298,9 @@ public:
     explicit Sample(bips_sample h) : h_(h) {
         bips_status s = h_.owner ? bips_sample_get_info(h_, &info_) : BIPS_OK;
         if (s != BIPS_OK) {
+            Error e = detail::error(s);  // before reset() overwrites the message
             reset();
-            detail::fail(s);
+            throw e;
         }
     }
     Sample(Sample&& o) noexcept : h_(o.h_), info_(o.info_) { o.h_ = {}; o.info_ = {}; }
@@ -293,7 +341,7 @@ public:
 
 private:
     void reset() noexcept {
-        if (h_.owner) (void)bips_sample_release(&h_);
+        if (h_.owner) detail::end_in_destructor("~Sample", [&] { return bips_sample_release(&h_); });
         h_ = {};
         info_ = {};
     }
@@ -301,7 +349,9 @@ private:
     bips_sample_info info_{};
 };
 
-/// A reader of a channel.
+/// A reader of a channel. Destroying it detaches it once its last Sample is
+/// released; until then, under BIPS_POLICY_BLOCK, a producer stalls once its
+/// pool is full (release samples before destroying their consumer).
 class Consumer {
 public:
     explicit Consumer(const std::string& name, const ConsumerOptions& options = ConsumerOptions()) {
@@ -354,7 +404,7 @@ private:
         return Sample(h);
     }
     void reset() noexcept {
-        if (c_) (void)bips_consumer_destroy(c_);
+        if (c_) detail::end_in_destructor("~Consumer", [&] { return bips_consumer_destroy(c_); });
         c_ = nullptr;
     }
     bips_consumer* c_ = nullptr;

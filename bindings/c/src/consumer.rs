@@ -2,22 +2,43 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_void};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::options::{bips_consumer_options, bips_geometry, consumer_options, write_geometry};
 use crate::{
-    bips_status, ffi, ffi_value, name_arg, out_arg, token, token_slot, Fail, FfiResult, InUse,
-    Timeout, BIPS_E_HELD_LIMIT, BIPS_E_INTERNAL, BIPS_E_STALE, BIPS_E_TIMEOUT,
+    bips_status, ffi, ffi_value, name_arg, new_token, out_arg, token_slot, Fail, FfiResult,
+    Timeout, BIPS_E_BUSY, BIPS_E_HELD_LIMIT, BIPS_E_INTERNAL, BIPS_E_STALE, BIPS_E_TIMEOUT,
 };
 
 const CONSUMER_MAGIC: u64 = 0x6269_7073_434f_4e53; // "bipsCONS"
 const HELD: usize = bips::MAX_HELD;
 
+/// `gate` bit: a thread is inside a call on the consumer.
+const INSIDE: u32 = 1;
+/// `gate` bits: a release of slot `i` waits in `mailbox[i]` (bit `i + 1`).
+const PENDING_MASK: u32 = ((1 << HELD) - 1) << 1;
+const _: () = assert!(HELD < 31);
+
+const fn pending_bit(slot: usize) -> u32 {
+    2 << slot
+}
+
+/// How long a blocking `recv` waits between looks at the mailbox.
+const MAILBOX_SLICE: Duration = Duration::from_millis(10);
+
 /// A reader of a channel (opaque). Made by `bips_consumer_open`, ended by
 /// `bips_consumer_destroy`. Used by one thread at a time.
 pub struct bips_consumer {
     magic: u64,
-    busy: AtomicBool,
+    /// `INSIDE` while a thread is in a call on this consumer (a second caller
+    /// gets `BIPS_E_BUSY`), plus a pending bit per slot whose release another
+    /// thread left in `mailbox` meanwhile (set only while `INSIDE` is).
+    gate: AtomicU32,
+    /// Tokens of releases made while another thread was inside: the thread
+    /// inside applies them when it leaves, or between the slices of a
+    /// blocking `recv`.
+    mailbox: [AtomicU64; HELD],
     meta_size: usize,
     state: UnsafeCell<ConsumerState>,
     // Dropped after `state`: the held samples point into this mapping.
@@ -27,7 +48,6 @@ pub struct bips_consumer {
 struct ConsumerState {
     destroyed: bool,
     outstanding: usize,
-    next_gen: u64,
     slots: [HeldSlot; HELD],
 }
 
@@ -75,17 +95,144 @@ unsafe fn consumer_ref<'a>(c: *const bips_consumer) -> FfiResult<&'a bips_consum
     Ok(h)
 }
 
+/// Frees an owner, clearing its magic first: a handle used after this free
+/// (undefined behaviour all the same) then most likely finds no magic and
+/// gets `BIPS_E_INVALID_ARGUMENT` instead of reaching freed state.
+///
+/// # Safety
+/// `h` was made by `Box::into_raw` in `bips_consumer_open`, is freed once,
+/// and no call is inside it.
+unsafe fn free_consumer(h: *mut bips_consumer) {
+    // SAFETY: this function's `# Safety` contract.
+    let mut owner = unsafe { Box::from_raw(h) };
+    // SAFETY: a valid, aligned field of the still-live allocation; volatile
+    // so the store is not removed as dead before the free.
+    unsafe { std::ptr::write_volatile(&mut owner.magic, 0) };
+    drop(owner);
+}
+
+/// A thread inside a call on a consumer (see `bips_consumer::enter`). When it
+/// leaves it applies the releases left in the mailbox, and frees a destroyed
+/// consumer whose last sample one of them was.
+struct Inside {
+    /// The handle as C gave it (the pointer a free needs).
+    this: *mut bips_consumer,
+}
+
 impl bips_consumer {
-    // The state is exclusive while the returned `InUse` lives (its atomic flag
-    // admits one caller at a time), which a `&self` signature cannot show.
+    /// Enters the handle (one thread at a time) and gives its state. `this`
+    /// is the handle pointer `self` was read from.
+    // The state is exclusive while the returned `Inside` lives (the `INSIDE`
+    // gate bit admits one caller at a time), which `&self` cannot show.
     #[allow(clippy::mut_from_ref)]
-    fn enter(&self) -> FfiResult<(InUse<'_>, &mut ConsumerState)> {
-        let guard = InUse::enter(&self.busy)?;
-        // SAFETY: `busy` is ours until `guard` drops, so no other reference
-        // to the state exists; the returned borrow ends with the call.
+    fn enter(&self, this: *const bips_consumer) -> FfiResult<(Inside, &mut ConsumerState)> {
+        // Pending bits are set only while INSIDE is, and cleared before it.
+        if self
+            .gate
+            .compare_exchange(0, INSIDE, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Fail::new(
+                BIPS_E_BUSY,
+                "another thread is inside a call on this handle: a bips handle (and its \
+                 samples/loans) is used by one thread at a time",
+            ));
+        }
+        // SAFETY: INSIDE is ours until the `Inside` drops, so no other
+        // reference to the state exists; the returned borrow ends with the call.
         let st = unsafe { &mut *self.state.get() };
-        Ok((guard, st))
+        Ok((
+            Inside {
+                this: this.cast_mut(),
+            },
+            st,
+        ))
     }
+
+    /// Applies the releases waiting in the mailbox; whether one freed a
+    /// sample. The caller is inside (owns the state).
+    fn drain(&self, st: &mut ConsumerState) -> bool {
+        let bits = self.gate.fetch_and(!PENDING_MASK, Ordering::Acquire) & PENDING_MASK;
+        let mut applied = false;
+        for i in 0..HELD {
+            if bits & pending_bit(i) != 0 {
+                let tok = self.mailbox[i].swap(0, Ordering::Acquire);
+                applied |= st.release(&self.consumer, tok).is_ok();
+            }
+        }
+        applied
+    }
+
+    /// Leaves `tok`'s release in the mailbox for the thread inside: `true`
+    /// when it is left (that thread applies it when it leaves), `false` when
+    /// no thread is inside any more (the caller enters and releases itself).
+    /// After `true` the caller must not touch the consumer again: the thread
+    /// inside may free it.
+    fn post_release(&self, tok: u64) -> FfiResult<bool> {
+        let i = token_slot(tok);
+        if tok == 0 || i >= HELD {
+            return Err(stale());
+        }
+        if self.mailbox[i]
+            .compare_exchange(0, tok, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Fail::new(
+                BIPS_E_BUSY,
+                "another thread is inside a call on this consumer and a release of this \
+                 sample's slot is already waiting for it",
+            ));
+        }
+        let mut g = self.gate.load(Ordering::Acquire);
+        loop {
+            if g & INSIDE == 0 {
+                self.mailbox[i].store(0, Ordering::Relaxed);
+                return Ok(false);
+            }
+            match self.gate.compare_exchange_weak(
+                g,
+                g | pending_bit(i),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(true),
+                Err(now) => g = now,
+            }
+        }
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        // SAFETY: made from a live handle by `enter`, and still live: only
+        // this thread (inside) may free it, below.
+        let h = unsafe { &*self.this };
+        loop {
+            // SAFETY: still inside, so the state is ours (the caller's borrow
+            // of it has ended: the guard drops last).
+            let st = unsafe { &mut *h.state.get() };
+            if h.drain(st) && st.destroyed && st.outstanding == 0 {
+                // SAFETY: a destroyed consumer whose last sample was just
+                // released from the mailbox: nothing refers to it any more
+                // (a thread that posts a release never touches it after).
+                unsafe { free_consumer(self.this) };
+                return;
+            }
+            if h.gate
+                .compare_exchange(INSIDE, 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+fn stale() -> Fail {
+    Fail::new(
+        BIPS_E_STALE,
+        "this sample was already released (or is not a sample)",
+    )
 }
 
 impl ConsumerState {
@@ -93,12 +240,22 @@ impl ConsumerState {
         self.slots
             .get_mut(token_slot(token))
             .filter(|s| token != 0 && s.token == token)
-            .ok_or_else(|| {
-                Fail::new(
-                    BIPS_E_STALE,
-                    "this sample was already released (or is not a sample)",
-                )
-            })
+            .ok_or_else(stale)
+    }
+
+    /// Releases the held sample `token` of `consumer`.
+    fn release(&mut self, consumer: &bips::Consumer, token: u64) -> FfiResult {
+        let slot = self.slot(token)?;
+        let raw = slot.raw.take();
+        *slot = FREE_SLOT;
+        self.outstanding -= 1;
+        match raw {
+            Some(raw) => {
+                consumer.release_raw(raw);
+                Ok(())
+            }
+            None => Err(Fail::new(BIPS_E_INTERNAL, "empty sample slot")),
+        }
     }
 }
 
@@ -128,12 +285,12 @@ pub unsafe extern "C" fn bips_consumer_open(
         let consumer = bips::Consumer::open_with(name, &opts)?;
         *out = Box::into_raw(Box::new(bips_consumer {
             magic: CONSUMER_MAGIC,
-            busy: AtomicBool::new(false),
+            gate: AtomicU32::new(0),
+            mailbox: [const { AtomicU64::new(0) }; HELD],
             meta_size: consumer.geometry().meta_size as usize,
             state: UnsafeCell::new(ConsumerState {
                 destroyed: false,
                 outstanding: 0,
-                next_gen: 0,
                 slots: [FREE_SLOT; HELD],
             }),
             consumer,
@@ -146,7 +303,15 @@ pub unsafe extern "C" fn bips_consumer_open(
 ///
 /// With samples still held the detach is deferred until the last one is
 /// released (their bytes stay readable); the handle itself is dead at once
-/// (every call on it fails with `BIPS_E_INVALID_ARGUMENT`).
+/// (every call on it fails with `BIPS_E_INVALID_ARGUMENT`). The release of
+/// the last held sample frees the consumer: from then on no copy of any of
+/// its handles may be used (a use after free).
+///
+/// Until then the consumer stays attached and its read position does not
+/// move: under `BIPS_POLICY_BLOCK` the producer, and with it every other
+/// consumer, stalls once all buffers are published, until the held samples
+/// are released. Release samples before destroying their consumer, or a
+/// Block producer stalls once its pool is full.
 ///
 /// # Safety
 /// `consumer` is null or a live handle; after a successful call (if no sample
@@ -157,7 +322,7 @@ pub unsafe extern "C" fn bips_consumer_destroy(consumer: *mut bips_consumer) -> 
         // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
         let h = unsafe { consumer_ref(consumer) }?;
         let free_now = {
-            let (_in, st) = h.enter()?;
+            let (_in, st) = h.enter(consumer)?;
             if st.destroyed {
                 return Err(Fail::invalid("consumer already destroyed"));
             }
@@ -167,7 +332,7 @@ pub unsafe extern "C" fn bips_consumer_destroy(consumer: *mut bips_consumer) -> 
         if free_now {
             // SAFETY: made by Box::into_raw in open; no sample and no other
             // call refers to it, and the caller gives the handle up.
-            drop(unsafe { Box::from_raw(consumer) });
+            unsafe { free_consumer(consumer) };
         }
         Ok(())
     })
@@ -178,6 +343,10 @@ pub unsafe extern "C" fn bips_consumer_destroy(consumer: *mut bips_consumer) -> 
 /// else `BIPS_E_TIMEOUT`, without a system call). `BIPS_E_DISCONNECTED` once
 /// the producer is gone and every remaining sample was received;
 /// `BIPS_E_HELD_LIMIT` while `BIPS_MAX_HELD` samples are held.
+///
+/// A waiting `recv` looks every 10 ms for releases that other threads made
+/// meanwhile (see `bips_sample_release`) and applies them, so a Block
+/// producer waiting for one of those buffers makes progress.
 ///
 /// # Safety
 /// `consumer` is null or a live handle; `out` is null or writable.
@@ -193,7 +362,7 @@ pub unsafe extern "C" fn bips_consumer_recv(
         *out = NO_SAMPLE;
         // SAFETY: caller's contract for `consumer`.
         let h = unsafe { consumer_ref(consumer) }?;
-        let (_in, st) = h.enter()?;
+        let (_in, st) = h.enter(consumer)?;
         if st.destroyed {
             return Err(Fail::invalid("consumer was destroyed"));
         }
@@ -204,16 +373,36 @@ pub unsafe extern "C" fn bips_consumer_recv(
             ));
         };
         let c = &h.consumer;
-        let sample = match Timeout::from_ns(timeout_ns) {
-            Timeout::Forever => c.recv()?,
-            Timeout::Try => c
+        let deadline = match Timeout::from_ns(timeout_ns) {
+            Timeout::Try => None,
+            Timeout::Forever => Some(None),
+            Timeout::For(d) => Some(Some(Instant::now() + d)),
+        };
+        let sample = match deadline {
+            None => c
                 .try_recv()?
                 .ok_or_else(|| Fail::new(BIPS_E_TIMEOUT, "no sample ready"))?,
-            Timeout::For(d) => c.recv_timeout(d)?,
+            // Waits in slices: between them, applies the releases other
+            // threads left in the mailbox meanwhile (a Block producer may
+            // need one of those buffers before it can publish again).
+            Some(deadline) => loop {
+                let slice = match deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()),
+                    None => MAILBOX_SLICE,
+                };
+                match c.recv_timeout(slice.min(MAILBOX_SLICE)) {
+                    Err(bips::Error::Timeout) => {
+                        h.drain(st);
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Err(Fail::new(BIPS_E_TIMEOUT, "timed out"));
+                        }
+                    }
+                    r => break r?,
+                }
+            },
         };
         let meta = sample.meta().as_ptr();
-        st.next_gen += 1;
-        let tok = token(st.next_gen, idx);
+        let tok = new_token(idx);
         st.slots[idx] = HeldSlot {
             token: tok,
             raw: Some(sample.into_raw()),
@@ -229,7 +418,18 @@ pub unsafe extern "C" fn bips_consumer_recv(
 }
 
 /// Gives the sample `*s` back (the producer may reuse its buffer) and zeroes
-/// `*s`. A second release of the same sample is `BIPS_E_STALE`.
+/// `*s`. A second release of the same sample is `BIPS_E_STALE`, and so is a
+/// handle whose `owner` is another consumer. Releasing the last sample of a
+/// destroyed consumer frees that consumer.
+///
+/// When another thread is inside a call on the same consumer (a broken
+/// one-thread-at-a-time contract, e.g. a C++ `bips::Sample` destroyed on
+/// another thread than its blocked `recv`), the release is left in the
+/// consumer's mailbox and `BIPS_OK` returned at once: the thread inside
+/// applies it when it leaves, or within 10 ms if it is blocked in
+/// `bips_consumer_recv`. The handle is then not checked (a stale one is
+/// ignored when applied); `BIPS_E_BUSY` only if a release of the same slot is
+/// already waiting there.
 ///
 /// # Safety
 /// `s` is null or points to a sample handle whose consumer is live.
@@ -242,25 +442,26 @@ pub unsafe extern "C" fn bips_sample_release(s: *mut bips_sample) -> bips_status
         // SAFETY: caller's contract for the owner.
         let h = unsafe { consumer_ref(handle.owner) }?;
         let (result, free_now) = {
-            let (_in, st) = h.enter()?;
-            let slot = st.slot(handle.token)?;
-            let raw = slot.raw.take();
-            *slot = FREE_SLOT;
-            st.outstanding -= 1;
-            *s = NO_SAMPLE;
-            let result = match raw {
-                Some(raw) => {
-                    h.consumer.release_raw(raw);
-                    Ok(())
+            let (_in, st) = match h.enter(handle.owner) {
+                Err(f) if f.status == BIPS_E_BUSY => {
+                    // Another thread is inside: leave the release to it.
+                    if h.post_release(handle.token)? {
+                        *s = NO_SAMPLE;
+                        return Ok(()); // `h` may be freed by now
+                    }
+                    h.enter(handle.owner)?
                 }
-                None => Err(Fail::new(BIPS_E_INTERNAL, "empty sample slot")),
+                r => r?,
             };
+            st.slot(handle.token)?;
+            *s = NO_SAMPLE;
+            let result = st.release(&h.consumer, handle.token);
             (result, st.destroyed && st.outstanding == 0)
         };
         if free_now {
             // SAFETY: a destroyed consumer whose last sample was just
             // released: nothing refers to it any more.
-            drop(unsafe { Box::from_raw(handle.owner) });
+            unsafe { free_consumer(handle.owner) };
         }
         result
     })
@@ -276,7 +477,7 @@ unsafe fn with_sample<T>(
 ) -> FfiResult<T> {
     // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract).
     let h = unsafe { consumer_ref(s.owner) }?;
-    let (_in, st) = h.enter()?;
+    let (_in, st) = h.enter(s.owner)?;
     let slot = st.slot(s.token)?;
     let raw = slot
         .raw
@@ -376,7 +577,7 @@ pub unsafe extern "C" fn bips_consumer_geometry(
     ffi(|| {
         // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
         let h = unsafe { consumer_ref(consumer) }?;
-        let (_in, st) = h.enter()?;
+        let (_in, st) = h.enter(consumer)?;
         if st.destroyed {
             return Err(Fail::invalid("consumer was destroyed"));
         }

@@ -16,21 +16,35 @@
 //!   slots), made at create/open time, so the hot path allocates nothing and a
 //!   stale handle (published, discarded or released already) is recognised by
 //!   its generation and answered `BIPS_E_STALE`, as long as its owner lives.
-//!   A handle carries its owner, so a sample cannot be released to the wrong
-//!   consumer. The calls that end a handle's life take its address and zero it.
+//!   Generations come from one process-wide counter, so no two handles share
+//!   a token: a handle carrying another owner (forged or mixed up) gets
+//!   `BIPS_E_STALE` there. The calls that end a handle's life take its
+//!   address and zero it. A handle must not be used once its owner is freed
+//!   (see Destroy): that is a use after free, detected only by luck.
 //!
 //! ## Destroy
 //! Destroying a producer or consumer while loans or samples are outstanding
 //! is deferred: the handle is marked destroyed (every call on it then fails
 //! with `BIPS_E_INVALID_ARGUMENT`), the outstanding loans/samples stay usable,
-//! and the channel is closed/detached when the last one is given back.
+//! and the channel is closed/detached when the last one is given back: that
+//! call (the last publish/discard, or the last release) also frees the owner,
+//! so every copy of a handle of that owner is dead from then on.
+//!
+//! A consumer destroyed with samples held stays attached until they are
+//! released, and its read position stops where it was: under
+//! `BIPS_POLICY_BLOCK` the producer (and so every other consumer) stalls once
+//! its pool is full, until the held samples are released. Release samples
+//! before destroying their consumer.
 //!
 //! ## Threads
 //! A producer or consumer handle, with its loans or samples, is used by one
 //! thread at a time (the Rust types are `Send`, not `Sync`). Handing it to
 //! another thread is fine. Two threads calling into the same handle at once
 //! get `BIPS_E_BUSY` from the one that comes second (an atomic flag, not a
-//! lock: nothing ever waits on it).
+//! lock: nothing ever waits on it). One exception, so that a sample is never
+//! lost: `bips_sample_release` while another thread is inside the consumer
+//! leaves the release in the consumer's mailbox for that thread and answers
+//! `BIPS_OK` (see there).
 //!
 //! ## Errors
 //! Every call that can fail returns a `bips_status`; `bips_last_error_message()`
@@ -51,7 +65,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The result of every call that can fail. `BIPS_OK` (0) is success; every
 /// other value comes with a message from `bips_last_error_message()`.
@@ -83,6 +97,8 @@ pub enum bips_status {
     /// The channel's consumer table is full.
     BIPS_E_TOO_MANY_CONSUMERS = 10,
     /// This consumer already holds `BIPS_MAX_HELD` samples: release one first.
+    /// Also from `bips_producer_loan` with a negative timeout when every
+    /// buffer is on loan to that producer: publish or discard one first.
     BIPS_E_HELD_LIMIT = 11,
     /// The loan or sample was already published, discarded or released.
     BIPS_E_STALE = 12,
@@ -333,7 +349,19 @@ impl Drop for InUse<'_> {
 /// Token layout of sample and loan handles: generation above, slot below.
 pub(crate) const SLOT_BITS: u32 = 16;
 
-pub(crate) fn token(gen: u64, slot: usize) -> u64 {
+/// The generation of the next handle, shared by every producer and consumer
+/// of the process: no two handles ever get the same token, so a handle given
+/// to another owner (a forged or mixed-up `owner`) never matches a slot there
+/// and gets `BIPS_E_STALE`. 2^48 generations: nine years at a million
+/// handles a second before they wrap.
+static NEXT_GEN: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh token for `slot`, unique in the process (generation above, slot
+/// below; never 0).
+pub(crate) fn new_token(slot: usize) -> u64 {
+    let gen = NEXT_GEN.fetch_add(1, Ordering::Relaxed) & ((1 << (64 - SLOT_BITS)) - 1);
+    // A wrapped generation of 0 with slot 0 would be the "free" token.
+    let gen = if gen == 0 { 1 } else { gen };
     (gen << SLOT_BITS) | slot as u64
 }
 

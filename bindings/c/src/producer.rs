@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 
 use crate::options::{bips_geometry, bips_options, producer_options, write_geometry};
 use crate::{
-    bips_status, ffi, ffi_value, name_arg, out_arg, token, token_slot, Fail, FfiResult, InUse,
-    Timeout, BIPS_E_INTERNAL, BIPS_E_STALE, BIPS_E_TIMEOUT,
+    bips_status, ffi, ffi_value, name_arg, new_token, out_arg, token_slot, Fail, FfiResult, InUse,
+    Timeout, BIPS_E_HELD_LIMIT, BIPS_E_INTERNAL, BIPS_E_STALE, BIPS_E_TIMEOUT,
 };
 
 const PRODUCER_MAGIC: u64 = 0x6269_7073_5052_4f44; // "bipsPROD"
@@ -25,7 +25,6 @@ pub struct bips_producer {
 struct ProducerState {
     destroyed: bool,
     outstanding: usize,
-    next_gen: u64,
     /// One slot per buffer: a loan's slot is its buffer index.
     slots: Box<[LoanSlot]>,
 }
@@ -66,6 +65,22 @@ unsafe fn producer_ref<'a>(p: *const bips_producer) -> FfiResult<&'a bips_produc
         return Err(Fail::invalid("not a bips_producer handle"));
     }
     Ok(h)
+}
+
+/// Frees an owner, clearing its magic first: a handle used after this free
+/// (undefined behaviour all the same) then most likely finds no magic and
+/// gets `BIPS_E_INVALID_ARGUMENT` instead of reaching freed state.
+///
+/// # Safety
+/// `h` was made by `Box::into_raw` in `bips_producer_create`, is freed once,
+/// and no call is inside it.
+unsafe fn free_producer(h: *mut bips_producer) {
+    // SAFETY: this function's `# Safety` contract.
+    let mut owner = unsafe { Box::from_raw(h) };
+    // SAFETY: a valid, aligned field of the still-live allocation; volatile
+    // so the store is not removed as dead before the free.
+    unsafe { std::ptr::write_volatile(&mut owner.magic, 0) };
+    drop(owner);
 }
 
 impl bips_producer {
@@ -130,7 +145,6 @@ pub unsafe extern "C" fn bips_producer_create(
             state: UnsafeCell::new(ProducerState {
                 destroyed: false,
                 outstanding: 0,
-                next_gen: 0,
                 slots,
             }),
             producer,
@@ -144,7 +158,9 @@ pub unsafe extern "C" fn bips_producer_create(
 ///
 /// With loans outstanding the close is deferred until the last one is
 /// published or discarded (both still work); the handle itself is dead at
-/// once (every call on it fails with `BIPS_E_INVALID_ARGUMENT`).
+/// once (every call on it fails with `BIPS_E_INVALID_ARGUMENT`). That last
+/// publish/discard frees the producer: from then on no copy of any of its
+/// handles may be used (a use after free).
 ///
 /// # Safety
 /// `producer` is null or a live handle; after a successful call (if no loan
@@ -166,7 +182,7 @@ pub unsafe extern "C" fn bips_producer_destroy(producer: *mut bips_producer) -> 
             // SAFETY: made by Box::into_raw in create; no loan and no other
             // call refers to it (the InUse guard was free), and the caller
             // gives the handle up.
-            drop(unsafe { Box::from_raw(producer) });
+            unsafe { free_producer(producer) };
         }
         Ok(())
     })
@@ -176,6 +192,11 @@ pub unsafe extern "C" fn bips_producer_destroy(producer: *mut bips_producer) -> 
 /// (negative: as long as it takes; 0: only if one is free now, else
 /// `BIPS_E_TIMEOUT`). Under `BIPS_POLICY_BLOCK` the slowest consumer paces
 /// this; dead consumers are reclaimed while it waits.
+///
+/// With a negative timeout while every buffer is on loan to this producer
+/// (nothing but its own publish/discard could free one), `BIPS_E_HELD_LIMIT`
+/// at once instead of waiting forever; a timeout of 0 or more answers
+/// `BIPS_E_TIMEOUT` then, as for any other lack of a free buffer.
 ///
 /// The loan's length starts at the whole capacity; write the buffer through
 /// `bips_sample_mut_data`, then `bips_sample_mut_publish` or
@@ -200,7 +221,16 @@ pub unsafe extern "C" fn bips_producer_loan(
             return Err(Fail::invalid("producer was destroyed"));
         }
         let p = &h.producer;
-        let loan = match Timeout::from_ns(timeout_ns) {
+        let timeout = Timeout::from_ns(timeout_ns);
+        if matches!(timeout, Timeout::Forever) && st.outstanding >= st.slots.len() {
+            // Only this producer's own publish/discard could free a buffer,
+            // and this thread would be waiting instead: a certain deadlock.
+            return Err(Fail::new(
+                BIPS_E_HELD_LIMIT,
+                "every buffer is on loan to this producer; publish or discard one first",
+            ));
+        }
+        let loan = match timeout {
             Timeout::Forever => p.loan()?,
             Timeout::Try => p
                 .try_loan()?
@@ -216,8 +246,7 @@ pub unsafe extern "C" fn bips_producer_loan(
                 "loaned a buffer already on loan",
             ));
         }
-        st.next_gen += 1;
-        let tok = token(st.next_gen, idx);
+        let tok = new_token(idx);
         st.slots[idx] = LoanSlot {
             token: tok,
             raw: Some(raw),
@@ -269,7 +298,17 @@ unsafe fn end_loan(s: *mut bips_sample_mut, publish: bool) -> FfiResult<u64> {
         st.outstanding -= 1;
         *s = NO_LOAN;
         let result = match raw {
-            Some(raw) if publish => h.producer.publish_raw(raw).map_err(Fail::from),
+            Some(raw) if publish => h.producer.publish_raw(raw).map_err(|e| {
+                // The loan is consumed either way: its buffer is lost to this
+                // producer until it is destroyed. Say so.
+                let f = Fail::from(e);
+                let message = format!(
+                    "{}; the loan is gone (its handle is stale now) and its buffer stays \
+                     unusable until the producer is destroyed",
+                    f.message
+                );
+                Fail::new(f.status, message)
+            }),
             Some(raw) => {
                 h.producer.unloan_raw(raw);
                 Ok(0)
@@ -281,14 +320,18 @@ unsafe fn end_loan(s: *mut bips_sample_mut, publish: bool) -> FfiResult<u64> {
     if free_now {
         // SAFETY: a destroyed producer whose last loan just ended: nothing
         // refers to it any more (its destroy gave the handle up).
-        drop(unsafe { Box::from_raw(handle.owner) });
+        unsafe { free_producer(handle.owner) };
     }
     result
 }
 
 /// Publishes the loan `*s`: consumers see the first `len` bytes written (and
 /// the metadata). Stores the sample's sequence number in `*seq` (may be NULL)
-/// and zeroes `*s`. A second publish of the same loan is `BIPS_E_STALE`.
+/// and zeroes `*s`. A second publish of the same loan is `BIPS_E_STALE`, and
+/// so is a handle whose `owner` is another producer.
+///
+/// A failed publish (e.g. `BIPS_E_CORRUPT`) ends the loan all the same: its
+/// buffer stays unusable until the producer is destroyed, as the message says.
 ///
 /// # Safety
 /// `s` is null or points to a loan handle whose producer is live; `seq` is

@@ -185,3 +185,91 @@ fn busy_channel_and_missing_channel() {
     }
     assert!(last_error().contains("does not exist"));
 }
+
+#[test]
+fn a_handle_with_another_owner_is_stale() {
+    // Two consumers' first samples, and two producers' first loans: the
+    // tokens differ, so swapping the owners reaches nothing.
+    let n = name("swap");
+    let n2 = name("swap2");
+    let p = create(&n, 4);
+    let p2 = create(&n2, 4);
+    let a = open(&n);
+    let b = open(&n);
+    // SAFETY: (all calls below) live handles, valid pointers.
+    unsafe {
+        let mut l = zero_loan();
+        let mut l2 = zero_loan();
+        assert_eq!(bips_producer_loan(p, 0, &mut l), BIPS_OK);
+        assert_eq!(bips_producer_loan(p2, 0, &mut l2), BIPS_OK);
+        assert_ne!(l.token, l2.token);
+        let mut forged = bips_sample_mut {
+            owner: p2,
+            token: l.token,
+        };
+        assert_eq!(
+            bips_sample_mut_publish(&mut forged, null_mut()),
+            BIPS_E_STALE
+        );
+        assert!(bips_sample_mut_data(forged).is_null());
+        assert_eq!(bips_sample_mut_capacity(l2), 4096); // p2's loan intact
+        assert_eq!(bips_sample_mut_discard(&mut l2), BIPS_OK);
+        *bips_sample_mut_data(l).cast::<u8>() = 7;
+        assert_eq!(bips_sample_mut_set_len(l, 1), BIPS_OK);
+        assert_eq!(bips_sample_mut_publish(&mut l, null_mut()), BIPS_OK);
+
+        let mut sa = zero_sample();
+        let mut sb = zero_sample();
+        assert_eq!(bips_consumer_recv(a, -1, &mut sa), BIPS_OK);
+        assert_eq!(bips_consumer_recv(b, -1, &mut sb), BIPS_OK);
+        assert_ne!(sa.token, sb.token);
+        let mut swapped_a = bips_sample {
+            owner: b,
+            token: sa.token,
+        };
+        let mut swapped_b = bips_sample {
+            owner: a,
+            token: sb.token,
+        };
+        assert_eq!(bips_sample_release(&mut swapped_a), BIPS_E_STALE);
+        assert_eq!(bips_sample_release(&mut swapped_b), BIPS_E_STALE);
+        assert!(bips_sample_data(swapped_a).is_null());
+        // Both samples intact and still held.
+        assert_eq!(*bips_sample_data(sa).cast::<u8>(), 7);
+        assert_eq!(*bips_sample_data(sb).cast::<u8>(), 7);
+        assert_eq!(bips_sample_release(&mut sa), BIPS_OK);
+        assert_eq!(bips_sample_release(&mut sb), BIPS_OK);
+        assert_eq!(bips_consumer_destroy(a), BIPS_OK);
+        assert_eq!(bips_consumer_destroy(b), BIPS_OK);
+        assert_eq!(bips_producer_destroy(p), BIPS_OK);
+        assert_eq!(bips_producer_destroy(p2), BIPS_OK);
+    }
+}
+
+#[test]
+fn loan_forever_with_every_buffer_on_loan_fails_at_once() {
+    let n = name("selfloan");
+    let p = create(&n, 2);
+    // SAFETY: (all calls below) live handle, valid pointers.
+    unsafe {
+        let mut l = [zero_loan(), zero_loan()];
+        assert_eq!(bips_producer_loan(p, -1, &mut l[0]), BIPS_OK);
+        assert_eq!(bips_producer_loan(p, -1, &mut l[1]), BIPS_OK);
+        let mut extra = zero_loan();
+        assert_eq!(bips_producer_loan(p, -1, &mut extra), BIPS_E_HELD_LIMIT);
+        assert!(extra.owner.is_null());
+        assert!(
+            last_error().contains("every buffer is on loan to this producer"),
+            "{}",
+            last_error()
+        );
+        // Finite timeouts keep answering TIMEOUT.
+        assert_eq!(bips_producer_loan(p, 0, &mut extra), BIPS_E_TIMEOUT);
+        assert_eq!(bips_sample_mut_discard(&mut l[0]), BIPS_OK);
+        assert_eq!(bips_producer_loan(p, -1, &mut l[0]), BIPS_OK);
+        for l in &mut l {
+            assert_eq!(bips_sample_mut_discard(l), BIPS_OK);
+        }
+        assert_eq!(bips_producer_destroy(p), BIPS_OK);
+    }
+}

@@ -1,11 +1,18 @@
 // The C++ wrapper (bips.hpp) in one process: RAII, moves, exceptions, spans.
 // Built as C++17 and C++20, plain and with -fsanitize=address,undefined.
 // Usage: cpp_wrapper CHANNEL_PREFIX; prints "cpp_wrapper: N checks, M failed".
+// Destructors meeting BIPS_E_BUSY give up (std::terminate) after 200 ms here.
+#define BIPS_HPP_BUSY_TIMEOUT_MS 200
 #include "bips.hpp"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -107,6 +114,91 @@ int main(int argc, char** argv) {
         while (auto s = consumer.next()) n++;
         CHECK(n == 1);
         CHECK(status_of([&] { consumer.recv(); }) == BIPS_E_DISCONNECTED);
+    }
+    {
+        // A failing constructor keeps the message of its own failure.
+        bips::Producer producer(name, bips::Options(2, 64));
+        bips::Consumer consumer(name);
+        bips_sample_mut stale = producer.loan().native();  // discarded at once
+        try {
+            bips::SampleMut adopted(stale);
+            CHECK(false);
+        } catch (const bips::Error& e) {
+            CHECK(e.status() == BIPS_E_STALE);
+            CHECK(std::string(e.what()).find("already published or discarded") != std::string::npos);
+        }
+        { bips::SampleMut s = producer.loan(); s.set_size(1); s.publish(); }
+        bips_sample gone = consumer.recv().native();  // released at once
+        try {
+            bips::Sample adopted(gone);
+            CHECK(false);
+        } catch (const bips::Error& e) {
+            CHECK(e.status() == BIPS_E_STALE);
+            CHECK(std::string(e.what()).find("already released") != std::string::npos);
+        }
+        // Every buffer on loan: loan() throws instead of waiting forever.
+        bips::SampleMut a = producer.loan(), b = producer.loan();
+        try {
+            producer.loan();
+            CHECK(false);
+        } catch (const bips::Error& e) {
+            CHECK(e.status() == BIPS_E_HELD_LIMIT);
+            CHECK(std::string(e.what()).find("publish or discard one first") != std::string::npos);
+        }
+    }
+    {
+        // A Sample destroyed while another thread is inside its Consumer (a
+        // broken contract): the release waits in the consumer's mailbox and
+        // is applied when that thread leaves; nothing is lost.
+        bips::Producer producer(name, bips::Options(4, 64));
+        bips::Consumer consumer(name);
+        { bips::SampleMut s = producer.loan(); s.set_size(1); s.publish(); }
+        std::optional<bips::Sample> held = consumer.recv();
+        bips_sample copy = held->native();
+        std::thread inside([&] { (void)consumer.recv_for(std::chrono::milliseconds(100)); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        bips_geometry g{};
+        bool was_busy = bips_consumer_geometry(consumer.native(), &g) == BIPS_E_BUSY;
+        held.reset();  // left in the mailbox
+        inside.join();
+        CHECK(bips_sample_release(&copy) == BIPS_E_STALE);  // it was released
+        if (!was_busy) std::printf("note: the other thread was not inside yet\n");
+    }
+    {
+        // A SampleMut destroyed while another thread is inside its Producer:
+        // the destructor retries until that thread leaves, then discards.
+        bips::Producer producer(name, bips::Options(2, 64));
+        bips::Consumer consumer(name);
+        { bips::SampleMut s = producer.loan(); s.set_size(1); s.publish(); }
+        bips::Sample pinned = consumer.recv();                   // holds one buffer
+        std::optional<bips::SampleMut> loan = producer.loan();  // the other one
+        bips_sample_mut copy = loan->native();
+        std::thread inside([&] { (void)producer.loan_for(std::chrono::milliseconds(100)); });
+        std::this_thread::sleep_for(std::chrono::milliseconds(30));
+        loan.reset();  // BUSY until `inside` times out, then discarded
+        inside.join();
+        CHECK(bips_sample_mut_discard(&copy) == BIPS_E_STALE);  // it was discarded
+
+        // The same with a thread that never leaves: std::terminate, loudly.
+        std::fflush(stdout);
+        pid_t child = fork();
+        if (child == 0) {
+            const std::string cname = prefix + "-die";
+            bips::Producer p2(cname, bips::Options(2, 64));
+            bips::Consumer c2(cname);
+            { bips::SampleMut s = p2.loan(); s.set_size(1); s.publish(); }
+            bips::Sample pinned2 = c2.recv();
+            std::optional<bips::SampleMut> l2 = p2.loan();
+            std::thread stuck([&] { (void)p2.loan_for(std::chrono::seconds(10)); });
+            std::this_thread::sleep_for(std::chrono::milliseconds(30));
+            l2.reset();  // BUSY for 200 ms: terminates
+            _exit(0);    // not reached
+        }
+        int wstatus = 0;
+        CHECK(child > 0 && waitpid(child, &wstatus, 0) == child);
+        CHECK(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGABRT);
+        // The dead child's channel: a new producer replaces it, then removes it.
+        { bips::Producer cleanup(prefix + "-die", bips::Options(2, 64)); }
     }
     std::printf("cpp_wrapper: %d checks, %d failed\n", checks, failed);
     return failed != 0;

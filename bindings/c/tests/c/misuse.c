@@ -148,6 +148,10 @@ static void loans(void) {
     EXPECT(bips_producer_loan(p, BIPS_TRY, &extra), BIPS_E_TIMEOUT);
     CHECK(extra.owner == NULL);
     EXPECT(bips_producer_loan(p, 1000000, &extra), BIPS_E_TIMEOUT); /* 1 ms */
+    /* Every buffer on loan to p: waiting forever would never end. */
+    EXPECT(bips_producer_loan(p, BIPS_FOREVER, &extra), BIPS_E_HELD_LIMIT);
+    CHECK(extra.owner == NULL);
+    CHECK(strstr(bips_last_error_message(), "every buffer is on loan to this producer") != NULL);
 
     size_t cap = bips_sample_mut_capacity(l[0]);
     CHECK(cap == 4096 && bips_sample_mut_len(l[0]) == cap && bips_sample_mut_meta_size(l[0]) == 16);
@@ -268,6 +272,31 @@ static void samples(void) {
     EXPECT(bips_consumer_destroy(c2), BIPS_OK);
 }
 
+/* Two consumers' first samples: a handle carrying the other consumer is
+ * stale there, and neither sample is touched. */
+static void swapped_owners(void) {
+    bips_producer *p = make_producer(name_a, 4);
+    bips_consumer *a = NULL, *b = NULL;
+    EXPECT(bips_consumer_open(name_a, NULL, &a), BIPS_OK);
+    EXPECT(bips_consumer_open(name_a, NULL, &b), BIPS_OK);
+    publish_n(p, 1);
+    bips_sample sa, sb;
+    EXPECT(bips_consumer_recv(a, BIPS_TRY, &sa), BIPS_OK);
+    EXPECT(bips_consumer_recv(b, BIPS_TRY, &sb), BIPS_OK);
+    CHECK(sa.token != sb.token);
+    bips_sample fa = {b, sa.token}, fb = {a, sb.token};
+    EXPECT(bips_sample_release(&fa), BIPS_E_STALE);
+    EXPECT(bips_sample_release(&fb), BIPS_E_STALE);
+    CHECK(bips_sample_data(fa) == NULL && bips_sample_len(fb) == 0);
+    CHECK(bips_sample_len(sa) == 1 && bips_sample_len(sb) == 1);
+    CHECK(((const uint8_t *)bips_sample_data(sa))[0] == 0);
+    EXPECT(bips_sample_release(&sa), BIPS_OK);
+    EXPECT(bips_sample_release(&sb), BIPS_OK);
+    EXPECT(bips_consumer_destroy(a), BIPS_OK);
+    EXPECT(bips_consumer_destroy(b), BIPS_OK);
+    EXPECT(bips_producer_destroy(p), BIPS_OK);
+}
+
 struct blocked {
     bips_consumer *c;
     bips_status status;
@@ -301,6 +330,44 @@ static void threads(void) {
     EXPECT(bips_producer_destroy(p), BIPS_OK);
 }
 
+/* A release while another thread is blocked in recv on the same consumer (a
+ * broken contract, e.g. a C++ Sample destroyed on another thread): it is left
+ * in the consumer's mailbox, answered BIPS_OK, and applied by the thread
+ * inside between the slices of its wait, so a Block producer that needs that
+ * buffer makes progress (and the blocked recv gets its sample). */
+static void mailbox(void) {
+    bips_producer *p = make_producer(name_c, 2);
+    bips_consumer *c = NULL;
+    EXPECT(bips_consumer_open(name_c, NULL, &c), BIPS_OK);
+    publish_n(p, 2);
+    bips_sample s0, s1;
+    EXPECT(bips_consumer_recv(c, BIPS_TRY, &s0), BIPS_OK);
+    EXPECT(bips_consumer_recv(c, BIPS_TRY, &s1), BIPS_OK);
+    bips_sample_mut l;
+    EXPECT(bips_producer_loan(p, BIPS_TRY, &l), BIPS_E_TIMEOUT); /* both buffers held */
+    struct blocked b = {c, BIPS_E_INTERNAL};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, recv_forever, &b) == 0);
+    struct timespec ms50 = {0, 50 * 1000000L};
+    nanosleep(&ms50, NULL);
+    bips_geometry g;
+    EXPECT(bips_consumer_geometry(c, &g), BIPS_E_BUSY); /* the thread is inside */
+    bips_sample copy = s0;
+    EXPECT(bips_sample_release(&s0), BIPS_OK); /* left in the mailbox */
+    CHECK(s0.owner == NULL);
+    EXPECT(bips_producer_loan(p, 5000000000LL, &l), BIPS_OK); /* applied: a buffer is free */
+    ((uint8_t *)bips_sample_mut_data(l))[0] = 9;
+    EXPECT(bips_sample_mut_set_len(l, 1), BIPS_OK);
+    EXPECT(bips_sample_mut_publish(&l, NULL), BIPS_OK);
+    CHECK(pthread_join(t, NULL) == 0);
+    CHECK(b.status == BIPS_OK);
+    copy.owner = c;
+    EXPECT(bips_sample_release(&copy), BIPS_E_STALE); /* it was released */
+    EXPECT(bips_sample_release(&s1), BIPS_OK);
+    EXPECT(bips_consumer_destroy(c), BIPS_OK);
+    EXPECT(bips_producer_destroy(p), BIPS_OK);
+}
+
 int main(int argc, char **argv) {
     const char *prefix = argc > 1 ? argv[1] : "misuse";
     snprintf(name_a, sizeof name_a, "%s-a", prefix);
@@ -309,7 +376,9 @@ int main(int argc, char **argv) {
     arguments();
     loans();
     samples();
+    swapped_owners();
     threads();
+    mailbox();
     printf("misuse: %d checks, %d failed\n", checks, failed);
     return failed != 0;
 }
