@@ -106,9 +106,36 @@ else
     fail "bipssrc pipeline (exit $rc, producer exit $prc, $frames frames of 40)"
 fi
 
+# ------------------------------ videotestsrc ! queue ! bipssink (block) -> bipssrc, at speed
+# A queue puts pool acquires and renders on two threads: a loan waiting with the channel's
+# mutex held starved render() (about 1 s per frame). 300 frames must pass well within 30 s.
+ch="$TAG-queue"
+timeout 60 gst-launch-1.0 -q videotestsrc num-buffers=300 \
+    ! video/x-raw,format=RGBA,width=320,height=240,framerate=1000/1 \
+    ! queue ! bipssink channel="$ch" buffers=4 backpressure=block wait-for-consumers=1 sync=false \
+    >"$TMP/queue-producer.log" 2>&1 &
+PIDS+=($!)
+producer=$!
+out="$TMP/queue-consumer.log"
+start=$SECONDS
+timeout 60 gst-launch-1.0 -v bipssrc channel="$ch" timeout=20000000000 \
+    ! fakesink silent=false sync=false >"$out" 2>&1
+rc=$?
+wait "$producer"
+prc=$?
+took=$((SECONDS - start))
+frames=$(grep -c 'fakesink0.*chain' "$out" || true)
+if ((rc == 0 && prc == 0 && frames == 300 && took < 30)); then
+    pass "videotestsrc ! queue ! bipssink -> bipssrc: 300 frames in ${took}s"
+else
+    grep -E 'ERROR|WARN' "$out" | head -10
+    cat "$TMP/queue-producer.log"
+    fail "queue ! bipssink pipeline (exit $rc, producer exit $prc, $frames frames of 300 in ${took}s)"
+fi
+
 # ---------------------------------------------------------------- Rust pipeline tests
 if run cargo test --release -p bips-gst; then
-    pass "cargo test -p bips-gst (zero-copy/copy counts, caps, timestamps, strides, EOS, timeout)"
+    pass "cargo test -p bips-gst (zero-copy/copy counts, caps, timestamps, strides, EOS, timeout, queue/mutex, hostile layouts, bounded pool)"
 else
     fail "cargo test -p bips-gst"
 fi

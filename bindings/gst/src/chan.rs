@@ -6,19 +6,23 @@
 //! channel closes (consumers drain, then see `Disconnected`) when the last of
 //! them lets go.
 //!
-//! Nothing ever blocks while holding the mutex for long: a loan that must
-//! wait does so in slices of [`LOAN_SLICE`], letting go of the mutex between
-//! them, so a render on another thread (after a `queue`) can publish and free
-//! the very buffer the waiting loan needs.
+//! Nothing ever waits while holding the mutex: a loan that finds no free
+//! buffer waits on a condition variable (which lets the mutex go) that
+//! `publish`, `unloan` and a freed pool memory notify, for at most
+//! [`LOAN_POLL`] (buffers are also freed by consumers in other processes,
+//! which cannot notify it), then tries again. A render on another thread
+//! (after a `queue`), a freed memory or a `stats` read therefore never waits
+//! for a loan, and the loan notices a flush within [`LOAN_POLL`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bips::{Producer, RawLoan};
 
-/// How long one loan attempt may wait with the mutex held.
-pub(crate) const LOAN_SLICE: Duration = Duration::from_millis(5);
+/// The longest one loan attempt waits (without the mutex) before trying
+/// again: how late a buffer freed by a consumer in another process is seen.
+pub(crate) const LOAN_POLL: Duration = Duration::from_millis(1);
 
 static NEXT_LOAN: AtomicU64 = AtomicU64::new(1);
 
@@ -38,7 +42,10 @@ pub(crate) struct Inner {
 /// One channel, shared by the sink, its pool and the pool's memories.
 pub(crate) struct Chan {
     inner: Mutex<Inner>,
+    /// Notified whenever a buffer may have come free in this process.
+    freed: Condvar,
     capacity: usize,
+    buffers: usize,
 }
 
 impl std::fmt::Debug for Chan {
@@ -52,7 +59,7 @@ impl std::fmt::Debug for Chan {
 /// The answer of one loan attempt.
 pub(crate) enum Loaned {
     Got(RawLoan),
-    /// Nothing free within the slice: try again (after checking for flushing).
+    /// Nothing free within the wait: try again (after checking for flushing).
     Busy,
 }
 
@@ -65,8 +72,16 @@ impl Chan {
                 producer,
                 pool_loans: Vec::with_capacity(n),
             }),
+            freed: Condvar::new(),
             capacity,
+            buffers: n,
         })
+    }
+
+    /// Buffers upstream may hold at once from the pool: all but one, left
+    /// for the copy path.
+    pub(crate) fn pool_max(&self) -> u32 {
+        self.buffers.saturating_sub(1).max(1) as u32
     }
 
     /// Bytes per buffer.
@@ -80,32 +95,45 @@ impl Chan {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One loan attempt: waits at most `slice` (zero: no waiting).
-    pub(crate) fn try_loan(&self, slice: Duration) -> Result<Loaned, bips::Error> {
+    /// One loan attempt: a free buffer now, else waits at most `wait` (zero:
+    /// no waiting) for a notification, with the mutex released, and answers
+    /// `Busy`.
+    pub(crate) fn try_loan(&self, wait: Duration) -> Result<Loaned, bips::Error> {
         let inner = self.lock();
-        let r = if slice.is_zero() {
-            inner.producer.try_loan().map(|o| o.map(|s| s.into_raw()))
-        } else {
-            match inner.producer.loan_timeout(slice) {
-                Ok(s) => Ok(Some(s.into_raw())),
-                Err(bips::Error::Timeout) => Ok(None),
-                Err(e) => Err(e),
-            }
-        };
-        Ok(match r? {
-            Some(l) => Loaned::Got(l),
-            None => Loaned::Busy,
-        })
+        if let Some(l) = inner.producer.try_loan()? {
+            return Ok(Loaned::Got(l.into_raw()));
+        }
+        if !wait.is_zero() {
+            // `wait_timeout` lets the mutex go while it waits; a buffer freed
+            // in this process between the try above and the wait notifies
+            // after we wait (it needs the mutex we hold until then).
+            let (inner, _) = self
+                .freed
+                .wait_timeout(inner, wait)
+                .unwrap_or_else(|e| e.into_inner());
+            drop(inner);
+        }
+        Ok(Loaned::Busy)
+    }
+
+    /// Wakes loans waiting for a buffer (one came free, or a flush began).
+    pub(crate) fn wake(&self) {
+        self.freed.notify_all();
     }
 
     /// Publishes `loan`; returns its sequence number.
     pub(crate) fn publish(&self, loan: RawLoan) -> Result<u64, bips::Error> {
-        self.lock().producer.publish_raw(loan)
+        let r = self.lock().producer.publish_raw(loan);
+        // Without consumers (or under DropOldest) the published buffer, or
+        // an older one, can be loaned again.
+        self.wake();
+        r
     }
 
     /// Gives `loan` back unpublished.
     pub(crate) fn unloan(&self, loan: RawLoan) {
         self.lock().producer.unloan_raw(loan);
+        self.wake();
     }
 
     /// Consumers attached now.
@@ -128,6 +156,8 @@ impl Chan {
         if let Some(i) = inner.pool_loans.iter().position(|p| p.id == id) {
             let p = inner.pool_loans.swap_remove(i);
             inner.producer.unloan_raw(p.loan);
+            drop(inner);
+            self.wake();
         }
     }
 

@@ -11,8 +11,10 @@
 //!   `zero-copy-buffers` and `copied-buffers` properties count both.
 //! * `bipssrc` receives them in another process, sets the caps they carry
 //!   (no hand-written caps), restores the timestamps, and ends the stream
-//!   (EOS) when the producer leaves. It copies each frame into its output
-//!   buffer (one copy on the receiving side).
+//!   (EOS) when the producer leaves. Its output buffers are views of the
+//!   shared buffers, no copy (a frame is copied only with `zero-copy=false`,
+//!   or while downstream holds too many of them); the `zero-copy-buffers` and
+//!   `copied-buffers` properties count both.
 //!
 //! ```text
 //! gst-launch-1.0 videotestsrc ! video/x-raw,format=RGBA,width=1920,height=1080 \

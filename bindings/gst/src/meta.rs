@@ -90,7 +90,7 @@ pub enum MetaError {
     BadMagic,
     /// Another layout version.
     BadVersion(u16),
-    /// The caps string is not UTF-8.
+    /// The caps string is not UTF-8, or holds a NUL.
     BadCaps,
 }
 
@@ -110,7 +110,7 @@ impl std::fmt::Display for MetaError {
                 f,
                 "sample metadata layout version {v}, this build reads version {VERSION}"
             ),
-            MetaError::BadCaps => write!(f, "sample caps string is not UTF-8"),
+            MetaError::BadCaps => write!(f, "sample caps string is not UTF-8 or holds a NUL"),
         }
     }
 }
@@ -172,7 +172,10 @@ pub fn write(dst: &mut [u8], header: &Header, caps: &[u8]) -> Result<(), MetaErr
 }
 
 /// Reads the header and the caps string from `src` (a sample's metadata
-/// area, which another process wrote: every length is checked).
+/// area, which another process wrote: every length is checked). Parse a
+/// private copy of the area, not the shared memory itself, which that
+/// process may rewrite meanwhile. The plane layout is not checked here: see
+/// `bipssrc`, which checks it against the caps and the payload.
 pub fn read(src: &[u8]) -> Result<(Header, &str), MetaError> {
     if src.len() < HEADER_LEN {
         return Err(MetaError::TooSmall {
@@ -197,6 +200,9 @@ pub fn read(src: &[u8]) -> Result<(Header, &str), MetaError> {
             available: src.len(),
         })?;
     let caps = std::str::from_utf8(&src[start..end]).map_err(|_| MetaError::BadCaps)?;
+    if caps.contains('\0') {
+        return Err(MetaError::BadCaps);
+    }
     let mut planes = Planes {
         n: get_u32(src, 72).min(MAX_PLANES as u32),
         ..Planes::default()
@@ -262,6 +268,8 @@ mod tests {
         write(&mut area, &Header::default(), b"abc").unwrap();
         area[52..56].copy_from_slice(&u32::MAX.to_le_bytes()); // hostile caps_len
         assert!(matches!(read(&area), Err(MetaError::TooSmall { .. })));
+        write(&mut area, &Header::default(), b"ab\0c").unwrap();
+        assert_eq!(read(&area).unwrap_err(), MetaError::BadCaps);
         area[4] = 9;
         assert_eq!(read(&area).unwrap_err(), MetaError::BadVersion(9));
         assert!(matches!(read(&area[..10]), Err(MetaError::TooSmall { .. })));

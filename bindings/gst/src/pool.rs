@@ -8,8 +8,8 @@
 //!
 //! Buffers are not recycled: a buffer coming back to the pool is freed (its
 //! loan published or given back), and the next `acquire` loans afresh. The
-//! bips channel is the real pool; acquiring waits (in slices, letting the
-//! channel's mutex go between them) for one of its buffers.
+//! bips channel is the real pool; acquiring waits for one of its buffers
+//! without holding the channel's mutex (see [`crate::chan`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use gst::glib;
 
 use gst::subclass::prelude::*;
 
-use crate::chan::{Chan, Loaned, LOAN_SLICE};
+use crate::chan::{Chan, Loaned, LOAN_POLL};
 
 glib::wrapper! {
     /// The buffer pool of `bipssink`: buffers backed by bips loans.
@@ -62,7 +62,7 @@ mod imp {
 
     impl BufferPoolImpl for BipsPool {
         fn set_config(&self, config: &mut gst::BufferPoolConfigRef) -> bool {
-            let Some((_caps, size, _min, _max)) = config.params() else {
+            let Some((caps, size, min, max)) = config.params() else {
                 return false;
             };
             let Some(chan) = self.chan() else {
@@ -75,6 +75,21 @@ mod imp {
                     "buffer size {size} exceeds the channel's {} bytes",
                     chan.capacity()
                 );
+                return false;
+            }
+            // The channel holds a fixed number of buffers: an upstream that
+            // needs more at once (a decoder's references) would wait forever
+            // for the next one. Refused (with what we can do written back
+            // into the config), it falls back to its own pool, and bipssink
+            // copies.
+            let limit = chan.pool_max();
+            if min > limit || max == 0 || max > limit {
+                gst::info!(
+                    crate::CAT,
+                    imp = self,
+                    "refusing a pool of {min}..{max} buffers: at most {limit}"
+                );
+                config.set_params(caps.as_ref(), size, min.min(limit), limit);
                 return false;
             }
             self.size.store(size as usize, Ordering::Relaxed);
@@ -93,6 +108,9 @@ mod imp {
 
         fn flush_start(&self) {
             self.flushing.store(true, Ordering::Release);
+            if let Some(chan) = self.chan() {
+                chan.wake();
+            }
         }
 
         fn flush_stop(&self) {
@@ -121,7 +139,7 @@ mod imp {
                 let slice = if dont_wait {
                     std::time::Duration::ZERO
                 } else {
-                    LOAN_SLICE
+                    LOAN_POLL
                 };
                 match chan.try_loan(slice) {
                     Ok(Loaned::Got(loan)) => {

@@ -11,7 +11,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::chan::{Chan, Loaned, LOAN_SLICE};
+use crate::chan::{Chan, Loaned, LOAN_POLL};
 use crate::meta;
 use crate::pool::BipsPool;
 
@@ -329,7 +329,7 @@ mod imp {
                 if self.unlocked.load(Ordering::Acquire) {
                     self.obj().wait_preroll()?;
                 }
-                match chan.try_loan(LOAN_SLICE) {
+                match chan.try_loan(LOAN_POLL) {
                     Ok(Loaned::Got(l)) => return Ok(l),
                     Ok(Loaned::Busy) => continue,
                     Err(e) => {
@@ -396,8 +396,20 @@ mod imp {
 
     impl BaseSinkImpl for BipsSink {
         fn start(&self) -> Result<(), gst::ErrorMessage> {
-            if lock(&self.settings).channel.is_none() {
+            let s = lock(&self.settings).clone();
+            if s.channel.is_none() {
                 return Err(self.error_msg("bipssink: set the channel property"));
+            }
+            if s.wait_for_consumers > s.max_consumers {
+                // render() would wait forever: no more can attach.
+                return Err(gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    [
+                        "bipssink: wait-for-consumers ({}) exceeds max-consumers ({})",
+                        s.wait_for_consumers,
+                        s.max_consumers
+                    ]
+                ));
             }
             self.zero_copy.store(0, Ordering::Relaxed);
             self.copied.store(0, Ordering::Relaxed);
@@ -422,6 +434,9 @@ mod imp {
 
         fn unlock(&self) -> Result<(), gst::ErrorMessage> {
             self.unlocked.store(true, Ordering::Release);
+            if let Some(chan) = &lock(&self.state).chan {
+                chan.wake();
+            }
             Ok(())
         }
 
@@ -483,16 +498,20 @@ mod imp {
                 self.ensure_chan(&mut state, size)
                     .map_err(|e| gst::loggable_error!(crate::CAT, "{}", e))?
             };
+            // At most all buffers but one in upstream's hands at once (the
+            // copy path needs one); an upstream that needs more uses its own
+            // pool (see the pool's set_config).
+            let max = chan.pool_max();
             let pool = BipsPool::new(chan);
             let mut config = pool.config();
-            config.set_params(Some(&caps), size as u32, 0, 0);
+            config.set_params(Some(&caps), size as u32, 0, max);
             pool.set_config(config)
                 .map_err(|e| gst::loggable_error!(crate::CAT, "pool config: {}", e))?;
             query.add_allocation_pool(
                 Some(pool.upcast_ref::<gst::BufferPool>()),
                 size as u32,
                 0,
-                0,
+                max,
             );
             Ok(())
         }

@@ -133,11 +133,89 @@ mod imp {
         }
     }
 
-    #[derive(Default)]
     struct State {
         chan: Option<Arc<SrcChan>>,
         caps_str: String,
         info: Option<gst_video::VideoInfo>,
+        /// A private copy of the sample metadata being parsed (the channel's
+        /// `meta_size` is at most 4096 bytes).
+        meta_copy: Box<[u8; 4096]>,
+        /// Frames dropped for an impossible plane layout.
+        bad_layouts: u64,
+    }
+
+    impl Default for State {
+        fn default() -> Self {
+            State {
+                chan: None,
+                caps_str: String::new(),
+                info: None,
+                meta_copy: Box::new([0; 4096]),
+                bad_layouts: 0,
+            }
+        }
+    }
+
+    /// Whether the plane layout `planes` (from another process: anything)
+    /// fits `info`'s format and a payload of `len` bytes: one offset and a
+    /// positive stride per plane of the format, and every row of every plane
+    /// inside the payload.
+    pub(super) fn layout_fits(
+        info: &gst_video::VideoInfo,
+        planes: &meta::Planes,
+        len: usize,
+    ) -> bool {
+        let n = planes.n as usize;
+        if n == 0 || n != info.n_planes() as usize || n > meta::MAX_PLANES {
+            return false;
+        }
+        let finfo = info.format_info();
+        if finfo.is_tiled() {
+            // Tiled strides encode tile counts: only the caps' own layout.
+            return (0..n).all(|p| {
+                planes.offset[p] as usize == info.offset()[p]
+                    && planes.stride[p] == info.stride()[p]
+            }) && len >= info.size();
+        }
+        let (width, height) = (info.width(), info.height());
+        (0..n).all(|p| {
+            let Ok(stride) = usize::try_from(planes.stride[p]) else {
+                return false;
+            };
+            if stride == 0 {
+                return false;
+            }
+            let comps = (0..finfo.n_components() as u8)
+                .filter(|&c| finfo.plane()[c as usize] as usize == p);
+            let mut rows = 0u32;
+            let mut row_bytes = 0usize;
+            let mut known = true;
+            for c in comps {
+                rows = rows.max(finfo.scale_height(c, height));
+                let ps = finfo.pixel_stride()[c as usize];
+                match usize::try_from(ps) {
+                    Ok(ps) if ps > 0 => {
+                        row_bytes =
+                            row_bytes.max(ps.saturating_mul(finfo.scale_width(c, width) as usize))
+                    }
+                    _ => known = false,
+                }
+            }
+            if !known || row_bytes == 0 {
+                // Packed formats without a per-pixel stride (v210, ...): the
+                // caps' default stride is at least a row.
+                row_bytes = row_bytes.max(info.stride()[p].max(0) as usize);
+                known = row_bytes > 0;
+            }
+            if !known || stride < row_bytes {
+                return false;
+            }
+            let end = (rows.max(1) as usize - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(planes.offset[p] as usize))
+                .and_then(|v| v.checked_add(row_bytes));
+            matches!(end, Some(e) if e <= len)
+        })
     }
 
     #[derive(Default)]
@@ -275,21 +353,30 @@ mod imp {
 
         /// Turns one sample into an output buffer (a view of the shared
         /// buffer, or a copy), setting new caps first when the sample's
-        /// differ from the current ones.
+        /// differ from the current ones; `None` for a frame dropped (its
+        /// plane layout does not fit its payload).
         fn buffer_of(
             &self,
             state: &mut State,
             chan: &Arc<SrcChan>,
             sample: bips::Sample<'_>,
             zero_copy: bool,
-        ) -> Result<gst::Buffer, gst::FlowError> {
-            let (h, caps_str) = match meta::read(sample.meta()) {
+        ) -> Result<Option<gst::Buffer>, gst::FlowError> {
+            // The producer (another process) may still be writing the
+            // metadata area: parse a private copy, so what was checked is
+            // what is used.
+            let area = sample.meta();
+            let n = area.len().min(state.meta_copy.len());
+            state.meta_copy[..n].copy_from_slice(&area[..n]);
+            let parsed = meta::read(&state.meta_copy[..n]).map(|(h, c)| (h, c.to_owned()));
+            let (h, caps_str) = match parsed {
                 Ok(m) => m,
                 Err(e) => {
                     gst::element_imp_error!(self, gst::StreamError::Decode, ["{}", e]);
                     return Err(gst::FlowError::Error);
                 }
             };
+            let caps_str = caps_str.as_str();
             if !caps_str.is_empty() && caps_str != state.caps_str {
                 let caps = gst::Caps::from_str(caps_str).map_err(|_| {
                     gst::element_imp_error!(
@@ -310,6 +397,40 @@ mod imp {
                     );
                     gst::FlowError::NotNegotiated
                 })?;
+            }
+            // A plane layout other than the caps' default one must describe
+            // planes inside the payload: downstream (videoconvert...) reads
+            // every row the GstVideoMeta announces, with no further check.
+            let mut meta_planes = None;
+            if let Some(info) = &state.info {
+                let n = h.planes.n as usize;
+                let same = n == info.n_planes() as usize
+                    && (0..n).all(|i| {
+                        h.planes.offset[i] as usize == info.offset()[i]
+                            && h.planes.stride[i] == info.stride()[i]
+                    });
+                if n > 0 && !same {
+                    if !layout_fits(info, &h.planes, sample.len()) {
+                        state.bad_layouts += 1;
+                        gst::warning!(
+                            crate::CAT,
+                            imp = self,
+                            "dropping a frame: plane layout {:?} does not fit {} bytes of {:?}",
+                            h.planes,
+                            sample.len(),
+                            info.format()
+                        );
+                        if state.bad_layouts == 1 {
+                            gst::element_imp_warning!(
+                                self,
+                                gst::StreamError::Format,
+                                ["frames with an impossible plane layout dropped: {:?} for {} bytes", h.planes, sample.len()]
+                            );
+                        }
+                        return Ok(None);
+                    }
+                    meta_planes = Some(h.planes);
+                }
             }
             let memory = if zero_copy && chan.held.load(Ordering::Relaxed) < chan.limit {
                 chan.held.fetch_add(1, Ordering::Relaxed);
@@ -339,30 +460,27 @@ mod imp {
                 }
                 b.set_flags(gst::BufferFlags::from_bits_truncate(h.flags));
                 // Strides other than the caps' default ones travel as a
-                // GstVideoMeta, as they would inside one process.
-                if let Some(info) = &state.info {
-                    let n = h.planes.n as usize;
-                    let same = n == info.n_planes() as usize
-                        && (0..n).all(|i| {
-                            h.planes.offset[i] as usize == info.offset()[i]
-                                && h.planes.stride[i] == info.stride()[i]
-                        });
-                    if n > 0 && !same {
-                        let offsets: Vec<usize> =
-                            h.planes.offset[..n].iter().map(|&o| o as usize).collect();
-                        let _ = gst_video::VideoMeta::add_full(
-                            b,
-                            gst_video::VideoFrameFlags::empty(),
-                            info.format(),
-                            info.width(),
-                            info.height(),
-                            &offsets,
-                            &h.planes.stride[..n],
-                        );
-                    }
+                // GstVideoMeta, as they would inside one process; the layout
+                // was checked against the payload above.
+                if let Some(gst_video_meta) = meta_planes {
+                    let n = gst_video_meta.n as usize;
+                    let offsets: Vec<usize> = gst_video_meta.offset[..n]
+                        .iter()
+                        .map(|&o| o as usize)
+                        .collect();
+                    let info = state.info.as_ref().expect("checked with the info");
+                    let _ = gst_video::VideoMeta::add_full(
+                        b,
+                        gst_video::VideoFrameFlags::empty(),
+                        info.format(),
+                        info.width(),
+                        info.height(),
+                        &offsets,
+                        &gst_video_meta.stride[..n],
+                    );
                 }
             }
-            Ok(buffer)
+            Ok(Some(buffer))
         }
     }
 
@@ -467,7 +585,10 @@ mod imp {
                     got
                 };
                 match got {
-                    Ok(Some(buffer)) => return buffer.map(CreateSuccess::NewBuffer),
+                    Ok(Some(Ok(Some(buffer)))) => return Ok(CreateSuccess::NewBuffer(buffer)),
+                    // Dropped (released already): receive the next one.
+                    Ok(Some(Ok(None))) => {}
+                    Ok(Some(Err(e))) => return Err(e),
                     Ok(None) => {
                         if deadline.is_some_and(|d| Instant::now() > d) {
                             return Err(timed_out("frame"));

@@ -302,3 +302,260 @@ fn bipssrc_times_out_without_a_producer() {
     let err = run(&p, Duration::from_secs(10)).unwrap_err();
     assert!(err.contains("within the timeout"), "{err}");
 }
+
+/// H1: a `queue` between upstream and bipssink puts pool acquires (upstream
+/// thread) and renders (queue thread) on two threads. A loan waiting with the
+/// channel's mutex held starved render() of that mutex, about 1 s per frame.
+#[test]
+fn a_queue_before_bipssink_does_not_starve_render() {
+    init();
+    let ch = channel("queue");
+    let frames = 60;
+    let producer = parse(&format!(
+        "videotestsrc num-buffers={frames} ! video/x-raw,format=GRAY8,width=64,height=48,framerate=1000/1 \
+         ! queue ! bipssink name=sink channel={ch} buffers=4 wait-for-consumers=1 sync=false"
+    ));
+    let consumer = parse(&format!(
+        "bipssrc channel={ch} timeout=30000000000 ! fakesink name=sink sync=false"
+    ));
+    let seen = watch(&sink_of(&consumer));
+    let start = std::time::Instant::now();
+    let prod = std::thread::spawn(move || {
+        let r = run(&producer, Duration::from_secs(60));
+        let stats = sink_of(&producer).property::<gst::Structure>("stats");
+        drop(producer);
+        r.map(|()| stats)
+    });
+    run(&consumer, Duration::from_secs(60)).expect("consumer pipeline ends with EOS");
+    let stats = prod.join().unwrap().expect("producer pipeline");
+    let elapsed = start.elapsed();
+    assert_eq!(seen.lock().unwrap().buffers.len(), frames);
+    assert_eq!(
+        stats.get::<u64>("zero-copy-buffers").unwrap(),
+        frames as u64,
+        "{stats}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "{frames} frames took {elapsed:?}: render starved of the channel's mutex"
+    );
+    drop(consumer);
+    assert!(shm_gone(&ch));
+}
+
+/// H1, the mutex itself: while a pool acquire waits for a free buffer (every
+/// one is loaned, upstream of a `queue`, and render waits for a consumer),
+/// reading `stats` (which takes the channel's mutex) must not wait for that
+/// acquire. It used to wait out the 5 ms loan slice held under the mutex:
+/// about 4 ms a read here.
+#[test]
+fn a_waiting_loan_does_not_hold_the_channel_mutex() {
+    init();
+    let ch = channel("mutex");
+    let p = parse(&format!(
+        "videotestsrc num-buffers=20 ! video/x-raw,format=GRAY8,width=64,height=48 \
+         ! queue ! bipssink name=sink channel={ch} buffers=2 wait-for-consumers=1 sync=false"
+    ));
+    let sink = sink_of(&p);
+    p.set_state(gst::State::Playing).unwrap();
+    // Wait until the channel exists and upstream holds both buffers.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut reads: Vec<Duration> = (0..60)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(1));
+            let start = std::time::Instant::now();
+            let stats = sink.property::<gst::Structure>("stats");
+            let took = start.elapsed();
+            assert_eq!(stats.get::<u32>("consumers").unwrap(), 0);
+            took
+        })
+        .collect();
+    reads.sort();
+    // Let the stream finish: a consumer attaches and reads everything.
+    let consumer = bips::Consumer::open(&ch).expect("channel exists");
+    let reader = std::thread::spawn(move || {
+        let mut n = 0;
+        while consumer.recv_timeout(Duration::from_secs(20)).is_ok() {
+            n += 1;
+        }
+        n
+    });
+    let bus = p.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("EOS or error");
+    assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    p.set_state(gst::State::Null).unwrap();
+    drop(sink);
+    drop(p);
+    assert_eq!(reader.join().unwrap(), 20);
+    let median = reads[reads.len() / 2];
+    assert!(
+        median < Duration::from_millis(1),
+        "a stats read took {median:?} (median): it waited for a loan holding the mutex"
+    );
+    assert!(shm_gone(&ch));
+}
+
+/// H2: plane offsets and strides come from another process. A layout that
+/// does not fit the payload (huge, zero or negative stride, offset past the
+/// end, too few planes) must not reach downstream as a GstVideoMeta: the
+/// frame is dropped with a warning, the good frames around it go through.
+#[test]
+fn bipssrc_drops_frames_with_a_hostile_plane_layout() {
+    init();
+    let ch = channel("hostile");
+    let (w, h, stride) = (64usize, 48usize, 256usize);
+    let caps = format!(
+        "video/x-raw, format=(string)RGB, width=(int){w}, height=(int){h}, framerate=(fraction)30/1"
+    );
+    let producer = bips::Producer::create(&ch, &bips::Options::new(4, stride * h).meta_size(1024))
+        .expect("create channel");
+    let consumer = parse(&format!(
+        "bipssrc channel={ch} timeout=10000000000 ! fakesink name=sink"
+    ));
+    let seen = watch(&sink_of(&consumer));
+    let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+    let w = Arc::clone(&warnings);
+    consumer.bus().unwrap().set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Warning(m) = msg.view() {
+            w.lock()
+                .unwrap()
+                .push(format!("{} {:?}", m.error(), m.debug()));
+        }
+        gst::BusSyncReply::Pass
+    });
+    let cons = std::thread::spawn(move || {
+        let r = run(&consumer, Duration::from_secs(30));
+        drop(consumer);
+        r
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while producer.consumer_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bipssrc never attached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // (n_planes, offset, stride); the good ones are padded rows.
+    let layouts: [(u32, u32, i32); 7] = [
+        (1, 0, stride as i32),
+        (1, 0, 0x7fff_ffff),
+        (1, 0, -(stride as i32)),
+        (1, 0, 0),
+        (1, (stride * h) as u32, stride as i32),
+        (0x7fff_ffff, 0, stride as i32 + 1),
+        (1, 0, stride as i32),
+    ];
+    for (i, &(n, offset, st)) in layouts.iter().enumerate() {
+        let mut s = producer.loan().unwrap();
+        s.as_mut_slice()[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        s.set_len(stride * h);
+        let header = meta::Header {
+            pts: i as u64 * 1_000_000,
+            dts: meta::NONE,
+            duration: 1_000_000,
+            offset: meta::NONE,
+            offset_end: meta::NONE,
+            flags: 0,
+            base_time: meta::NONE,
+            running_time: meta::NONE,
+            planes: meta::Planes {
+                n,
+                offset: [offset, 0, 0, 0],
+                stride: [st, 0, 0, 0],
+            },
+        };
+        meta::write(s.meta_mut(), &header, caps.as_bytes()).unwrap();
+        s.publish().unwrap();
+    }
+    drop(producer);
+    cons.join()
+        .unwrap()
+        .expect("bipssrc pipeline ends with EOS");
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.first_bytes,
+        vec![0u64.to_le_bytes().to_vec(), 6u64.to_le_bytes().to_vec()],
+        "only the frames with a sane layout go through"
+    );
+    assert_eq!(seen.strides, vec![vec![stride as i32], vec![stride as i32]]);
+    let warnings = warnings.lock().unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("plane layout")),
+        "a warning tells about the dropped frames: {warnings:?}"
+    );
+    assert!(shm_gone(&ch));
+}
+
+/// M3: the pool holds at most `buffers - 1` buffers in upstream's hands (one
+/// is left for the copy path) and says so; a config asking for more (or for
+/// an unbounded pool) is refused, so upstream falls back to its own pool.
+#[test]
+fn the_pool_is_bounded_by_the_channel() {
+    init();
+    let ch = channel("bounded");
+    let sink = gst::ElementFactory::make("bipssink")
+        .property("channel", &ch)
+        .property("buffers", 4u32)
+        .build()
+        .unwrap();
+    sink.set_state(gst::State::Paused).unwrap();
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "GRAY8")
+        .field("width", 64i32)
+        .field("height", 48i32)
+        .field("framerate", gst::Fraction::new(30, 1))
+        .build();
+    let mut q = gst::query::Allocation::new(Some(&caps), true);
+    assert!(sink.static_pad("sink").unwrap().query(&mut q));
+    let (pool, size, min, max) = q.allocation_pools().next().expect("a pool proposed");
+    assert_eq!((size, min, max), (64 * 48, 0, 3));
+    let pool = pool.expect("a pool");
+    for (min, max, ok) in [
+        (0, 3, true),
+        (2, 3, true),
+        (0, 0, false),
+        (4, 4, false),
+        (0, 8, false),
+    ] {
+        let mut config = pool.config();
+        config.set_params(Some(&caps), size, min, max);
+        assert_eq!(pool.set_config(config).is_ok(), ok, "min {min} max {max}");
+        if !ok {
+            let (_, _, min2, max2) = pool.config().params().unwrap();
+            assert!(min2 <= 3 && max2 == 3, "written back: {min2}..{max2}");
+        }
+    }
+    drop(pool);
+    drop(q);
+    sink.set_state(gst::State::Null).unwrap();
+    drop(sink);
+    assert!(shm_gone(&ch));
+}
+
+/// L4: waiting for more consumers than may attach would wait forever.
+#[test]
+fn wait_for_consumers_beyond_max_consumers_is_refused() {
+    init();
+    let p = parse(&format!(
+        "videotestsrc num-buffers=1 ! bipssink channel={} max-consumers=2 wait-for-consumers=3",
+        channel("wait-max")
+    ));
+    assert!(p.set_state(gst::State::Playing).is_err());
+    let msg = p
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+        .expect("an error message");
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    let text = format!("{} {:?}", e.error(), e.debug());
+    assert!(text.contains("exceeds max-consumers"), "{text}");
+    p.set_state(gst::State::Null).unwrap();
+}

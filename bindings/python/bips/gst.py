@@ -191,6 +191,8 @@ def parse_meta(meta: Union[bytes, bytearray, memoryview]) -> FrameInfo:
         caps = meta[start : start + caps_len].decode("utf-8")
     except UnicodeDecodeError as e:
         raise MetaError("caps string is not UTF-8") from e
+    if "\0" in caps:
+        raise MetaError("caps string holds a NUL")
     media_type, fields = parse_caps(caps)
     n = min(n_planes, MAX_PLANES)
     return FrameInfo(

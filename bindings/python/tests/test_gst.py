@@ -218,3 +218,5 @@ def test_parse_meta_refuses_foreign_or_damaged_metadata():
     bad[4:6] = struct.pack("<H", 2)
     with pytest.raises(bips.gst.MetaError, match="version"):
         bips.gst.parse_meta(bytes(bad))
+    with pytest.raises(bips.gst.MetaError, match="NUL"):
+        bips.gst.parse_meta(_meta(b"video/x-raw\0, width=(int)1"))
