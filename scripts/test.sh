@@ -19,6 +19,8 @@
 #   BIPS_STAGE_TIMEOUT  seconds before a stage is killed (0 = never). Default: 0 when run
 #                       from a terminal, 1800 otherwise (CI), so a hung test cannot eat
 #                       the whole CI budget.
+#   BIPS_TEST_SHIPPED_PROFILE=1  build release with the shipped profile (thin LTO, 1 codegen
+#                       unit) instead of the faster-to-build test settings (see below).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -274,7 +276,7 @@ fi
 
 # ---------------------------------------------------------------------------- arguments
 
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$SELF"; }
+usage() { sed -n '2,23s/^# \{0,1\}//p' "$SELF"; }
 
 die_usage() {
     echo "test.sh: $*" >&2
@@ -348,6 +350,18 @@ elif [[ -t 0 && -z ${CI:-} ]]; then
     STAGE_TIMEOUT=0 # interactive: Ctrl-C must reach cargo, so no `timeout` process group
 else
     STAGE_TIMEOUT=1800
+fi
+
+# Release builds for testing: the shipped release profile (thin LTO, one codegen unit) makes
+# the fastest code and is what BENCHMARKS.md measures, but linking ~40 test binaries with LTO
+# took 284 of the test stage's 308 s. The test command builds release without LTO and with
+# parallel codegen instead (same opt-level 3, line tables kept for backtraces); every stage
+# shares these settings, so nothing is built twice. Set BIPS_TEST_SHIPPED_PROFILE=1 to test
+# with the shipped profile.
+if [[ -z ${BIPS_TEST_SHIPPED_PROFILE:-} ]]; then
+    export CARGO_PROFILE_RELEASE_LTO=false
+    export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16
+    export CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
 fi
 
 # Keep colours when a person watches (the tee pipe would otherwise turn them off).
