@@ -227,9 +227,13 @@ body_no_std() {
 #    no RESULT line within 30s"): a deadline miss, not a bips failure. What it checks (no
 #    syscall on the paced hot path) is checked natively in the `test` stage;
 #    hot_path_makes_no_syscalls_when_nobody_waits, its sibling, still runs here.
-# --test-threads=1: qemu-user (Debian's 7.2) now and then dies with "uncaught target signal
-# 11" when a test binary runs several test threads at once — seen in a test that only lists
-# /dev/shm, with no bips code on its stack, and never natively or with one test thread.
+#  * a_foreign_raw_loan_is_refused (tests/tests/raw_loan.rs): the one test that panics on
+#    purpose (and catches it). Unwinding a panic under qemu-aarch64-static 7.2 crashed qemu
+#    ("uncaught target signal 11") in two CI runs of this machine, never natively and not when
+#    rerun by hand; the crash left that test's channels behind, which then failed
+#    zz_no_leftovers. The check (a RawLoan refused by a foreign producer) runs natively.
+# --test-threads=1: one test at a time under qemu, so a qemu crash (see above) takes down
+# one test's run, not its concurrent siblings (and the tests' children get the CPU).
 # --no-fail-fast: one failing test binary does not hide the results of the others.
 body_aarch64() {
     # shellcheck source=scripts/env-aarch64.sh
@@ -243,7 +247,7 @@ body_aarch64() {
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
         cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
-        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls || rc=1
+        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused || rc=1
     echo "aarch64: the C ABI (bips-c): libbips_c.so and libbips_c.a cross-built and linked for aarch64"
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
         cargo build -p bips-c --release --target aarch64-unknown-linux-gnu || rc=1
@@ -251,7 +255,7 @@ body_aarch64() {
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" QEMU_PAGESIZE=65536 BIPS_EXPECT_PAGE_SIZE=65536 \
         cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --tests \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
-        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls || rc=1
+        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused || rc=1
     return "$rc"
 }
 
