@@ -54,6 +54,13 @@ for size in "1920 1080" "3840 2160"; do
     done
 done
 rm -f /dev/shm/bips.bench-$$-* /tmp/bench-$$-*
+# shmsink's segments (/dev/shm/"shmpipe.<pid>.<n>") outlive their process when it does not
+# shut down cleanly: remove those whose process is gone.
+for f in /dev/shm/shmpipe.*; do
+    [[ -e $f ]] || continue
+    owner=$(sed -E 's/^shmpipe\. *([0-9]+)\..*/\1/' <<<"${f##*/}")
+    if [[ $owner =~ ^[0-9]+$ && ! -d /proc/$owner ]]; then rm -f "$f"; fi
+done
 
 {
     echo "RGBA, ${FPS} fps live, ${FRAMES} frames per run (the first 10 left out); CPU in us per frame (user+system of the whole process); latency in us from the sender's sink pad to the receiver's fakesink."
