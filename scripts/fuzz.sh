@@ -32,8 +32,8 @@
 # install. A crash prints where its artifact is (target/fuzz-artifacts/<target>/) and how to
 # reproduce it.
 #
-# Setup: nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`, ~1-4 min;
-# done here when missing, 3 tries with backoff). A C++ compiler (g++) for libFuzzer.
+# Setup: nightly toolchain and cargo-fuzz, installed by scripts/setup.sh (run first; cargo-fuzz
+# ~1-2 min the first time). A C++ compiler (g++) for libFuzzer.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -54,28 +54,9 @@ for t in "${TARGETS[@]}"; do
     }
 done
 
-# retry N CMD... — run CMD up to N times with backoff; name what failed.
-retry() {
-    local n=$1 i
-    shift
-    for ((i = 1; i <= n; i++)); do
-        "$@" && return 0
-        echo "fuzz: attempt $i/$n of '$*' failed" >&2
-        ((i < n)) && sleep $((i * 10))
-    done
-    echo "fuzz: FAILED: '$*' after $n attempts" >&2
-    return 1
-}
-
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    retry 3 rustup toolchain install nightly --profile minimal ||
-        { echo "fuzz: cannot install the nightly toolchain (needed by cargo-fuzz)" >&2; exit 1; }
-fi
-if ! cargo fuzz --version >/dev/null 2>&1; then
-    echo "fuzz: cargo-fuzz missing: cargo install cargo-fuzz --locked"
-    retry 3 cargo install cargo-fuzz --locked ||
-        { echo "fuzz: cannot install cargo-fuzz from crates.io" >&2; exit 1; }
-fi
+# The nightly toolchain and cargo-fuzz come from scripts/setup.sh (idempotent, a quick no-op
+# once done; it retries downloads and names what failed).
+bash "$ROOT/scripts/setup.sh"
 echo "fuzz: $(cargo fuzz --version), $(rustup run nightly rustc --version)"
 
 cd "$ROOT/core"

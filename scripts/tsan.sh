@@ -19,8 +19,8 @@
 # the test itself passed (TSan makes a binary exit 66 after its tests; --no-fail-fast keeps
 # the other test binaries running). The full output is kept in target/tsan/tsan-<part>.log.
 #
-# Needs: the nightly toolchain with the rust-src component (installed here if missing:
-# `rustup component add rust-src --toolchain nightly`). Uses its own target dir
+# Needs: the nightly toolchain with the rust-src component (installed by scripts/setup.sh,
+# which runs first). Uses its own target dir
 # (target/tsan): an instrumented std is built once (cold run 2-5 min on 2 cores, depending on
 # load), later runs reuse it (warm run ~45 s, mostly tests/threads.rs).
 #
@@ -55,25 +55,9 @@ TARGET=x86_64-unknown-linux-gnu
     exit 1
 }
 
-# retry N CMD... — run CMD up to N times, with backoff; say what failed.
-retry() {
-    local n=$1 i
-    shift
-    for ((i = 1; i <= n; i++)); do
-        "$@" && return 0
-        echo "tsan: attempt $i/$n of '$*' failed" >&2
-        ((i < n)) && sleep $((i * 5))
-    done
-    echo "tsan: FAILED: '$*' ($n attempts)" >&2
-    return 1
-}
-
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-    retry 3 rustup toolchain install nightly --profile minimal --component rust-src
-fi
-if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
-    retry 3 rustup component add rust-src --toolchain nightly
-fi
+# The nightly toolchain and its rust-src come from scripts/setup.sh (idempotent, a quick no-op
+# once done; it retries downloads and names what failed).
+bash "$ROOT/scripts/setup.sh"
 
 export CARGO_TARGET_DIR="$ROOT/target/tsan"
 export RUSTFLAGS="-Zsanitizer=thread"
