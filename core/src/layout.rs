@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! offset 0      Header          (128 B)   geometry + identity, written once at format
-//! 128           ProducerBlock   (512 B)   tail/doorbell | head | state/waiters | producer-waiting
-//! 640           ConsumerEntry x max_consumers (128 B each)
+//! 128           ProducerBlock   (640 B)   tail/doorbell | head | state | producer-waiting | sleepers
+//! 768           ConsumerEntry x max_consumers (128 B each)
 //! ...           RingSlot      x ring_capacity  (16 B each)   seq stamp + buffer index
 //! ...           BufferDesc    x buffer_count   (64 B each)   state, seq, len, timestamp
 //! ...           meta area     x buffer_count   (meta_stride each, 64-B aligned)
@@ -23,7 +23,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `b"BIPSRING"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"BIPSRING");
 /// Layout version; bumped on any change of the shared layout or protocol.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Samples one consumer may hold at once (announced in its [`ConsumerEntry`]).
 pub const MAX_HELD: usize = 8;
 /// Cache-line padding unit: 128 B covers x86-64 (adjacent-line prefetch) and
@@ -237,8 +237,7 @@ pub struct ProducerBlock {
     // consumers go to sleep or wake up.
     /// [`PRODUCER_OPEN`] or [`PRODUCER_CLOSED`].
     pub state: AtomicU32,
-    /// Consumers asleep (or about to sleep) on `doorbell`.
-    pub waiters: AtomicU32,
+    _pad_state: AtomicU32,
     _pad1: [AtomicU64; (LINE - 8) / 8],
     // --- line 3: producer waiting for space (Block) or for a held buffer.
     /// Non-zero while the producer is asleep (or about to sleep) on `space_bell`.
@@ -246,6 +245,23 @@ pub struct ProducerBlock {
     /// Futex word the producer sleeps on; bumped by a release that sees it waiting.
     pub space_bell: AtomicU32,
     _pad2: [AtomicU64; (LINE - 8) / 8],
+    // --- line 4: written by consumers going to sleep and waking up, and by
+    // a reclaimer; read by the producer on every publish.
+    /// Consumers asleep (or about to sleep) on `doorbell`: bit `i % 64` of
+    /// word `i / 64` is consumer entry `i`'s. A bit per entry, not a count,
+    /// so that a consumer killed anywhere in its sleep leaves at most its own
+    /// bit set, which reclaiming its entry clears (idempotently).
+    pub sleepers: [AtomicU64; SLEEPER_WORDS],
+}
+
+/// Words of [`ProducerBlock::sleepers`]: one bit per possible consumer entry.
+pub const SLEEPER_WORDS: usize = limits::MAX_CONSUMERS as usize / 64;
+
+/// Where consumer entry `idx`'s bit lives in [`ProducerBlock::sleepers`]:
+/// `(word, mask)`.
+#[inline]
+pub fn sleeper_bit(idx: u32) -> (usize, u64) {
+    ((idx / 64) as usize, 1u64 << (idx % 64))
 }
 
 /// [`ProducerBlock::state`]: the producer is live (as far as the protocol knows).
@@ -260,8 +276,8 @@ pub const PRODUCER_CLOSED: u32 = 2;
 pub struct ConsumerEntry {
     /// `generation << 2 | state` ([`ENTRY_FREE`], [`ENTRY_ATTACHING`], [`ENTRY_ACTIVE`]).
     pub state: AtomicU32,
-    /// 1 while this consumer is counted in [`ProducerBlock::waiters`].
-    pub sleeping: AtomicU32,
+    // Unused (a sleeping flag in layout version 1; see `ProducerBlock::sleepers`).
+    _reserved0: AtomicU32,
     /// Next sequence this consumer will receive.
     pub cursor: AtomicU64,
     /// Samples this consumer lost to `DropOldest` so far.
@@ -352,19 +368,21 @@ mod pinned {
     const_assert_eq!(offset_of!(Header, policy), 36);
     const_assert_eq!(offset_of!(Header, total_size), 48);
     const_assert_eq!(offset_of!(Header, max_held), 64);
-    const_assert_eq!(size_of::<ProducerBlock>(), 4 * LINE);
+    const_assert_eq!(size_of::<ProducerBlock>(), 5 * LINE);
+    const_assert_eq!(SLEEPER_WORDS * 8, LINE);
+    const_assert_eq!(limits::MAX_CONSUMERS % 64, 0);
     const_assert_eq!(align_of::<ProducerBlock>(), LINE);
     const_assert_eq!(offset_of!(ProducerBlock, tail), 0);
     const_assert_eq!(offset_of!(ProducerBlock, doorbell), 8);
     const_assert_eq!(offset_of!(ProducerBlock, head), LINE);
     const_assert_eq!(offset_of!(ProducerBlock, state), 2 * LINE);
-    const_assert_eq!(offset_of!(ProducerBlock, waiters), 2 * LINE + 4);
     const_assert_eq!(offset_of!(ProducerBlock, producer_waiting), 3 * LINE);
     const_assert_eq!(offset_of!(ProducerBlock, space_bell), 3 * LINE + 4);
+    const_assert_eq!(offset_of!(ProducerBlock, sleepers), 4 * LINE);
     const_assert_eq!(size_of::<ConsumerEntry>(), LINE);
     const_assert_eq!(align_of::<ConsumerEntry>(), LINE);
     const_assert_eq!(offset_of!(ConsumerEntry, state), 0);
-    const_assert_eq!(offset_of!(ConsumerEntry, sleeping), 4);
+    const_assert_eq!(offset_of!(ConsumerEntry, _reserved0), 4);
     const_assert_eq!(offset_of!(ConsumerEntry, cursor), 8);
     const_assert_eq!(offset_of!(ConsumerEntry, lost), 16);
     const_assert_eq!(offset_of!(ConsumerEntry, received), 24);
@@ -601,11 +619,12 @@ constructors! {
     ProducerBlock {
         tail: a64(), doorbell: a32(), _pad0: core::array::from_fn(|_| a32()),
         head: a64(), _pad_head: core::array::from_fn(|_| a64()),
-        state: a32(), waiters: a32(), _pad1: core::array::from_fn(|_| a64()),
+        state: a32(), _pad_state: a32(), _pad1: core::array::from_fn(|_| a64()),
         producer_waiting: a32(), space_bell: a32(), _pad2: core::array::from_fn(|_| a64()),
+        sleepers: core::array::from_fn(|_| a64()),
     }
     ConsumerEntry {
-        state: a32(), sleeping: a32(), cursor: a64(), lost: a64(), received: a64(),
+        state: a32(), _reserved0: a32(), cursor: a64(), lost: a64(), received: a64(),
         held: core::array::from_fn(|_| a64()), _pad: core::array::from_fn(|_| a64()),
     }
     RingSlot { stamp: a64(), buf: a32(), _pad: a32() }

@@ -9,7 +9,7 @@
 //! | `ProducerBlock.head/tail`     | producer                | consumers          |
 //! | `ProducerBlock.doorbell`      | producer, closer        | sleeping consumers |
 //! | `ProducerBlock.state`         | producer, closer        | consumers          |
-//! | `ProducerBlock.waiters`       | consumers (RMW)         | producer           |
+//! | `ProducerBlock.sleepers`      | consumers (RMW own bit), reclaimer | producer |
 //! | `ProducerBlock.producer_waiting` | producer             | consumers          |
 //! | `ProducerBlock.space_bell`    | consumers, reclaimer    | sleeping producer  |
 //! | `ConsumerEntry.*`             | its consumer, reclaimer | producer           |
@@ -26,8 +26,8 @@
 //!
 //! 1. retire vs. attach/announce: the producer stores `tail` then scans the
 //!    entries; a consumer stores its cursor or hold then loads `tail`;
-//! 2. publish vs. sleep: the producer stores the slot then loads `waiters`; a
-//!    consumer increments `waiters` then re-checks the slot;
+//! 2. publish vs. sleep: the producer stores the slot then loads `sleepers`;
+//!    a consumer sets its bit in `sleepers` then re-checks the slot;
 //! 3. release vs. producer sleep: a consumer clears a hold then loads
 //!    `producer_waiting`; the producer sets it then re-scans the holds.
 
@@ -343,7 +343,7 @@ impl<'a> Region<'a> {
             lost: e.lost.load(Relaxed),
             received: e.received.load(Relaxed),
             held: e.held.iter().filter(|h| h.load(Relaxed) != 0).count() as u32,
-            sleeping: e.sleeping.load(Relaxed) != 0,
+            sleeping: self.is_sleeper(idx),
         })
     }
 
@@ -361,6 +361,25 @@ impl<'a> Region<'a> {
             self.producer.space_bell.fetch_add(1, Release);
             wake.wake(&self.producer.space_bell);
         }
+    }
+
+    /// Whether any consumer entry has its bit set in `sleepers` (a publish
+    /// then rings the doorbell). Reads only the words that cover
+    /// `max_consumers` (one for up to 64 consumers).
+    fn any_sleeper(&self) -> bool {
+        let words = (self.layout.geometry.max_consumers as usize).div_ceil(64);
+        self.producer.sleepers[..words.min(SLEEPER_WORDS)]
+            .iter()
+            .any(|w| w.load(Relaxed) != 0)
+    }
+
+    /// Whether consumer entry `idx` is asleep (or about to sleep) in `recv`.
+    pub fn is_sleeper(&self, idx: u32) -> bool {
+        if idx >= self.layout.geometry.max_consumers {
+            return false;
+        }
+        let (word, bit) = sleeper_bit(idx);
+        self.producer.sleepers[word].load(Relaxed) & bit != 0
     }
 
     fn slot(&self, seq: u64) -> &RingSlot {
@@ -591,9 +610,9 @@ impl<'a> Producer<'a> {
         slot.stamp.store(s + 1, Release);
         self.head.set(s + 1);
         self.r.producer.head.store(s + 1, Release);
-        // Handshake 2: the stamp store above vs. a sleeper's `waiters` RMW.
+        // Handshake 2: the stamp store above vs. a sleeper's `sleepers` RMW.
         fence(SeqCst);
-        if self.r.producer.waiters.load(Relaxed) != 0 {
+        if self.r.any_sleeper() {
             self.r.producer.doorbell.fetch_add(1, Release);
             wake.wake(&self.r.producer.doorbell);
         }
@@ -770,8 +789,10 @@ impl<'a> Consumer<'a> {
         }
         e.lost.store(0, Relaxed);
         e.received.store(0, Relaxed);
-        e.sleeping.store(0, Relaxed);
         let p = region.producer;
+        // A stale bit (a hostile write) would only cost wake-ups; start clean.
+        let (word, bit) = sleeper_bit(idx);
+        p.sleepers[word].fetch_and(!bit, Relaxed);
         let head = p.head.load(Acquire);
         let tail = p.tail.load(Acquire);
         if head >= SEQ_LIMIT || tail >= SEQ_LIMIT {
@@ -966,7 +987,8 @@ impl<'a> Consumer<'a> {
     /// (and only then makes a system call).
     pub fn recv(&self, wait: &mut impl Wait) -> Result<Received, ProtocolError> {
         let p = self.r.producer;
-        let e = self.entry();
+        let (word, bit) = sleeper_bit(self.idx as u32);
+        let sleeper = &p.sleepers[word];
         loop {
             if let Some(s) = self.try_recv()? {
                 return Ok(s);
@@ -977,17 +999,15 @@ impl<'a> Consumer<'a> {
                 }
                 continue;
             }
-            // Handshake 2: count ourselves, fence, read the bell, re-check.
-            // `waiters` before `sleeping` (and the reverse on the way out), so
-            // a reclaimer that sees `sleeping` knows we were counted.
-            p.waiters.fetch_add(1, Relaxed);
-            e.sleeping.store(1, Relaxed);
+            // Handshake 2: set our bit, fence, read the bell, re-check. One
+            // RMW of one word: killed anywhere in here, we leave at most our
+            // own bit set, and reclaiming the entry clears it.
+            sleeper.fetch_or(bit, Relaxed);
             fence(SeqCst);
             let bell = p.doorbell.load(Acquire);
             let r = self.try_recv();
             let go_on = !matches!(r, Ok(None)) || wait.wait(&p.doorbell, bell);
-            e.sleeping.store(0, Relaxed);
-            p.waiters.fetch_sub(1, Relaxed);
+            sleeper.fetch_and(!bit, Relaxed);
             match r {
                 Ok(Some(s)) => return Ok(s),
                 Err(e) => return Err(e),
@@ -1033,6 +1053,11 @@ impl<'a> Consumer<'a> {
         let w = e.state.load(Relaxed);
         let (generation, state) = entry_word_split(w);
         if state == ENTRY_ACTIVE {
+            // Ours still (only the dead are reclaimed): our sleeper bit is
+            // clear unless a `recv` unwound mid-sleep; clear it before the
+            // entry can have a new owner.
+            let (word, bit) = sleeper_bit(self.idx as u32);
+            self.r.producer.sleepers[word].fetch_and(!bit, Relaxed);
             // A CAS: an entry already reclaimed (maybe claimed anew) is not
             // ours to free.
             let _ =
@@ -1059,8 +1084,9 @@ pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &imp
         return false;
     }
     // First to ATTACHING (nobody claims it, the producer ignores it), then
-    // settle the dead consumer's `waiters` count, then FREE: freeing first
-    // would let a new owner set `sleeping`, which we would then undo.
+    // clear the dead consumer's `sleepers` bit, then FREE: freeing first
+    // would let a new owner set that bit, which we would then undo (and its
+    // sleep would miss its wake-up).
     if e.state
         .compare_exchange(
             observed,
@@ -1072,10 +1098,10 @@ pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &imp
     {
         return false;
     }
-    // It died asleep: it was counted in `waiters` (see `Consumer::recv`).
-    if e.sleeping.swap(0, Relaxed) != 0 {
-        region.producer.waiters.fetch_sub(1, Relaxed);
-    }
+    // It may have died asleep, or anywhere in `Consumer::recv`'s sleep: its
+    // bit alone says so, and clearing a clear bit is harmless.
+    let (word, bit) = sleeper_bit(idx);
+    region.producer.sleepers[word].fetch_and(!bit, Relaxed);
     e.state.store(entry_word(generation, ENTRY_FREE), Release);
     region.notify_producer(wake);
     true

@@ -177,3 +177,95 @@ fn block_out_of_order_release_keeps_the_stream_going() {
     }
     c.release(kept, &NoWake);
 }
+
+/// Counts the wake calls a publish makes.
+#[derive(Default)]
+struct CountWake(std::cell::Cell<u32>);
+
+impl bips_core::Wake for CountWake {
+    fn wake(&self, _word: &core::sync::atomic::AtomicU32) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+/// A consumer asleep in `recv` is marked by its own bit (entry 99 lives in
+/// the second word of the bitmap): a publish made while it sleeps wakes,
+/// and the bit is gone when `recv` returns.
+#[test]
+fn a_sleeper_is_marked_by_its_bit_and_woken() {
+    use bips_core::Wait;
+    let (raw, _) = RawRegion::formatted(small(4, 100, Policy::Block));
+    let r = raw.region();
+    let p = Producer::new(r);
+    let c = Consumer::claim(r, 99, Start::Oldest, &NoWake).unwrap();
+    let woke = CountWake::default();
+    struct PublishWhileAsleep<'a, 'r> {
+        p: &'a Producer<'r>,
+        r: bips_core::Region<'r>,
+        woke: &'a CountWake,
+    }
+    impl Wait for PublishWhileAsleep<'_, '_> {
+        fn wait(&mut self, _: &core::sync::atomic::AtomicU32, _: u32) -> bool {
+            assert!(self.r.consumer_info(99).unwrap().sleeping, "bit set");
+            assert!(!self.r.consumer_info(98).unwrap().sleeping);
+            let b = self.p.try_loan().unwrap().unwrap();
+            self.p.publish(b, 1, 0, self.woke).unwrap();
+            true
+        }
+    }
+    let s = c
+        .recv(&mut PublishWhileAsleep {
+            p: &p,
+            r,
+            woke: &woke,
+        })
+        .unwrap();
+    assert_eq!(s.seq(), 0);
+    assert_eq!(woke.0.get(), 1, "the publish saw the sleeper and woke it");
+    assert!(
+        !r.consumer_info(99).unwrap().sleeping,
+        "bit cleared on return"
+    );
+    c.release(s, &NoWake);
+    // Nobody sleeps now: publishing makes no wake call.
+    let b = p.try_loan().unwrap().unwrap();
+    p.publish(b, 1, 0, &woke).unwrap();
+    assert_eq!(woke.0.get(), 1);
+}
+
+/// A consumer killed asleep leaves its bit set; reclaiming its entry clears
+/// it, after which publishes make no wake call (P1 after the fault). Also
+/// idempotent: a second reclaim changes nothing.
+#[test]
+#[allow(clippy::forget_non_drop)]
+fn reclaiming_a_dead_sleeper_stops_the_wakes() {
+    use bips_core::reclaim_consumer;
+    let (raw, layout) = RawRegion::formatted(small(4, 70, Policy::DropOldest));
+    let r = raw.region();
+    let p = Producer::new(r);
+    let dead = Consumer::claim(r, 65, Start::Oldest, &NoWake).unwrap();
+    std::mem::forget(dead);
+    // Its process died inside `recv`'s sleep: the bit it set stays.
+    let word = layout.producer_offset
+        + core::mem::offset_of!(bips_core::layout::ProducerBlock, sleepers)
+        + 8;
+    // SAFETY: `word` is the second (aligned) u64 of the sleepers bitmap,
+    // inside the region `raw` owns; only atomics touch it.
+    let w = unsafe { core::sync::atomic::AtomicU64::from_ptr(raw.ptr().add(word).cast()) };
+    w.fetch_or(1 << 1, core::sync::atomic::Ordering::Relaxed);
+    assert!(r.consumer_info(65).unwrap().sleeping);
+    let woke = CountWake::default();
+    let b = p.try_loan().unwrap().unwrap();
+    p.publish(b, 1, 0, &woke).unwrap();
+    assert_eq!(woke.0.get(), 1, "the dead sleeper costs a wake");
+    let state = r.consumer_word(65).unwrap();
+    assert!(reclaim_consumer(&r, 65, state, &NoWake));
+    assert!(!reclaim_consumer(&r, 65, state, &NoWake));
+    assert!(!r.consumer_info(65).unwrap().sleeping);
+    assert_eq!(w.load(core::sync::atomic::Ordering::Relaxed), 0);
+    for _ in 0..10 {
+        let b = p.try_loan().unwrap().unwrap();
+        p.publish(b, 1, 0, &woke).unwrap();
+    }
+    assert_eq!(woke.0.get(), 1, "no wake call after the reclaim");
+}

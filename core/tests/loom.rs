@@ -585,3 +585,53 @@ fn attach_races_retire_block() {
 fn attach_races_retire_drop_oldest() {
     attach_races_retire(Policy::DropOldest);
 }
+
+// ---------------------------------------------------------------------------
+// 7. A consumer that died asleep is reclaimed while a new consumer takes its
+//    entry and goes to sleep (P1 after a fault, L2 for the newcomer).
+
+/// The dead consumer's sleeper bit is still set (it was killed in `recv`).
+/// The reclaim clears it; a newcomer claims the freed entry, sets the same
+/// bit and sleeps; the producer publishes once and waits for the newcomer
+/// before closing. Were the reclaim to clear the bit after freeing the entry
+/// (so possibly after the newcomer set it), the publish would skip the wake
+/// and the newcomer would sleep for ever: a loom deadlock.
+#[test]
+#[allow(clippy::forget_non_drop)]
+fn reclaim_of_dead_sleeper_races_newcomer() {
+    model(3, || {
+        let ch = Chan::new(1, 1, Policy::Block);
+        let (r, sh) = (ch.region, ch.sh());
+        let dead = Consumer::claim(r, 0, Start::Oldest, &sh.futex).unwrap();
+        // It died asleep in `recv`: its bit set, never cleared by itself.
+        sh.parts.producer.sleepers[0].fetch_or(1, SeqCst);
+        mem::forget(dead);
+        assert!(r.consumer_info(0).unwrap().sleeping);
+
+        let reclaimer = thread::spawn(move || {
+            let w = r.consumer_word(0).unwrap();
+            assert!(reclaim_consumer(&r, 0, w, &sh.futex));
+        });
+        let newcomer = thread::spawn(move || {
+            let c = loop {
+                match Consumer::claim(r, 0, Start::Oldest, &sh.futex) {
+                    Ok(c) => break c,
+                    Err(ProtocolError::EntryBusy) => thread::yield_now(),
+                    Err(e) => panic!("claim: {e}"),
+                }
+            };
+            let s = c.recv(&mut Sleep(&sh.futex)).unwrap();
+            assert_eq!(s.seq(), 0);
+            check(sh, &s);
+            c.release(s, &sh.futex);
+            c.detach(&sh.futex);
+        });
+        let p = Producer::new(r);
+        let b = p.try_loan().unwrap().expect("one free buffer");
+        fill_and_publish(&p, sh, b);
+        newcomer.join().unwrap();
+        reclaimer.join().unwrap();
+        assert!(!r.consumer_info(0).unwrap().sleeping, "no bit left behind");
+        p.close(&sh.futex);
+    });
+}

@@ -321,10 +321,18 @@ fn header_validation_table() {
                     }),
                 ),
                 (
-                    "version 2",
-                    2,
+                    "version 1 (before the sleepers bitmap)",
+                    1,
                     Err(LayoutError::UnsupportedVersion {
-                        found: 2,
+                        found: 1,
+                        expected: VERSION,
+                    }),
+                ),
+                (
+                    "next version",
+                    u64::from(VERSION) + 1,
+                    Err(LayoutError::UnsupportedVersion {
+                        found: VERSION + 1,
                         expected: VERSION,
                     }),
                 ),
@@ -867,10 +875,13 @@ impl FieldHit {
             1 => (at!(p, ProducerBlock, tail), true),
             2 => (at!(p, ProducerBlock, doorbell), false),
             3 => (at!(p, ProducerBlock, state), false),
-            4 => (at!(p, ProducerBlock, waiters), false),
+            4 => (
+                at!(p, ProducerBlock, sleepers) + 8 * (i % bips_core::layout::SLEEPER_WORDS),
+                true,
+            ),
             5 => (at!(p, ProducerBlock, producer_waiting), false),
             6 => (at!(entry, ConsumerEntry, state), false),
-            7 => (at!(entry, ConsumerEntry, sleeping), false),
+            7 => (at!(entry, ConsumerEntry, received), true),
             8 => (at!(entry, ConsumerEntry, cursor), true),
             9 => (at!(entry, ConsumerEntry, lost), true),
             10 => (at!(entry, ConsumerEntry, held) + held, true),

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
 use crate::os::shm::{page_size, ChannelName, Publish, Segment};
-use crate::waiting::{now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
+use crate::waiting::{now_ns, DoorbellWake, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -48,7 +48,21 @@ pub struct Producer {
     /// `Block` channel paced by its consumers) must not trigger it on every
     /// loan (P1). At most once per liveness slice.
     last_reap: Cell<Instant>,
+    /// Rings the doorbell on publish; counts wakes that found nobody.
+    doorbell: DoorbellWake,
+    /// When sleepers were last checked for being alive after wakes that
+    /// found nobody (see [`Producer::after_publish`]).
+    last_sleeper_check: Cell<Option<Instant>>,
 }
+
+/// Wakes in a row that must find nobody before the producer checks whether
+/// the consumers marked asleep are alive.
+const MISSED_WAKES_BEFORE_CHECK: u32 = 2;
+/// Least time between two such checks: a check costs a system call per
+/// consumer entry, and wakes finding nobody are also part of normal
+/// operation under load (a consumer woken by the previous publish has not
+/// run yet).
+const SLEEPER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 impl std::fmt::Debug for Producer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,6 +117,8 @@ impl Producer {
                             wait: options.wait,
                             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                             last_reap: Cell::new(Instant::now()),
+                            doorbell: DoorbellWake::default(),
+                            last_sleeper_check: Cell::new(None),
                         })
                     }
                     // A live producer answers ChannelBusy; a stale one is removed.
@@ -226,9 +242,40 @@ impl Producer {
     pub fn publish_raw(&self, raw: RawLoan) -> Result<u64> {
         self.check_owner(&raw);
         let ts = raw.timestamp.unwrap_or_else(now_ns);
-        self.core
-            .publish(raw.buf, raw.len as u64, ts, &FutexWake)
-            .map_err(map_protocol)
+        let seq = self
+            .core
+            .publish(raw.buf, raw.len as u64, ts, &self.doorbell)
+            .map_err(map_protocol)?;
+        self.after_publish();
+        Ok(seq)
+    }
+
+    /// After a publish: if its doorbell wakes keep finding nobody, a consumer
+    /// may have died asleep (kill -9 in `recv`), its sleeper bit making every
+    /// publish a system call. Reap dead consumers then, which clears their
+    /// bits: a dead sleeper costs [`MISSED_WAKES_BEFORE_CHECK`] wake calls
+    /// (at most [`SLEEPER_CHECK_INTERVAL`] of publishes when a check just
+    /// ran), not one per publish for ever (P1).
+    #[inline]
+    fn after_publish(&self) {
+        if self.doorbell.missed() >= MISSED_WAKES_BEFORE_CHECK {
+            self.check_sleepers();
+        }
+    }
+
+    #[cold]
+    fn check_sleepers(&self) {
+        let now = Instant::now();
+        if self
+            .last_sleeper_check
+            .get()
+            .is_some_and(|t| now.duration_since(t) < SLEEPER_CHECK_INTERVAL)
+        {
+            return;
+        }
+        self.last_sleeper_check.set(Some(now));
+        self.doorbell.reset();
+        self.reap_dead_consumers();
     }
 
     /// Gives back, unpublished, a loan detached with [`SampleMut::into_raw`].
@@ -472,10 +519,13 @@ impl<'p> SampleMut<'p> {
     pub fn publish(mut self) -> Result<u64> {
         self.done = true;
         let ts = self.timestamp.unwrap_or_else(now_ns);
-        self.producer
+        let seq = self
+            .producer
             .core
-            .publish(self.buf, self.len as u64, ts, &FutexWake)
-            .map_err(map_protocol)
+            .publish(self.buf, self.len as u64, ts, &self.producer.doorbell)
+            .map_err(map_protocol)?;
+        self.producer.after_publish();
+        Ok(seq)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The OS side of waiting: shared-futex wake-ups, deadlines and liveness
 //! checks, plugged into `bips-core` through its `Wait`/`Wake` traits.
 
+use std::cell::Cell;
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,41 @@ pub(crate) struct FutexWake;
 impl bips_core::Wake for FutexWake {
     fn wake(&self, word: &AtomicU32) {
         futex::wake_all(word);
+    }
+}
+
+/// The producer's doorbell wake: a shared futex wake that also counts the
+/// wakes in a row that found nobody asleep.
+///
+/// A wake that finds nobody is normal now and then (a consumer between
+/// setting its sleeper bit and entering the kernel, or one already woken by
+/// the previous publish); several in a row may also mean a consumer died
+/// asleep and its bit keeps every publish ringing. The producer then looks
+/// for dead consumers (see `Producer::publish`).
+#[derive(Debug, Default)]
+pub(crate) struct DoorbellWake {
+    missed: Cell<u32>,
+}
+
+impl DoorbellWake {
+    /// Wakes in a row that woke nobody.
+    pub(crate) fn missed(&self) -> u32 {
+        self.missed.get()
+    }
+
+    /// Starts counting anew.
+    pub(crate) fn reset(&self) {
+        self.missed.set(0);
+    }
+}
+
+impl bips_core::Wake for DoorbellWake {
+    fn wake(&self, word: &AtomicU32) {
+        if futex::wake_all(word) == 0 {
+            self.missed.set(self.missed.get().saturating_add(1));
+        } else {
+            self.missed.set(0);
+        }
     }
 }
 

@@ -17,7 +17,12 @@ const N: u64 = 200_000;
 /// Children of this file start here (a no-op in a normal test run).
 #[test]
 fn child_entry() {
-    bips_tests::child_entry(&[("producer", producer_role), ("consumer", consumer_role)]);
+    bips_tests::child_entry(&[
+        ("producer", producer_role),
+        ("consumer", consumer_role),
+        ("deadsleep_producer", dead_sleeper_producer_role),
+        ("sleeper", sleeper_role),
+    ]);
 }
 
 /// Creates a Spin channel, starts the consumer process itself (so that
@@ -243,4 +248,123 @@ fn spinning_producer_paced_by_consumer_makes_no_syscalls() {
             consumer_work: 2000,
         },
     );
+}
+
+// ---------------------------------------------------------------------------
+// P1 after a fault: a consumer killed while asleep in `recv` must not make
+// every later publish a futex wake (it stays marked as a sleeper until its
+// entry is reclaimed, and a DropOldest producer that never runs out of
+// buffers would otherwise never reclaim it).
+
+/// Samples published after the sleeper's death.
+const AFTER_DEATH: u64 = 20_000;
+
+/// Creates a DropOldest channel, says `CREATED`, waits for order `GO` (the
+/// test has then started a `Park` consumer and killed it -9 while it slept
+/// in `recv`), then publishes `BIPS_N` samples.
+fn dead_sleeper_producer_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let n: u64 = env("BIPS_N");
+    let producer = Producer::create(
+        &name,
+        &Options::new(4, 64).backpressure(bips::Backpressure::DropOldest),
+    )
+    .expect("create");
+    say("CREATED");
+    expect_order("GO");
+    for seq in 0..n {
+        let mut s = producer.loan().expect("loan");
+        s.as_mut_slice()[..8].copy_from_slice(&seq.to_le_bytes());
+        s.set_len(8);
+        s.publish().expect("publish");
+    }
+    let alive = producer.consumer_count();
+    drop(producer);
+    say(format!("RESULT attached_after={alive}"));
+}
+
+/// Attaches with `Park` and sleeps in `recv` until killed.
+fn sleeper_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let consumer = open_consumer(&name, "park").expect("open");
+    say("ATTACHED");
+    let r = consumer.recv();
+    panic!("the sleeper was to be killed in recv, but recv returned {r:?}");
+}
+
+/// Futex calls of the producer process (all its threads) with `n`
+/// samples published after the sleeper's death.
+/// Also returns how many consumers were still attached at the end.
+fn dead_sleeper_futex_calls(n: u64) -> (u64, u64) {
+    let ch = Channel::new(&format!("deadsleep{n}"));
+    let out = std::env::temp_dir().join(format!("bips-strace-{}.txt", ch.name()));
+    let _ = std::fs::remove_file(&out);
+    let mut p = spawn(ENTRY, "deadsleep_producer")
+        .wrapper([
+            "strace".into(),
+            "-f".into(),
+            "-c".into(),
+            "-e".into(),
+            "trace=futex".into(),
+            "-o".into(),
+            out.clone().into_os_string(),
+        ])
+        .env("BIPS_CHANNEL", ch.name())
+        .env("BIPS_N", n)
+        .label(&format!("deadsleep-producer-{n}"))
+        .start();
+    p.expect_line("CREATED", Duration::from_secs(20));
+    // The sleeper is the test's child, not the producer's: `strace -f`
+    // counts the producer's calls alone.
+    let mut sleeper = spawn(ENTRY, "sleeper")
+        .env("BIPS_CHANNEL", ch.name())
+        .label("sleeper")
+        .start();
+    sleeper.expect_line("ATTACHED", Duration::from_secs(20));
+    let asleep = wait_until(Duration::from_secs(20), || {
+        bips::monitor::inspect(ch.name())
+            .map(|i| i.consumers.iter().any(|c| c.sleeping))
+            .unwrap_or(false)
+    });
+    assert!(asleep, "the consumer never went to sleep in recv");
+    sleeper.kill9();
+    sleeper.wait_exit(Duration::from_secs(10));
+    p.send("GO");
+    let r = p.expect_result(Duration::from_secs(60));
+    p.expect_success(Duration::from_secs(10));
+    let text = std::fs::read_to_string(&out).expect("strace summary");
+    let _ = std::fs::remove_file(&out);
+    ch.assert_removed();
+    let attached = r.u64("attached_after");
+    // No futex call at all leaves an empty table (no `total` line).
+    if !text.contains("total") {
+        return (0, attached);
+    }
+    let (calls, _) = parse_strace_summary(&text);
+    (calls.get("futex").copied().unwrap_or(0), attached)
+}
+
+/// A consumer killed asleep costs a bounded number of wake calls, not one
+/// per publish for ever (issue: 20,001 futex calls for 20,000 publishes).
+#[test]
+fn dead_sleeper_costs_a_bounded_number_of_wakes() {
+    let _s = serial();
+    let test = "dead_sleeper_costs_a_bounded_number_of_wakes";
+    if let Err(why) = strace_available() {
+        skip(test, &format!("{why} (and it could not be installed)"));
+        return;
+    }
+    let (base, _) = dead_sleeper_futex_calls(0);
+    let (with, attached) = dead_sleeper_futex_calls(AFTER_DEATH);
+    let extra = with.saturating_sub(base);
+    println!(
+        "{test}: futex calls {base} with 0 publishes after the kill, {with} with {AFTER_DEATH} \
+         ({extra} more)"
+    );
+    assert!(
+        extra <= 16,
+        "{AFTER_DEATH} publishes after a consumer died asleep made {extra} futex calls: \
+         the dead sleeper keeps every publish ringing"
+    );
+    assert_eq!(attached, 0, "the dead consumer's entry was reclaimed");
 }

@@ -33,7 +33,9 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use arbitrary::{Arbitrary, Unstructured};
-use bips_core::layout::{BufferDesc, ConsumerEntry, Header, ProducerBlock, RingSlot};
+use bips_core::layout::{
+    BufferDesc, ConsumerEntry, Header, ProducerBlock, RingSlot, SLEEPER_WORDS,
+};
 use bips_core::{
     reclaim_consumer, Consumer, Geometry, Layout, LayoutError, NoWake, Policy, Producer,
     ProtocolError, Received, Region, Spin, Start, MAX_HELD,
@@ -658,10 +660,13 @@ fn aim_offset(l: &Layout, field: u8, index: u8) -> (usize, bool) {
         1 => (p + offset_of!(ProducerBlock, tail), true),
         2 => (p + offset_of!(ProducerBlock, doorbell), false),
         3 => (p + offset_of!(ProducerBlock, state), false),
-        4 => (p + offset_of!(ProducerBlock, waiters), false),
+        4 => (
+            p + offset_of!(ProducerBlock, sleepers) + 8 * (i % SLEEPER_WORDS),
+            true,
+        ),
         5 => (p + offset_of!(ProducerBlock, producer_waiting), false),
         6 => (e + offset_of!(ConsumerEntry, state), false),
-        7 => (e + offset_of!(ConsumerEntry, sleeping), false),
+        7 => (e + offset_of!(ConsumerEntry, received), true),
         8 => (e + offset_of!(ConsumerEntry, cursor), true),
         9 => (e + offset_of!(ConsumerEntry, held) + h, true),
         10 => (s + offset_of!(RingSlot, stamp), true),
