@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::options::{ConsumerOptions, WaitStrategy};
 use crate::os::lock;
 use crate::os::shm::{ChannelName, Segment};
-use crate::waiting::{FutexWake, ShimWait, LIVENESS_SLICE};
+use crate::waiting::{coarse_now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
 
 /// How long `open` waits for a producer that is still formatting its segment.
@@ -47,8 +47,9 @@ pub struct Consumer {
     core: ManuallyDrop<bips_core::Consumer<'static>>,
     seg: Segment,
     wait: WaitStrategy,
-    empty_polls: Cell<u32>,
-    last_check: Cell<Instant>,
+    /// When a `try_recv` poller last checked that the producer lives
+    /// ([`coarse_now_ns`]).
+    last_check: Cell<u64>,
     /// Process-unique identity, so a [`RawSample`] is only ever released to
     /// the consumer that received it (an address could be reused).
     id: u64,
@@ -98,8 +99,7 @@ impl Consumer {
                         core: ManuallyDrop::new(core),
                         seg,
                         wait: options.wait,
-                        empty_polls: Cell::new(0),
-                        last_check: Cell::new(Instant::now()),
+                        last_check: Cell::new(coarse_now_ns()),
                         id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     })
                 }
@@ -141,18 +141,23 @@ impl Consumer {
     /// Receives the next sample if one is ready: no waiting, no system call.
     pub fn try_recv(&self) -> Result<Option<Sample<'_>>> {
         match self.core.try_recv().map_err(map_protocol)? {
-            Some(r) => {
-                self.empty_polls.set(0);
-                Ok(Some(self.sample(r)))
-            }
+            Some(r) => Ok(Some(self.sample(r))),
             None => {
-                // A poller must learn of a dead producer too; check its lock
-                // now and then (reading the clock every 1024 empty polls).
-                let n = self.empty_polls.get().wrapping_add(1);
-                self.empty_polls.set(n);
-                if n % 1024 == 0 && self.last_check.get().elapsed() >= LIVENESS_SLICE {
-                    self.last_check.set(Instant::now());
-                    self.check_producer();
+                // A poller must learn of a dead producer too, however slowly
+                // it polls: check its lock once per liveness slice, by time
+                // (a coarse clock: a few ns through the vDSO, no system call).
+                let now = coarse_now_ns();
+                if now.wrapping_sub(self.last_check.get()) >= LIVENESS_SLICE.as_nanos() as u64 {
+                    self.last_check.set(now);
+                    if self.check_producer() {
+                        // Closed just now: answer `Disconnected` (or what
+                        // is still retained) at once, not at the next poll.
+                        return Ok(self
+                            .core
+                            .try_recv()
+                            .map_err(map_protocol)?
+                            .map(|r| self.sample(r)));
+                    }
                 }
                 Ok(None)
             }
@@ -177,7 +182,9 @@ impl Consumer {
         if let Some(r) = self.core.try_recv().map_err(map_protocol)? {
             return Ok(self.sample(r));
         }
-        let mut check = || self.check_producer();
+        let mut check = || {
+            self.check_producer();
+        };
         let mut wait = ShimWait::new(self.wait, timeout, &mut check);
         let r = self.core.recv(&mut wait).map_err(map_protocol)?;
         Ok(self.sample(r))
@@ -185,10 +192,13 @@ impl Consumer {
 
     /// Closes the channel for everyone if its producer is dead: consumers then
     /// drain what is retained and get `Disconnected`.
-    fn check_producer(&self) {
+    /// Returns whether it found the producer dead.
+    fn check_producer(&self) -> bool {
         if let Ok(false) = lock::is_locked_by_other(self.seg.fd(), PRODUCER_LOCK_BYTE) {
             self.core.region().close(&FutexWake);
+            return true;
         }
+        false
     }
 
     /// Gives back a sample detached with [`Sample::into_raw`].

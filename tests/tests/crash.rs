@@ -282,3 +282,47 @@ fn kill9_of_producer_disconnects_blocked_consumers_and_name_is_reusable() {
     drop(new);
     ch.assert_removed();
 }
+
+/// A consumer that only polls with `try_recv`, slowly (10 Hz, as a control
+/// loop checking for frames now and then), learns of a kill -9 of the
+/// producer within a few polls: the liveness check goes by time, not by a
+/// count of empty polls (before: every 1024 polls, i.e. 100 s at 10 Hz).
+#[test]
+fn slow_try_recv_poller_learns_of_dead_producer_within_a_second() {
+    let _s = serial();
+    let ch = Channel::new("slowpoll");
+    let tag = 0x5_10;
+    let mut producer = spawn(ENTRY, "producer")
+        .env("BIPS_CHANNEL", ch.name())
+        .env("BIPS_TAG", tag)
+        .env("BIPS_N", 2)
+        .env("BIPS_CONSUMERS", 1)
+        .start();
+    producer.expect_line("CREATED", Duration::from_secs(10));
+    let consumer = open_consumer(ch.name(), "park").expect("open");
+    producer.expect_line("PUBLISHED 2", Duration::from_secs(10));
+    let cap = consumer.geometry().buffer_size as usize;
+    let mut scratch = Vec::new();
+    for seq in 0..2 {
+        let s = consumer.try_recv().expect("try_recv").expect("published");
+        check_sample(&s, seq, tag, cap, &mut scratch).unwrap();
+    }
+    producer.kill9();
+    producer.wait_exit(Duration::from_secs(10));
+    let killed = Instant::now();
+    let period = Duration::from_millis(100);
+    for poll in 1..=30 {
+        std::thread::sleep(period);
+        match consumer.try_recv() {
+            Ok(None) => continue,
+            Err(Error::Disconnected) => {
+                let took = killed.elapsed();
+                println!("Disconnected after {poll} polls, {took:?} after the kill");
+                assert!(took < Duration::from_secs(1), "took {took:?}");
+                return;
+            }
+            other => panic!("poll {poll}: {other:?}"),
+        }
+    }
+    panic!("30 polls at 10 Hz after the producer's kill -9 and still no Disconnected");
+}
