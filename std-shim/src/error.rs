@@ -134,7 +134,7 @@ pub enum Error {
          `bips_options_trust_owner`; trust_any_owner / `trust_any_owner=True` / \
          `bips_*_trust_any_owner` accepts every owner (containers with unknown uids). \
          Otherwise remove the impostor (`ls -ln /dev/shm/bips.{name}`, then `rm` it as \
-         root) and restart the producer"
+         root or as uid {owner_uid}) and restart the producer"
     )]
     UntrustedOwner {
         /// The channel name.
