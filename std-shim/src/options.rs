@@ -135,7 +135,9 @@ impl Options {
     }
 
     /// Sets the permission bits of `/dev/shm/bips.<name>` (default `0o600`;
-    /// consumers need read and write access, so `0o660` shares with a group).
+    /// consumers need read and write access, so `0o660` shares with a group;
+    /// consumers running as another user also trust this producer's uid with
+    /// [`ConsumerOptions::trust_owner`]).
     pub fn mode(mut self, mode: u32) -> Options {
         self.mode = mode;
         self

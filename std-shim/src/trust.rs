@@ -49,6 +49,7 @@ use crate::os::shm::{ChannelName, Segment};
 /// assert!(!o.owner_policy().trusts(65534, 0));
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum OwnerPolicy {
     /// Only objects owned by this process's effective uid (the default; root
     /// included: root trusts uid 0 only).
