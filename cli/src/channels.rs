@@ -81,6 +81,7 @@ fn info_json(i: &ChannelInfo) -> Value {
         "name": i.name,
         "path": path(&i.name),
         "size_bytes": i.size_bytes,
+        "owner_uid": i.owner_uid,
         "epoch": i.epoch,
         "geometry": {
             "buffers": g.buffer_count,
@@ -175,6 +176,19 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Flags an owner other than us: our consumers would refuse it by default.
+fn owner_note(owner: u32) -> String {
+    let me = bips::trust::effective_uid();
+    if owner == me {
+        String::new()
+    } else {
+        format!(
+            " (NOT this user's uid {me}: consumers of uid {me} refuse it unless told to \
+             trust uid {owner}, e.g. ConsumerOptions::trust_owner({owner}))"
+        )
+    }
+}
+
 /// `bips inspect NAME`.
 pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
     let i = monitor::inspect(&a.name).map_err(|e| match e {
@@ -207,6 +221,11 @@ pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
     println!(
         "  geometry   {} buffers x {} B (alignment {}), ring {}, max {} consumers, {} B metadata",
         g.buffer_count, g.buffer_size, g.alignment, g.ring_capacity, g.max_consumers, g.meta_size
+    );
+    println!(
+        "  owner      uid {}{}",
+        i.owner_uid,
+        owner_note(i.owner_uid)
     );
     println!("  policy     {}", policy(&i));
     println!(

@@ -236,7 +236,7 @@ impl Drop for Consumer {
 fn map_ready(name: &ChannelName, options: &ConsumerOptions) -> Result<(Segment, Region<'static>)> {
     let start = Instant::now();
     loop {
-        let seg = match Segment::open(name, &options.map) {
+        let seg = match Segment::open_trusted(name, &options.map, &options.owner) {
             // Size 0: the creator has not sized it yet.
             Err(Error::Io { op: "open", .. }) if start.elapsed() < OPEN_GRACE => {
                 std::thread::sleep(Duration::from_millis(2));

@@ -120,6 +120,49 @@ pub enum Error {
         max: u32,
     },
 
+    /// The channel's shared-memory object is owned by a user this process
+    /// does not trust (invariant T2): any local user can create a name in
+    /// `/dev/shm` while the real producer is down. See [`crate::OwnerPolicy`].
+    #[error(
+        "channel {name:?}: /dev/shm/bips.{name} is owned by uid {owner_uid}, not by this \
+         process's effective uid {euid}, and uid {owner_uid} is not trusted: refusing it, \
+         since any local user can create that name while the real producer is down. If \
+         uid {owner_uid} runs your producer, trust it: Rust \
+         `ConsumerOptions::trust_owner({owner_uid})` (a producer replacing a stale \
+         channel: `Options::trust_owner({owner_uid})`), Python `trust_owner={owner_uid}`, \
+         C `bips_consumer_options_trust_owner(opts, {owner_uid})` / \
+         `bips_options_trust_owner`; trust_any_owner / `trust_any_owner=True` / \
+         `bips_*_trust_any_owner` accepts every owner (containers with unknown uids). \
+         Otherwise remove the impostor (`ls -ln /dev/shm/bips.{name}`, then `rm` it as \
+         root or as uid {owner_uid}) and restart the producer"
+    )]
+    UntrustedOwner {
+        /// The channel name.
+        name: String,
+        /// The owner of the object (`st_uid`).
+        owner_uid: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+
+    /// A stale object (its producer is dead) under the channel's name cannot
+    /// be removed by this user: `/dev/shm` has the sticky bit, so only the
+    /// object's owner or root may remove it (`EPERM`).
+    #[error(
+        "channel {name:?}: the stale /dev/shm/bips.{name} left by a dead producer of uid \
+         {owner_uid} cannot be removed by uid {euid}: /dev/shm has the sticky bit, so only \
+         its owner (uid {owner_uid}) or root may remove it. Run `bips clean` as root or as \
+         uid {owner_uid}, or use another channel name"
+    )]
+    StaleNotRemovable {
+        /// The channel name.
+        name: String,
+        /// The owner of the stale object (`st_uid`).
+        owner_uid: u32,
+        /// This process's effective uid.
+        euid: u32,
+    },
+
     /// Any other OS error.
     #[error("{op} failed for channel {name:?}: {source}")]
     Io {
@@ -191,6 +234,8 @@ impl Error {
             | Error::PermissionDenied { name }
             | Error::NoSpace { name, .. }
             | Error::Io { name, .. }
+            | Error::UntrustedOwner { name, .. }
+            | Error::StaleNotRemovable { name, .. }
             | Error::Layout { name, .. } => *name = to.to_owned(),
             _ => {}
         }

@@ -44,6 +44,7 @@ pub mod monitor;
 mod options;
 pub(crate) mod os;
 mod producer;
+pub mod trust;
 mod waiting;
 
 pub use bips_core::{Geometry, LayoutError, Start, MAX_HELD};
@@ -52,6 +53,7 @@ pub use error::{Error, Result};
 pub use options::{Backpressure, ConsumerOptions, Options, WaitStrategy};
 pub use os::shm::{list_channels, page_size};
 pub use producer::{Producer, RawLoan, SampleMut};
+pub use trust::OwnerPolicy;
 pub use waiting::now_ns;
 
 /// OFD lock byte held by the producer.

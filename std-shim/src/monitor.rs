@@ -32,6 +32,10 @@ pub struct ChannelInfo {
     pub geometry: Geometry,
     /// Bytes of the shared-memory object.
     pub size_bytes: u64,
+    /// Owner (uid) of the shared-memory object. Consumers refuse a channel
+    /// whose owner is not their effective uid unless told to trust it
+    /// ([`crate::OwnerPolicy`]); monitoring only shows it.
+    pub owner_uid: u32,
     /// Identity of this incarnation of the channel.
     pub epoch: u64,
     /// Next sequence the producer will publish.
@@ -118,6 +122,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
         name: name.as_str().to_owned(),
         geometry: g,
         size_bytes: seg.len() as u64,
+        owner_uid: crate::trust::owner_of(seg.fd(), &name)?,
         epoch: region.epoch(),
         head,
         tail,

@@ -6,6 +6,7 @@ use bips_core::Geometry;
 
 use crate::error::{Error, Result};
 use crate::os::shm::{page_size, MapOptions};
+use crate::trust::OwnerPolicy;
 
 /// What the producer does when every buffer is still needed by a consumer.
 ///
@@ -71,6 +72,7 @@ pub struct Options {
     pub(crate) wait: WaitStrategy,
     pub(crate) mode: u32,
     pub(crate) map: MapOptions,
+    pub(crate) owner: OwnerPolicy,
 }
 
 impl Options {
@@ -89,6 +91,7 @@ impl Options {
             wait: WaitStrategy::default(),
             mode: 0o600,
             map: MapOptions::default(),
+            owner: OwnerPolicy::default(),
         }
     }
 
@@ -132,7 +135,9 @@ impl Options {
     }
 
     /// Sets the permission bits of `/dev/shm/bips.<name>` (default `0o600`;
-    /// consumers need read and write access, so `0o660` shares with a group).
+    /// consumers need read and write access, so `0o660` shares with a group;
+    /// consumers running as another user also trust this producer's uid with
+    /// [`ConsumerOptions::trust_owner`]).
     pub fn mode(mut self, mode: u32) -> Options {
         self.mode = mode;
         self
@@ -155,6 +160,36 @@ impl Options {
     pub fn huge_pages(mut self, on: bool) -> Options {
         self.map.huge_pages = on;
         self
+    }
+
+    /// Also trusts objects owned by `uid` when a stale object (its producer
+    /// dead) is found under the channel's name and must be replaced. By
+    /// default only an object of this process's effective uid is replaced;
+    /// another owner's gives [`Error::UntrustedOwner`]. Calls add up. See
+    /// [`OwnerPolicy`].
+    pub fn trust_owner(mut self, uid: u32) -> Options {
+        self.owner = self.owner.with_uid(uid);
+        self
+    }
+
+    /// Replaces a stale object whoever owns it ([`OwnerPolicy::Any`]).
+    ///
+    /// Only its owner or root can remove another user's object from `/dev/shm`
+    /// (sticky bit): others get [`Error::StaleNotRemovable`] at once.
+    pub fn trust_any_owner(mut self) -> Options {
+        self.owner = OwnerPolicy::Any;
+        self
+    }
+
+    /// Sets which owners of a stale object under the name are trusted.
+    pub fn trust(mut self, policy: OwnerPolicy) -> Options {
+        self.owner = policy;
+        self
+    }
+
+    /// Which owners of a stale object under the name are trusted.
+    pub fn owner_policy(&self) -> &OwnerPolicy {
+        &self.owner
     }
 
     /// Buffers in the pool.
@@ -208,6 +243,7 @@ pub struct ConsumerOptions {
     pub(crate) start: bips_core::Start,
     pub(crate) wait: WaitStrategy,
     pub(crate) map: MapOptions,
+    pub(crate) owner: OwnerPolicy,
 }
 
 impl ConsumerOptions {
@@ -238,5 +274,40 @@ impl ConsumerOptions {
     pub fn mlock(mut self, on: bool) -> ConsumerOptions {
         self.map.mlock = on;
         self
+    }
+
+    /// Also trusts channels whose object is owned by `uid` (by default only
+    /// this process's effective uid: root included, which trusts uid 0 only);
+    /// calls add up. For a producer running as another user. Another
+    /// owner's object gives [`Error::UntrustedOwner`]. See [`OwnerPolicy`].
+    ///
+    /// ```
+    /// use bips::ConsumerOptions;
+    /// // The camera service runs as uid 1000; this consumer as root.
+    /// let opts = ConsumerOptions::new().trust_owner(1000);
+    /// # let _ = opts;
+    /// ```
+    pub fn trust_owner(mut self, uid: u32) -> ConsumerOptions {
+        self.owner = self.owner.with_uid(uid);
+        self
+    }
+
+    /// Trusts channels whoever owns them ([`OwnerPolicy::Any`]): for
+    /// containers whose uids are not known in advance, on a machine whose
+    /// local users are all trusted.
+    pub fn trust_any_owner(mut self) -> ConsumerOptions {
+        self.owner = OwnerPolicy::Any;
+        self
+    }
+
+    /// Sets which owners of the channel's object are trusted.
+    pub fn trust(mut self, policy: OwnerPolicy) -> ConsumerOptions {
+        self.owner = policy;
+        self
+    }
+
+    /// Which owners of the channel's object are trusted.
+    pub fn owner_policy(&self) -> &OwnerPolicy {
+        &self.owner
     }
 }

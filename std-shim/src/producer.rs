@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
 use crate::os::shm::{page_size, ChannelName, Publish, Segment};
+use crate::trust::OwnerPolicy;
 use crate::waiting::{now_ns, DoorbellWake, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
 
@@ -122,7 +123,7 @@ impl Producer {
                         })
                     }
                     // A live producer answers ChannelBusy; a stale one is removed.
-                    Publish::Exists => replace_stale(&name)?,
+                    Publish::Exists => replace_stale(&name, &options.owner)?,
                     Publish::Vanished => continue 'create,
                 }
             }
@@ -337,12 +338,14 @@ impl Drop for Producer {
 
 /// Finds out whether the existing segment `name` has a live producer; if not,
 /// removes it so a new one can be created.
-fn replace_stale(name: &ChannelName) -> Result<()> {
-    let seg = match Segment::open(name, &Default::default()) {
+fn replace_stale(name: &ChannelName, owner: &OwnerPolicy) -> Result<()> {
+    let seg = match Segment::open_trusted(name, &Default::default(), owner) {
         Ok(seg) => seg,
         // Gone in between, or too broken to map: remove the name and retry.
         Err(Error::NotFound { .. }) => return Ok(()),
         Err(Error::PermissionDenied { name }) => return Err(Error::PermissionDenied { name }),
+        // Another user's object: never ours to remove unless trusted (T2).
+        Err(e @ Error::UntrustedOwner { .. }) => return Err(e),
         Err(_) => return Segment::unlink(name),
     };
     if lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
@@ -354,8 +357,8 @@ fn replace_stale(name: &ChannelName) -> Result<()> {
             region.close(&FutexWake);
         }
         // Only this stale object: never one another producer just made.
-        seg.unlink_if_same();
-        Ok(())
+        // Another user's object in the sticky /dev/shm: a clear error now.
+        crate::trust::remove_stale(&seg)
     } else {
         Err(Error::ChannelBusy {
             name: name.as_str().to_owned(),

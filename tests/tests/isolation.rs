@@ -149,7 +149,13 @@ fn open_as_role() {
     let name: String = env("BIPS_CHANNEL");
     // SAFETY: geteuid cannot fail and has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    let outcome = match open_consumer(&name, "park") {
+    // The channel is root's: trusted explicitly (T2; by default a consumer
+    // trusts only its own uid's channels, see tests/tests/owner.rs).
+    let opts = bips::ConsumerOptions::new()
+        .start(bips::Start::Oldest)
+        .wait(wait_strategy("park"))
+        .trust_owner(0);
+    let outcome = match bips::Consumer::open_with(&name, &opts) {
         Ok(c) => {
             say(format!("READY uid={uid}"));
             let s = c.recv_timeout(Duration::from_secs(5)).expect("recv");

@@ -57,6 +57,12 @@
 #define BIPS_FLAG_HUGE_PAGES 4
 
 /**
+ * How many uids `bips_options_trust_owner` / `bips_consumer_options_trust_owner`
+ * can add to one options struct.
+ */
+#define BIPS_MAX_TRUSTED_UIDS 8
+
+/**
  * The result of every call that can fail. `BIPS_OK` (0) is success; every
  * other value comes with a message from `bips_last_error_message()`.
  */
@@ -88,7 +94,9 @@ typedef enum bips_status {
    */
   BIPS_E_INVALID_ARGUMENT = 5,
   /**
-   * The OS refused access to the channel's shared-memory object.
+   * The OS refused access to the channel's shared-memory object; or its
+   * owner is not trusted (see `bips_consumer_options_trust_owner`); or
+   * another user's stale object cannot be removed (sticky `/dev/shm`).
    */
   BIPS_E_PERMISSION = 6,
   /**
@@ -174,6 +182,22 @@ typedef struct bips_consumer_options {
    * Spin time of `BIPS_WAIT_SPIN_THEN_PARK`, in ns (default 20000).
    */
   uint64_t spin_ns;
+  /**
+   * 1: open the channel whoever owns its `/dev/shm` object; 0 (default):
+   * only when this process's effective uid (root: uid 0 only) or one of
+   * `trusted_uids` owns it (otherwise `BIPS_E_PERMISSION`, the message
+   * naming the owner). Set with `bips_consumer_options_trust_any_owner`.
+   */
+  uint32_t trust_any_owner;
+  /**
+   * How many of `trusted_uids` are set (default 0).
+   */
+  uint32_t trusted_uid_count;
+  /**
+   * Owners trusted besides the effective uid (e.g. the producer's user);
+   * add with `bips_consumer_options_trust_owner`.
+   */
+  uint32_t trusted_uids[BIPS_MAX_TRUSTED_UIDS];
 } bips_consumer_options;
 
 /**
@@ -327,6 +351,21 @@ typedef struct bips_options {
    * `BIPS_FLAG_*` bits (default 0).
    */
   uint32_t flags;
+  /**
+   * 1: replace a stale object under the name whoever owns it; 0 (default):
+   * only when this process's effective uid or one of `trusted_uids` owns
+   * it (otherwise `BIPS_E_PERMISSION`). Set with `bips_options_trust_any_owner`.
+   */
+  uint32_t trust_any_owner;
+  /**
+   * How many of `trusted_uids` are set (default 0).
+   */
+  uint32_t trusted_uid_count;
+  /**
+   * Owners trusted besides the effective uid; add with
+   * `bips_options_trust_owner`.
+   */
+  uint32_t trusted_uids[BIPS_MAX_TRUSTED_UIDS];
 } bips_options;
 
 /**
@@ -610,6 +649,50 @@ enum bips_status bips_options_init(struct bips_options *options, size_t struct_s
  */
 enum bips_status bips_consumer_options_init(struct bips_consumer_options *options,
                                             size_t struct_size);
+
+/**
+ * Also trusts channel objects owned by `uid` when a stale object (its
+ * producer dead) is found under the name and must be replaced. By default
+ * only the effective uid's object is replaced; another owner's gives
+ * `BIPS_E_PERMISSION`. Up to `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
+ *
+ * # Safety
+ * `options` is null or filled by `bips_options_default`.
+ */
+enum bips_status bips_options_trust_owner(struct bips_options *options, uint32_t uid);
+
+/**
+ * Replaces a stale object under the name whoever owns it (sets
+ * `trust_any_owner`). Only its owner or root can remove another user's
+ * object from `/dev/shm` (sticky bit): others get `BIPS_E_PERMISSION` at once.
+ *
+ * # Safety
+ * `options` is null or filled by `bips_options_default`.
+ */
+enum bips_status bips_options_trust_any_owner(struct bips_options *options);
+
+/**
+ * Also trusts channels whose `/dev/shm` object is owned by `uid` (e.g. the
+ * user the producer runs as). By default a consumer opens only channels of
+ * its effective uid (root: uid 0 only): another owner's gives
+ * `BIPS_E_PERMISSION`, the message naming the owner. Up to
+ * `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
+ *
+ * # Safety
+ * `options` is null or filled by `bips_consumer_options_default`.
+ */
+enum bips_status bips_consumer_options_trust_owner(struct bips_consumer_options *options,
+                                                   uint32_t uid);
+
+/**
+ * Opens channels whoever owns them (sets `trust_any_owner`): for containers
+ * whose uids are not known in advance, on a machine whose users are all
+ * trusted.
+ *
+ * # Safety
+ * `options` is null or filled by `bips_consumer_options_default`.
+ */
+enum bips_status bips_consumer_options_trust_any_owner(struct bips_consumer_options *options);
 
 /**
  * Creates channel `name` (`/dev/shm/bips.<name>`; 1 to 200 bytes of

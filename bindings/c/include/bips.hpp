@@ -136,6 +136,10 @@ public:
     Options& mode(uint32_t m) { o_.mode = m; return *this; }
     Options& alignment(uint32_t a) { o_.alignment = a; return *this; }
     Options& flags(uint32_t f) { o_.flags = f; return *this; }
+    /// Also trust a stale object of `uid` under the name (replace it).
+    Options& trust_owner(uint32_t uid) { detail::check(bips_options_trust_owner(&o_, uid)); return *this; }
+    /// Replace a stale object under the name whoever owns it.
+    Options& trust_any_owner() { detail::check(bips_options_trust_any_owner(&o_)); return *this; }
     const bips_options& raw() const noexcept { return o_; }
     bips_options& raw() noexcept { return o_; }
 
@@ -150,6 +154,16 @@ public:
     ConsumerOptions& start(bips_start s) { o_.start = s; return *this; }
     ConsumerOptions& wait(bips_wait w) { o_.wait = w; return *this; }
     ConsumerOptions& flags(uint32_t f) { o_.flags = f; return *this; }
+    /// Also open channels whose object `uid` owns (default: the effective uid only).
+    ConsumerOptions& trust_owner(uint32_t uid) {
+        detail::check(bips_consumer_options_trust_owner(&o_, uid));
+        return *this;
+    }
+    /// Open channels whoever owns them.
+    ConsumerOptions& trust_any_owner() {
+        detail::check(bips_consumer_options_trust_any_owner(&o_));
+        return *this;
+    }
     const bips_consumer_options& raw() const noexcept { return o_; }
 
 private:

@@ -86,7 +86,9 @@ pub enum bips_status {
     /// A null handle or pointer, a bad name or option, a length beyond the
     /// capacity, a destroyed handle.
     BIPS_E_INVALID_ARGUMENT = 5,
-    /// The OS refused access to the channel's shared-memory object.
+    /// The OS refused access to the channel's shared-memory object; or its
+    /// owner is not trusted (see `bips_consumer_options_trust_owner`); or
+    /// another user's stale object cannot be removed (sticky `/dev/shm`).
     BIPS_E_PERMISSION = 6,
     /// The shared segment holds an impossible value (a buggy or hostile peer).
     BIPS_E_CORRUPT = 7,
@@ -141,7 +143,9 @@ impl From<bips::Error> for Fail {
                 E::InvalidName { .. } | E::InvalidOptions(_) => BIPS_E_INVALID_ARGUMENT,
                 E::ChannelBusy { .. } => BIPS_E_BUSY,
                 E::NotFound { .. } => BIPS_E_NOT_FOUND,
-                E::PermissionDenied { .. } => BIPS_E_PERMISSION,
+                E::PermissionDenied { .. }
+                | E::UntrustedOwner { .. }
+                | E::StaleNotRemovable { .. } => BIPS_E_PERMISSION,
                 E::NoSpace { .. } => BIPS_E_NO_SPACE,
                 // Static messages: a polling loop sees these all the time, and
                 // formatting one would allocate on the hot path.

@@ -38,6 +38,10 @@ pub const BIPS_FLAG_MLOCK: u32 = 2;
 /// `flags` bit (producer only): ask for transparent huge pages.
 pub const BIPS_FLAG_HUGE_PAGES: u32 = 4;
 
+/// How many uids `bips_options_trust_owner` / `bips_consumer_options_trust_owner`
+/// can add to one options struct.
+pub const BIPS_MAX_TRUSTED_UIDS: u32 = 8;
+
 /// Options of a new channel. Fill it with `bips_options_default(&o)` (which
 /// records `sizeof o` in `struct_size`), then set the fields you need.
 /// `buffer_size` has no default: it must be set.
@@ -75,6 +79,15 @@ pub struct bips_options {
     pub mode: u32,
     /// `BIPS_FLAG_*` bits (default 0).
     pub flags: u32,
+    /// 1: replace a stale object under the name whoever owns it; 0 (default):
+    /// only when this process's effective uid or one of `trusted_uids` owns
+    /// it (otherwise `BIPS_E_PERMISSION`). Set with `bips_options_trust_any_owner`.
+    pub trust_any_owner: u32,
+    /// How many of `trusted_uids` are set (default 0).
+    pub trusted_uid_count: u32,
+    /// Owners trusted besides the effective uid; add with
+    /// `bips_options_trust_owner`.
+    pub trusted_uids: [u32; BIPS_MAX_TRUSTED_UIDS as usize],
 }
 
 /// Options of a consumer. Fill it with `bips_consumer_options_default(&o)`,
@@ -92,6 +105,16 @@ pub struct bips_consumer_options {
     pub flags: u32,
     /// Spin time of `BIPS_WAIT_SPIN_THEN_PARK`, in ns (default 20000).
     pub spin_ns: u64,
+    /// 1: open the channel whoever owns its `/dev/shm` object; 0 (default):
+    /// only when this process's effective uid (root: uid 0 only) or one of
+    /// `trusted_uids` owns it (otherwise `BIPS_E_PERMISSION`, the message
+    /// naming the owner). Set with `bips_consumer_options_trust_any_owner`.
+    pub trust_any_owner: u32,
+    /// How many of `trusted_uids` are set (default 0).
+    pub trusted_uid_count: u32,
+    /// Owners trusted besides the effective uid (e.g. the producer's user);
+    /// add with `bips_consumer_options_trust_owner`.
+    pub trusted_uids: [u32; BIPS_MAX_TRUSTED_UIDS as usize],
 }
 
 /// A channel's geometry, as `bips_producer_geometry` / `bips_consumer_geometry`
@@ -148,6 +171,9 @@ fn default_options() -> bips_options {
         spin_ns: DEFAULT_SPIN_NS,
         mode: 0o600,
         flags: 0,
+        trust_any_owner: 0,
+        trusted_uid_count: 0,
+        trusted_uids: [0; BIPS_MAX_TRUSTED_UIDS as usize],
     }
 }
 
@@ -158,6 +184,9 @@ fn default_consumer_options() -> bips_consumer_options {
         wait: BIPS_WAIT_SPIN_THEN_PARK,
         flags: 0,
         spin_ns: DEFAULT_SPIN_NS,
+        trust_any_owner: 0,
+        trusted_uid_count: 0,
+        trusted_uids: [0; BIPS_MAX_TRUSTED_UIDS as usize],
     }
 }
 
@@ -229,6 +258,218 @@ pub unsafe extern "C" fn bips_consumer_options_init(
         // SAFETY: writable for `struct_size` bytes by the caller's contract.
         unsafe { write_prefix(&d, options.cast(), struct_size) };
         Ok(())
+    })
+}
+
+/// The trust fields shared by both options structs.
+trait TrustFields: Copy {
+    fn trust(
+        &mut self,
+    ) -> (
+        &mut u32,
+        &mut u32,
+        &mut [u32; BIPS_MAX_TRUSTED_UIDS as usize],
+    );
+}
+
+impl TrustFields for bips_options {
+    fn trust(
+        &mut self,
+    ) -> (
+        &mut u32,
+        &mut u32,
+        &mut [u32; BIPS_MAX_TRUSTED_UIDS as usize],
+    ) {
+        (
+            &mut self.trust_any_owner,
+            &mut self.trusted_uid_count,
+            &mut self.trusted_uids,
+        )
+    }
+}
+
+impl TrustFields for bips_consumer_options {
+    fn trust(
+        &mut self,
+    ) -> (
+        &mut u32,
+        &mut u32,
+        &mut [u32; BIPS_MAX_TRUSTED_UIDS as usize],
+    ) {
+        (
+            &mut self.trust_any_owner,
+            &mut self.trusted_uid_count,
+            &mut self.trusted_uids,
+        )
+    }
+}
+
+/// The owner policy the trust fields describe.
+fn owner_policy<T: TrustFields>(mut o: T) -> FfiResult<bips::OwnerPolicy> {
+    let (any, count, uids) = o.trust();
+    let any = *any;
+    let count = *count;
+    if any > 1 {
+        return Err(Fail::invalid(format!(
+            "options.trust_any_owner is {any}: use 0 or 1"
+        )));
+    }
+    if count > BIPS_MAX_TRUSTED_UIDS {
+        return Err(Fail::invalid(format!(
+            "options.trusted_uid_count is {count}, more than BIPS_MAX_TRUSTED_UIDS (8)"
+        )));
+    }
+    if any == 1 {
+        return Ok(bips::OwnerPolicy::Any);
+    }
+    Ok(uids[..count as usize]
+        .iter()
+        .fold(bips::OwnerPolicy::default(), |p, &uid| p.with_uid(uid)))
+}
+
+/// Applies `change` to the trust fields of the caller's options struct.
+///
+/// # Safety
+/// `options` is null or a struct filled by its `_default` macro, valid for
+/// reads and writes of its `struct_size` bytes.
+unsafe fn change_trust<T: TrustFields>(
+    options: *mut T,
+    what: &'static str,
+    base: T,
+    change: impl FnOnce(&mut u32, &mut u32, &mut [u32; BIPS_MAX_TRUSTED_UIDS as usize]) -> FfiResult,
+) -> FfiResult {
+    if options.is_null() {
+        return Err(Fail::invalid("options is NULL"));
+    }
+    // SAFETY: non-null and readable for its first field (caller's contract).
+    let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+    if size < std::mem::size_of::<T>() {
+        return Err(Fail::invalid(format!(
+            "options.struct_size is {size}: fill the options with {what}_default() of this \
+             header first (the trust fields are newer than the struct the caller has)"
+        )));
+    }
+    // SAFETY: readable and writable for `size >= size_of::<T>()` bytes (the
+    // caller's contract).
+    let mut o = unsafe { read_prefix(base, options.cast(), size) };
+    let (any, count, uids) = o.trust();
+    change(any, count, uids)?;
+    // SAFETY: as above.
+    unsafe { write_prefix(&o, options.cast(), size) };
+    Ok(())
+}
+
+/// Adds `uid` to the owners trusted besides the effective uid.
+fn add_uid(
+    _any: &mut u32,
+    count: &mut u32,
+    uids: &mut [u32; BIPS_MAX_TRUSTED_UIDS as usize],
+    uid: u32,
+) -> FfiResult {
+    let n = (*count).min(BIPS_MAX_TRUSTED_UIDS) as usize;
+    if uids[..n].contains(&uid) {
+        return Ok(());
+    }
+    if n == BIPS_MAX_TRUSTED_UIDS as usize {
+        return Err(Fail::invalid(
+            "already BIPS_MAX_TRUSTED_UIDS (8) trusted uids: use trust_any_owner instead",
+        ));
+    }
+    uids[n] = uid;
+    *count = n as u32 + 1;
+    Ok(())
+}
+
+/// Also trusts channel objects owned by `uid` when a stale object (its
+/// producer dead) is found under the name and must be replaced. By default
+/// only the effective uid's object is replaced; another owner's gives
+/// `BIPS_E_PERMISSION`. Up to `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
+///
+/// # Safety
+/// `options` is null or filled by `bips_options_default`.
+#[no_mangle]
+pub unsafe extern "C" fn bips_options_trust_owner(
+    options: *mut bips_options,
+    uid: u32,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: forwarded caller's contract.
+        unsafe {
+            change_trust(options, "bips_options", default_options(), |a, c, u| {
+                add_uid(a, c, u, uid)
+            })
+        }
+    })
+}
+
+/// Replaces a stale object under the name whoever owns it (sets
+/// `trust_any_owner`). Only its owner or root can remove another user's
+/// object from `/dev/shm` (sticky bit): others get `BIPS_E_PERMISSION` at once.
+///
+/// # Safety
+/// `options` is null or filled by `bips_options_default`.
+#[no_mangle]
+pub unsafe extern "C" fn bips_options_trust_any_owner(options: *mut bips_options) -> bips_status {
+    ffi(|| {
+        // SAFETY: forwarded caller's contract.
+        unsafe {
+            change_trust(options, "bips_options", default_options(), |a, _, _| {
+                *a = 1;
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Also trusts channels whose `/dev/shm` object is owned by `uid` (e.g. the
+/// user the producer runs as). By default a consumer opens only channels of
+/// its effective uid (root: uid 0 only): another owner's gives
+/// `BIPS_E_PERMISSION`, the message naming the owner. Up to
+/// `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
+///
+/// # Safety
+/// `options` is null or filled by `bips_consumer_options_default`.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_options_trust_owner(
+    options: *mut bips_consumer_options,
+    uid: u32,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: forwarded caller's contract.
+        unsafe {
+            change_trust(
+                options,
+                "bips_consumer_options",
+                default_consumer_options(),
+                |a, c, u| add_uid(a, c, u, uid),
+            )
+        }
+    })
+}
+
+/// Opens channels whoever owns them (sets `trust_any_owner`): for containers
+/// whose uids are not known in advance, on a machine whose users are all
+/// trusted.
+///
+/// # Safety
+/// `options` is null or filled by `bips_consumer_options_default`.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_options_trust_any_owner(
+    options: *mut bips_consumer_options,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: forwarded caller's contract.
+        unsafe {
+            change_trust(
+                options,
+                "bips_consumer_options",
+                default_consumer_options(),
+                |a, _, _| {
+                    *a = 1;
+                    Ok(())
+                },
+            )
+        }
     })
 }
 
@@ -305,7 +546,8 @@ pub(crate) unsafe fn producer_options(options: *const bips_options) -> FfiResult
         .mode(o.mode)
         .prefault(o.flags & BIPS_FLAG_PREFAULT != 0)
         .mlock(o.flags & BIPS_FLAG_MLOCK != 0)
-        .huge_pages(o.flags & BIPS_FLAG_HUGE_PAGES != 0);
+        .huge_pages(o.flags & BIPS_FLAG_HUGE_PAGES != 0)
+        .trust(owner_policy(o)?);
     if o.ring_capacity != 0 {
         r = r.ring_capacity(o.ring_capacity);
     }
@@ -351,7 +593,8 @@ pub(crate) unsafe fn consumer_options(
         .start(start)
         .wait(wait_strategy(o.wait, o.spin_ns)?)
         .prefault(o.flags & BIPS_FLAG_PREFAULT != 0)
-        .mlock(o.flags & BIPS_FLAG_MLOCK != 0))
+        .mlock(o.flags & BIPS_FLAG_MLOCK != 0)
+        .trust(owner_policy(o)?))
 }
 
 /// Writes a geometry to an out-pointer.

@@ -1,7 +1,7 @@
 """Type stubs of bips (zero-copy shared-memory buffers between processes)."""
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Literal, final
 
@@ -56,6 +56,13 @@ class InvalidOptions(Error, ValueError):
 
 class NoSpace(Error):
     """Not enough shared memory in /dev/shm for the channel."""
+
+class UntrustedOwner(PermissionDenied):
+    """The channel's /dev/shm object is owned by a uid this process does not trust.
+
+    By default only objects of this process's effective uid are opened; pass
+    ``trust_owner=<uid>`` (or a list of uids) or ``trust_any_owner=True``.
+    """
 
 @final
 class SampleMut(Buffer):
@@ -132,7 +139,12 @@ class Sample(Buffer):
 
 @final
 class Producer:
-    """Creates channel ``name`` (``/dev/shm/bips.<name>``) with ``buffers`` buffers of ``size`` bytes."""
+    """Creates channel ``name`` (``/dev/shm/bips.<name>``) with ``buffers`` buffers of ``size`` bytes.
+
+    A stale object under ``name`` (its producer dead) is replaced only when its
+    owner is this process's effective uid or trusted by ``trust_owner`` /
+    ``trust_any_owner=True``; otherwise :class:`UntrustedOwner`.
+    """
 
     def __init__(
         self,
@@ -148,6 +160,8 @@ class Producer:
         ring_capacity: int | None = None,
         alignment: int | None = None,
         prefault: bool = False,
+        trust_owner: int | Sequence[int] | None = None,
+        trust_any_owner: bool = False,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -197,7 +211,13 @@ class Producer:
 
 @final
 class Consumer:
-    """Opens channel ``name`` as a reader."""
+    """Opens channel ``name`` as a reader.
+
+    Only a channel whose ``/dev/shm`` object is owned by this process's
+    effective uid is opened (root: uid 0 only); another owner raises
+    :class:`UntrustedOwner` unless ``trust_owner`` (a uid or a list of uids)
+    or ``trust_any_owner=True`` trusts it.
+    """
 
     def __init__(
         self,
@@ -206,6 +226,8 @@ class Consumer:
         start: StartAt = "newest",
         wait: WaitStrategy = "spin_then_park",
         prefault: bool = False,
+        trust_owner: int | Sequence[int] | None = None,
+        trust_any_owner: bool = False,
     ) -> None: ...
     @property
     def name(self) -> str: ...

@@ -24,7 +24,7 @@ use pyo3::types::PyBytes;
 
 use crate::errors::{to_py, IntoPyResult};
 use crate::serial::{Serialized, Settle};
-use crate::{deadline, parse_start, parse_wait, slice_until};
+use crate::{deadline, parse_start, parse_trust, parse_wait, slice_until};
 
 impl Settle for bips::Consumer {
     type Item = bips::RawSample;
@@ -52,12 +52,17 @@ fn detach_sample(s: bips::Sample<'_>) -> Got {
 
 /// Opens a channel as a reader and receives its samples in place.
 ///
-/// ``Consumer(name, *, start="newest", wait="spin_then_park")``
+/// ``Consumer(name, *, start="newest", wait="spin_then_park", prefault=False,
+/// trust_owner=None, trust_any_owner=False)``
 ///
 /// ``start``: ``"newest"`` (the newest retained sample, or the next one),
 /// ``"oldest"`` (the oldest retained sample) or ``"next"`` (the next one
 /// published). ``wait``: how ``recv`` waits, ``"spin_then_park"``, ``"spin"``
-/// or ``"park"``.
+/// or ``"park"``. By default only a channel whose ``/dev/shm`` object is
+/// owned by this process's effective uid is opened (root's too: uid 0 only);
+/// another owner raises ``UntrustedOwner``. ``trust_owner``: a uid (or a list
+/// of uids) also trusted, e.g. the producer's user; ``trust_any_owner=True``:
+/// every owner (containers whose uids are not known in advance).
 ///
 /// Blocking calls release the GIL. A ``Consumer`` may be shared by threads;
 /// its calls are serialized. ``close()`` (or ``with``) detaches it; samples
@@ -148,12 +153,24 @@ impl Consumer {
 #[pymethods]
 impl Consumer {
     #[new]
-    #[pyo3(signature = (name, *, start = "newest", wait = "spin_then_park", prefault = false))]
-    fn new(py: Python<'_>, name: &str, start: &str, wait: &str, prefault: bool) -> PyResult<Self> {
+    #[pyo3(signature = (
+        name, *, start = "newest", wait = "spin_then_park", prefault = false,
+        trust_owner = None, trust_any_owner = false
+    ))]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        start: &str,
+        wait: &str,
+        prefault: bool,
+        trust_owner: Option<&Bound<'_, PyAny>>,
+        trust_any_owner: bool,
+    ) -> PyResult<Self> {
         let opts = bips::ConsumerOptions::new()
             .start(parse_start(start)?)
             .wait(parse_wait(wait)?)
-            .prefault(prefault);
+            .prefault(prefault)
+            .trust(parse_trust(trust_owner, trust_any_owner)?);
         let name = name.to_owned();
         // Opening may wait up to ~1 s for a producer still formatting.
         let consumer = py

@@ -29,6 +29,7 @@ pub(crate) enum Kind {
     InvalidName,
     InvalidOptions,
     NoSpace,
+    UntrustedOwner,
 }
 
 /// Name, extra built-in base, docstring.
@@ -38,7 +39,7 @@ type ClassSpec = (
     &'static str,
 );
 
-const CLASSES: [ClassSpec; 13] = [
+const CLASSES: [ClassSpec; 14] = [
     ("Error", None, "Base class of every bips error."),
     (
         "Timeout",
@@ -100,6 +101,12 @@ const CLASSES: [ClassSpec; 13] = [
         None,
         "Not enough shared memory in /dev/shm for the channel.",
     ),
+    (
+        "UntrustedOwner",
+        None,
+        "The channel's /dev/shm object is owned by a uid this process does not trust \
+         (see trust_owner= / trust_any_owner=); a PermissionDenied.",
+    ),
 ];
 
 static TYPES: PyOnceLock<Vec<Py<PyType>>> = PyOnceLock::new();
@@ -112,9 +119,12 @@ fn types(py: Python<'_>) -> PyResult<&Vec<Py<PyType>>> {
             let dict = PyDict::new(py);
             dict.set_item("__module__", "bips")?;
             dict.set_item("__doc__", doc)?;
-            let base = match out.first() {
-                Some(error) => error.bind(py).clone(),
-                None => PyException::type_object(py),
+            let base = match (name, out.first()) {
+                // A refusal of access too: `except bips.PermissionDenied`
+                // (and `except PermissionError`) catch it.
+                ("UntrustedOwner", _) => out[Kind::PermissionDenied as usize].bind(py).clone(),
+                (_, Some(error)) => error.bind(py).clone(),
+                (_, None) => PyException::type_object(py),
             };
             let bases = match extra {
                 Some(builtin) => PyTuple::new(py, [base, builtin(py)])?,
@@ -158,7 +168,8 @@ pub(crate) fn to_py(e: bips::Error) -> PyErr {
         E::InvalidOptions(_) => Kind::InvalidOptions,
         E::ChannelBusy { .. } => Kind::ChannelBusy,
         E::NotFound { .. } => Kind::NotFound,
-        E::PermissionDenied { .. } => Kind::PermissionDenied,
+        E::PermissionDenied { .. } | E::StaleNotRemovable { .. } => Kind::PermissionDenied,
+        E::UntrustedOwner { .. } => Kind::UntrustedOwner,
         E::NoSpace { .. } => Kind::NoSpace,
         E::Timeout => Kind::Timeout,
         E::Disconnected => Kind::Disconnected,

@@ -82,6 +82,47 @@ pub(crate) fn parse_start(s: &str) -> PyResult<bips::Start> {
     }
 }
 
+/// The owner trust of the `trust_owner=` / `trust_any_owner=` keyword
+/// arguments: `trust_owner` an int (a uid) or a sequence of ints.
+pub(crate) fn parse_trust(
+    trust_owner: Option<&Bound<'_, PyAny>>,
+    trust_any_owner: bool,
+) -> PyResult<bips::OwnerPolicy> {
+    let uids: Vec<u32> = match trust_owner {
+        None => Vec::new(),
+        Some(v) if v.is_none() => Vec::new(),
+        Some(v) => match v.extract::<u32>() {
+            Ok(uid) => vec![uid],
+            Err(_) if v.is_instance_of::<pyo3::types::PyString>() => {
+                return Err(trust_invalid(v));
+            }
+            Err(_) => v.extract::<Vec<u32>>().map_err(|_| trust_invalid(v))?,
+        },
+    };
+    if trust_any_owner {
+        if !uids.is_empty() {
+            return Err(errors::new_err(
+                errors::Kind::InvalidOptions,
+                "give trust_owner=<uid> or trust_any_owner=True, not both",
+            ));
+        }
+        return Ok(bips::OwnerPolicy::Any);
+    }
+    Ok(uids
+        .into_iter()
+        .fold(bips::OwnerPolicy::default(), bips::OwnerPolicy::with_uid))
+}
+
+fn trust_invalid(v: &Bound<'_, PyAny>) -> PyErr {
+    errors::new_err(
+        errors::Kind::InvalidOptions,
+        format!(
+            "invalid trust_owner {}: use a uid (an int from 0 to 4294967295) or a list of uids",
+            v.repr().map(|r| r.to_string()).unwrap_or_default()
+        ),
+    )
+}
+
 /// Names of the channels in `/dev/shm` (live or stale).
 #[pyfunction]
 fn list_channels() -> PyResult<Vec<String>> {

@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 
 use crate::errors::{new_err, to_py, IntoPyResult, Kind};
 use crate::serial::{Serialized, Settle};
-use crate::{deadline, parse_backpressure, parse_wait, slice_until};
+use crate::{deadline, parse_backpressure, parse_trust, parse_wait, slice_until};
 
 /// A loaned buffer, detached from the producer's borrow.
 pub(crate) struct Loan {
@@ -49,7 +49,7 @@ type Core = Serialized<bips::Producer>;
 ///
 /// ``Producer(name, buffers, size, *, backpressure="block", max_consumers=8,
 /// meta_size=64, mode=0o600, wait="spin_then_park", ring_capacity=None,
-/// alignment=None, prefault=False)``
+/// alignment=None, prefault=False, trust_owner=None, trust_any_owner=False)``
 ///
 /// Makes ``/dev/shm/bips.<name>`` with a pool of ``buffers`` buffers of
 /// ``size`` bytes. ``backpressure``: ``"block"`` (lossless, the slowest
@@ -57,6 +57,11 @@ type Core = Serialized<bips::Producer>;
 /// consumers skip and see ``Sample.lagged``). ``close()`` (or ``with``, or
 /// garbage collection) closes the channel: consumers drain and get
 /// ``Disconnected``; loans still alive delay that until they go.
+///
+/// A stale object left under ``name`` by a dead producer is replaced only
+/// when this process's effective uid owns it, or ``trust_owner`` (a uid or a
+/// list of uids) / ``trust_any_owner=True`` trusts its owner; otherwise
+/// ``UntrustedOwner``.
 #[pyclass(frozen, module = "bips", name = "Producer")]
 pub(crate) struct Producer {
     core: StdMutex<Option<Arc<Core>>>,
@@ -155,7 +160,7 @@ impl Producer {
     #[pyo3(signature = (
         name, buffers, size, *, backpressure = "block", max_consumers = 8, meta_size = 64,
         mode = 0o600, wait = "spin_then_park", ring_capacity = None, alignment = None,
-        prefault = false
+        prefault = false, trust_owner = None, trust_any_owner = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -171,6 +176,8 @@ impl Producer {
         ring_capacity: Option<u32>,
         alignment: Option<u32>,
         prefault: bool,
+        trust_owner: Option<&Bound<'_, PyAny>>,
+        trust_any_owner: bool,
     ) -> PyResult<Self> {
         let mut opts = bips::Options::new(buffers, size)
             .backpressure(parse_backpressure(backpressure)?)
@@ -178,7 +185,8 @@ impl Producer {
             .meta_size(meta_size)
             .mode(mode)
             .wait(parse_wait(wait)?)
-            .prefault(prefault);
+            .prefault(prefault)
+            .trust(parse_trust(trust_owner, trust_any_owner)?);
         if let Some(r) = ring_capacity {
             opts = opts.ring_capacity(r);
         }

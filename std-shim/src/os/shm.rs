@@ -14,6 +14,7 @@ use rustix::mm::{self, Advice, MapFlags, ProtFlags};
 use rustix::shm;
 
 use crate::error::{from_errno, Error, Result};
+use crate::trust::OwnerPolicy;
 
 /// Prefix of every bips object in `/dev/shm`.
 const PREFIX: &str = "bips.";
@@ -384,11 +385,25 @@ impl Segment {
     /// size 0 (its creator has not sized it yet, or died doing so), one larger
     /// than the address space, or one that is not a regular file gives
     /// [`Error::Io`] with [`std::io::ErrorKind::InvalidData`].
+    ///
+    /// Whoever owns the object: for monitoring. Consumers and producers use
+    /// [`Segment::open_trusted`].
     pub fn open(name: &ChannelName, map: &MapOptions) -> Result<Segment> {
+        Self::open_trusted(name, map, &OwnerPolicy::Any)
+    }
+
+    /// Like [`Segment::open`], but first [`Error::UntrustedOwner`] unless
+    /// `owner` trusts the object's owner (T2, see [`crate::trust`]).
+    pub fn open_trusted(
+        name: &ChannelName,
+        map: &MapOptions,
+        owner: &OwnerPolicy,
+    ) -> Result<Segment> {
         let flags = shm::OFlags::RDWR | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
         let fd = shm::open(name.shm_name(), flags, Mode::empty())
             .map_err(|e| from_errno("shm_open", name.as_str(), 0, e))?;
         let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
+        owner.check(name, st.st_uid)?;
         let invalid = |msg: String| Error::Io {
             op: "open",
             name: name.as_str().to_owned(),

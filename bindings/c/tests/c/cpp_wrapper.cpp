@@ -55,6 +55,16 @@ int main(int argc, char** argv) {
             CHECK(std::string(e.status_name()) == "BIPS_E_INVALID_ARGUMENT");
         }
 
+        {
+            // Owner trust (T2): the setters chain; a ninth uid is refused.
+            bips::Consumer trusting(name, bips::ConsumerOptions().trust_owner(65534).trust_any_owner());
+            CHECK(trusting.geometry().buffers == 4);
+            CHECK(status_of([] {
+                      bips::ConsumerOptions o;
+                      for (uint32_t u = 0; u <= BIPS_MAX_TRUSTED_UIDS; u++) o.trust_owner(1000 + u);
+                  }) == BIPS_E_INVALID_ARGUMENT);
+            CHECK(status_of([] { bips::Options(4, 64).trust_owner(65534).trust_any_owner(); }) == BIPS_OK);
+        }
         bips::Consumer consumer(name, bips::ConsumerOptions().start(BIPS_START_OLDEST));
         CHECK(producer.consumer_count() == 1);
         CHECK(!consumer.try_recv().has_value());

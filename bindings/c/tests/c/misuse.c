@@ -368,6 +368,37 @@ static void mailbox(void) {
     EXPECT(bips_producer_destroy(p), BIPS_OK);
 }
 
+/* Owner trust (T2): the setters check their arguments; trusting more than
+ * our own uid still opens our own channel. */
+static void trust(void) {
+    bips_consumer_options co;
+    bips_options o;
+    EXPECT(bips_consumer_options_trust_owner(NULL, 1), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_consumer_options_trust_any_owner(NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_options_trust_owner(NULL, 1), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_options_trust_any_owner(NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_options_default(&o), BIPS_OK);
+    EXPECT(bips_options_trust_owner(&o, 65534), BIPS_OK);
+    CHECK(o.trusted_uid_count == 1 && o.trusted_uids[0] == 65534 && o.trust_any_owner == 0);
+    EXPECT(bips_options_trust_any_owner(&o), BIPS_OK);
+    CHECK(o.trust_any_owner == 1);
+    EXPECT(bips_consumer_options_default(&co), BIPS_OK);
+    CHECK(co.trusted_uid_count == 0 && co.trust_any_owner == 0);
+    for (uint32_t u = 0; u < BIPS_MAX_TRUSTED_UIDS; u++)
+        EXPECT(bips_consumer_options_trust_owner(&co, 1000 + u), BIPS_OK);
+    EXPECT(bips_consumer_options_trust_owner(&co, 1000), BIPS_OK); /* already there */
+    EXPECT(bips_consumer_options_trust_owner(&co, 7), BIPS_E_INVALID_ARGUMENT);
+    CHECK(strstr(bips_last_error_message(), "trust_any_owner") != NULL);
+    co.trusted_uid_count = BIPS_MAX_TRUSTED_UIDS + 1; /* set by hand: checked at open */
+    bips_consumer *c = NULL;
+    EXPECT(bips_consumer_open(name_a, &co, &c), BIPS_E_INVALID_ARGUMENT);
+    co.trusted_uid_count = 1;
+    bips_producer *p = make_producer(name_a, 2);
+    EXPECT(bips_consumer_open(name_a, &co, &c), BIPS_OK);
+    EXPECT(bips_consumer_destroy(c), BIPS_OK);
+    EXPECT(bips_producer_destroy(p), BIPS_OK);
+}
+
 int main(int argc, char **argv) {
     const char *prefix = argc > 1 ? argv[1] : "misuse";
     snprintf(name_a, sizeof name_a, "%s-a", prefix);
@@ -379,6 +410,7 @@ int main(int argc, char **argv) {
     swapped_owners();
     threads();
     mailbox();
+    trust();
     printf("misuse: %d checks, %d failed\n", checks, failed);
     return failed != 0;
 }
