@@ -5,7 +5,6 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::ptr::{self, NonNull};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{self as rfs, FallocateFlags, FileType, Mode};
@@ -13,112 +12,13 @@ use rustix::io::Errno;
 use rustix::mm::{self, Advice, MapFlags, ProtFlags};
 use rustix::shm;
 
+// Re-exported here so that existing `os::shm::…` paths (and the crate's
+// public `bips::list_channels`) stay as they were before the split.
+pub use super::dir::list_channels;
+pub(crate) use super::dir::staged_objects;
+pub(crate) use super::name::ChannelName;
+use super::name::{SHM_DIR, STAGING_PREFIX};
 use crate::error::{from_errno, Error, Result};
-
-/// Prefix of every bips object in `/dev/shm`.
-const PREFIX: &str = "bips.";
-/// Prefix of an object being created (`bips..new-<pid>-<n>`): never a
-/// channel's name, since a channel name cannot start with `.`. A producer
-/// creates, locks and formats its segment under such a name and only then
-/// renames it into place, so an object under a channel's name is always
-/// complete and, while its producer lives, locked.
-pub(crate) const STAGING_PREFIX: &str = "bips..new-";
-/// Where Linux keeps POSIX shared-memory objects (a tmpfs).
-const SHM_DIR: &str = "/dev/shm";
-/// Longest user channel name, in bytes.
-pub const MAX_NAME_LEN: usize = 200;
-
-/// A validated channel name.
-///
-/// Rules: 1 to [`MAX_NAME_LEN`] (200) bytes, each one of `A-Z a-z 0-9 . _ -`;
-/// not starting with `.` (so neither `.` nor `..`, nor a hidden file). The
-/// shared-memory object is `/dev/shm/bips.<name>`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelName {
-    /// `"bips.<name>"`.
-    shm_name: String,
-}
-
-impl ChannelName {
-    /// Validates `name`; [`Error::InvalidName`] says which rule it breaks.
-    pub fn new(name: &str) -> Result<Self> {
-        let reason = if name.is_empty() {
-            Some("the name is empty")
-        } else if name.len() > MAX_NAME_LEN {
-            Some("the name is longer than 200 bytes")
-        } else if name == "." || name == ".." {
-            Some("\".\" and \"..\" are not names")
-        } else if name.starts_with('.') {
-            Some("the name starts with '.'")
-        } else if name.contains('/') {
-            Some("the name contains '/'")
-        } else if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            Some("the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason,
-            }),
-            None => Ok(Self {
-                shm_name: format!("{PREFIX}{name}"),
-            }),
-        }
-    }
-
-    /// The user's name, e.g. `"camera0"`.
-    pub fn as_str(&self) -> &str {
-        &self.shm_name[PREFIX.len()..]
-    }
-
-    /// The name given to `shm_open`, e.g. `"bips.camera0"` (no leading slash:
-    /// rustix joins it to `/dev/shm/` itself).
-    pub fn shm_name(&self) -> &str {
-        &self.shm_name
-    }
-
-    /// The object's path, e.g. `/dev/shm/bips.camera0`.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(SHM_DIR).join(&self.shm_name)
-    }
-}
-
-impl fmt::Debug for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ChannelName").field(&self.as_str()).finish()
-    }
-}
-
-impl fmt::Display for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl AsRef<str> for ChannelName {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl FromStr for ChannelName {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<&str> for ChannelName {
-    type Error = Error;
-    fn try_from(s: &str) -> Result<Self> {
-        Self::new(s)
-    }
-}
 
 /// How a [`Segment`] is mapped. `Default`: all off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -301,9 +201,7 @@ impl Segment {
             let staged = format!("{STAGING_PREFIX}{}-{n}", std::process::id());
             // Validated as a channel name minus its leading '.', so it is a
             // single path component of the allowed characters.
-            let tmp = ChannelName {
-                shm_name: staged.clone(),
-            };
+            let tmp = ChannelName::from_shm_name_unchecked(staged.clone());
             match Self::create(&tmp, len, mode, map).map_err(|e| e.renamed(name.as_str()))? {
                 Ok(mut seg) => {
                     seg.name = name.clone();
@@ -601,7 +499,7 @@ impl Drop for Segment {
         if let Some(staged) = self.staged.take() {
             // Never published: remove our staging object (only if that name
             // still is ours).
-            let tmp = ChannelName { shm_name: staged };
+            let tmp = ChannelName::from_shm_name_unchecked(staged);
             unlink_if_same(file_id(self.fd.as_fd()), &tmp);
         }
         // SAFETY: `ptr`/`len` are exactly the mapping `map` made, which nothing
@@ -626,7 +524,7 @@ fn reserve_fallocate(fd: BorrowedFd<'_>, name: &ChannelName, bytes: u64) -> Resu
 
 /// `(st_dev, st_ino)` of an open file, if `fstat` works.
 #[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
-fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+pub(crate) fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
     rfs::fstat(fd)
         .ok()
         .map(|st| (st.st_dev as u64, st.st_ino as u64))
@@ -634,7 +532,7 @@ fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
 
 /// Unlinks `name` if it still names the object identified by `id`.
 #[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
-fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
+pub(crate) fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
     let Some(id) = id else { return };
     if let Ok(now) = rfs::lstat(name.path()) {
         if (now.st_dev as u64, now.st_ino as u64) == id {
@@ -647,86 +545,6 @@ fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
 /// may use 16 or 64 KiB).
 pub fn page_size() -> usize {
     rustix::param::page_size()
-}
-
-/// User names of the bips channels present in `/dev/shm` (entries named
-/// `bips.<valid name>`), sorted. No `/dev/shm` means no channels.
-pub fn list_channels() -> std::io::Result<Vec<String>> {
-    let dir = match std::fs::read_dir(SHM_DIR) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for entry in dir {
-        let entry = entry?;
-        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if let Some(user) = file.strip_prefix(PREFIX) {
-            if ChannelName::new(user).is_ok() {
-                names.push(user.to_owned());
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// A staging object (`/dev/shm/bips..new-*`) left in `/dev/shm`, see
-/// [`Segment::create_staged`].
-#[derive(Debug)]
-pub(crate) struct Staged {
-    /// Its file name in `/dev/shm`.
-    pub file: String,
-    /// Time since it was last modified (`None`: unknown).
-    pub age: Option<std::time::Duration>,
-}
-
-/// The staging objects in `/dev/shm`: producers being created right now, or
-/// leftovers of producers that died while creating.
-pub(crate) fn staged_objects() -> std::io::Result<Vec<Staged>> {
-    let dir = match std::fs::read_dir(SHM_DIR) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for entry in dir {
-        let entry = entry?;
-        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if file.starts_with(STAGING_PREFIX) {
-            let age = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
-            out.push(Staged { file, age });
-        }
-    }
-    Ok(out)
-}
-
-impl Staged {
-    /// Opens it (no mapping) to ask who holds its producer lock.
-    pub(crate) fn open(&self) -> Result<OwnedFd> {
-        let flags =
-            shm::OFlags::RDONLY | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
-        shm::open(self.file.as_str(), flags, Mode::empty())
-            .map_err(|e| from_errno("shm_open", &self.file, 0, e))
-    }
-
-    /// Unlinks it if its name still names the object `fd` refers to.
-    /// Returns whether it did.
-    pub(crate) fn unlink_if_same(&self, fd: BorrowedFd<'_>) -> bool {
-        let tmp = ChannelName {
-            shm_name: self.file.clone(),
-        };
-        unlink_if_same(file_id(fd), &tmp);
-        rfs::lstat(tmp.path()).is_err()
-    }
 }
 
 /// Helpers for tests that touch `/dev/shm` (unique names, cleanup guards).
@@ -761,72 +579,6 @@ mod tests {
     use super::test_util::{unique_name, Cleanup};
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn name_validation() {
-        let long_ok = "a".repeat(200);
-        for good in [
-            "a",
-            "camera0",
-            "cam.front-left_1",
-            "A.B",
-            "-x",
-            "x..y",
-            "x.",
-            long_ok.as_str(),
-        ] {
-            let n = ChannelName::new(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
-            assert_eq!(n.as_str(), good);
-            assert_eq!(n.shm_name(), format!("bips.{good}"));
-            assert_eq!(n.path(), PathBuf::from(format!("/dev/shm/bips.{good}")));
-            assert_eq!(n.to_string(), good);
-        }
-        let long_bad = "a".repeat(201);
-        let bad: &[(&str, &str)] = &[
-            ("", "the name is empty"),
-            (&long_bad, "the name is longer than 200 bytes"),
-            (".", "\".\" and \"..\" are not names"),
-            ("..", "\".\" and \"..\" are not names"),
-            (".hidden", "the name starts with '.'"),
-            ("a/b", "the name contains '/'"),
-            ("/abs", "the name contains '/'"),
-            (
-                "sp ace",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "nul\0",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "caméra",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "a:b",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "a\\b",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-        ];
-        for (name, why) in bad {
-            match ChannelName::new(name) {
-                Err(Error::InvalidName { name: n, reason }) => {
-                    assert_eq!(&n, name);
-                    assert_eq!(reason, *why, "for {name:?}");
-                }
-                other => panic!("{name:?} should be invalid, got {other:?}"),
-            }
-        }
-        // The message names the input and the rule.
-        let msg = ChannelName::new("a b").unwrap_err().to_string();
-        assert!(msg.contains("\"a b\"") && msg.contains("A-Z"), "{msg}");
-        // Parsing entry points agree.
-        assert!("ok".parse::<ChannelName>().is_ok());
-        assert!(ChannelName::try_from("..").is_err());
-    }
 
     #[test]
     #[cfg_attr(miri, ignore)]
