@@ -9,7 +9,7 @@ use bips_core::Region;
 use crate::error::{Error, Result};
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
-use crate::os::shm::{page_size, ChannelName, Publish, Segment};
+use crate::os::shm::{page_size, Access, ChannelName, MapOptions, Object, Publish, Segment};
 use crate::waiting::{now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
 
@@ -288,32 +288,45 @@ impl Drop for Producer {
     }
 }
 
-/// Finds out whether the existing segment `name` has a live producer; if not,
+/// Finds out whether the existing object `name` has a live producer; if not,
 /// removes it so a new one can be created.
+///
+/// T1: the name is removed only after this process opened the object, holds
+/// its byte-0 lock and so has identified it as dead (a producer holds that
+/// lock from before its object gets the name until it exits). Every other
+/// outcome is an error, never a removal: a live producer is
+/// [`Error::ChannelBusy`]; an object this process cannot open (out of file
+/// descriptors, no permission, a symlink or a directory planted there, ...)
+/// is that error. Locks need no mapping, so an object that cannot be mapped
+/// (empty, truncated, garbage) is still judged by its lock; mapping it only
+/// serves to tell its consumers, once it is known dead.
 fn replace_stale(name: &ChannelName) -> Result<()> {
-    let seg = match Segment::open(name, &Default::default()) {
-        Ok(seg) => seg,
-        // Gone in between, or too broken to map: remove the name and retry.
+    let obj = match Object::open(name, Access::ReadWrite) {
+        Ok(obj) => obj,
+        // Gone in between: publish again.
         Err(Error::NotFound { .. }) => return Ok(()),
-        Err(Error::PermissionDenied { name }) => return Err(Error::PermissionDenied { name }),
-        Err(_) => return Segment::unlink(name),
+        Err(e) => return Err(e),
     };
-    if lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
-        // Its producer is dead (its lock died with it). Mark it closed so its
-        // consumers drain and disconnect, then take the name.
+    if !lock::try_lock(obj.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
+        return Err(Error::ChannelBusy {
+            name: name.as_str().to_owned(),
+        });
+    }
+    // We hold its byte-0 lock: its producer is dead (the lock died with it),
+    // and no one else who follows T1 can remove or replace the name while we
+    // hold it. Mark it closed so its consumers drain and disconnect (best
+    // effort: an object that cannot be mapped or read as a channel has no
+    // consumers to tell, and consumers also see the producer's lock gone).
+    if let Ok(seg) = obj.map(&MapOptions::default()) {
         // SAFETY: `seg` maps the whole object and outlives `region` (dropped
         // at the end of this block); an unvalidated header is refused by attach.
         if let Ok(region) = unsafe { Region::attach(seg.as_ptr(), seg.len()) } {
             region.close(&FutexWake);
         }
-        // Only this stale object: never one another producer just made.
-        seg.unlink_if_same();
-        Ok(())
-    } else {
-        Err(Error::ChannelBusy {
-            name: name.as_str().to_owned(),
-        })
     }
+    // Only this dead object: never one another producer just made.
+    obj.unlink_if_same();
+    Ok(())
 }
 
 fn io(op: &'static str, name: &ChannelName, e: std::io::Error) -> Error {

@@ -18,7 +18,7 @@ pub use super::dir::list_channels;
 pub(crate) use super::dir::staged_objects;
 pub(crate) use super::name::ChannelName;
 use super::name::{SHM_DIR, STAGING_PREFIX};
-use crate::error::{from_errno, Error, Result};
+use crate::error::{from_errno, from_io, Error, Result};
 
 /// How a [`Segment`] is mapped. `Default`: all off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub struct Exists;
 
 /// A whole shared-memory object, mapped `MAP_SHARED` read + write.
 ///
+/// Opened [`Access::ReadOnly`] (see [`Object`]), the mapping is `PROT_READ`:
+/// writing through [`as_ptr`](Self::as_ptr) then faults.
+///
 /// Unmapped on drop; the fd is closed by its `OwnedFd`. Pointers obtained from
 /// [`as_ptr`](Self::as_ptr) must not be used after the `Segment` is dropped.
 ///
@@ -82,6 +85,8 @@ pub struct Segment {
     /// [`published`](Segment::publish): the object's staging name (unlinked
     /// on drop).
     staged: Option<String>,
+    /// Whether the mapping may be written ([`Access::ReadOnly`]: `PROT_READ`).
+    access: Access,
 }
 
 /// What [`Segment::publish`] found.
@@ -110,6 +115,7 @@ impl fmt::Debug for Segment {
             .field("name", &self.name)
             .field("len", &self.len)
             .field("ptr", &self.ptr)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }
@@ -282,40 +288,11 @@ impl Segment {
     /// size 0 (its creator has not sized it yet, or died doing so), one larger
     /// than the address space, or one that is not a regular file gives
     /// [`Error::Io`] with [`std::io::ErrorKind::InvalidData`].
+    ///
+    /// The same as [`Object::open`] with [`Access::ReadWrite`], then
+    /// [`Object::map`].
     pub fn open(name: &ChannelName, map: &MapOptions) -> Result<Segment> {
-        let flags = shm::OFlags::RDWR | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
-        let fd = shm::open(name.shm_name(), flags, Mode::empty())
-            .map_err(|e| from_errno("shm_open", name.as_str(), 0, e))?;
-        let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
-        let invalid = |msg: String| Error::Io {
-            op: "open",
-            name: name.as_str().to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
-        };
-        if !FileType::from_raw_mode(st.st_mode).is_file() {
-            return Err(invalid(format!(
-                "{} is not a regular file; remove it",
-                name.path().display()
-            )));
-        }
-        let size = st.st_size;
-        if size <= 0 {
-            return Err(invalid(format!(
-                "{} is empty: its producer is still creating it (retry) or died while \
-                 creating it (remove it with `bips clean`)",
-                name.path().display()
-            )));
-        }
-        let len = match usize::try_from(size) {
-            Ok(len) if len <= isize::MAX as usize => len,
-            _ => {
-                return Err(invalid(format!(
-                    "{} is {size} bytes, more than this address space can map",
-                    name.path().display()
-                )))
-            }
-        };
-        Self::map(fd, len, name.clone(), map, false)
+        Object::open(name, Access::ReadWrite)?.into_segment(map)
     }
 
     /// Maps `fd` whole and applies `opts`. `created`: the object is new and its
@@ -327,7 +304,23 @@ impl Segment {
         opts: &MapOptions,
         created: bool,
     ) -> Result<Segment> {
+        Self::map_with(fd, len, name, opts, created, Access::ReadWrite)
+    }
+
+    /// [`Segment::map`] with the mapping's protection given by `access`.
+    fn map_with(
+        fd: OwnedFd,
+        len: usize,
+        name: ChannelName,
+        opts: &MapOptions,
+        created: bool,
+        access: Access,
+    ) -> Result<Segment> {
         let bytes = len as u64;
+        let prot = match access {
+            Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+            Access::ReadOnly => ProtFlags::READ,
+        };
         let mut flags = MapFlags::SHARED;
         // With huge pages, populate only after MADV_HUGEPAGE, or the pages
         // faulted in now would be small ones.
@@ -338,16 +331,7 @@ impl Segment {
         // existing memory of this process is replaced; `fd` is a valid open
         // descriptor of an object at least `len` bytes long (we sized it, or
         // fstat said so), and `len` is non-zero.
-        let p = unsafe {
-            mm::mmap(
-                ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                flags,
-                &fd,
-                0,
-            )
-        };
+        let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, &fd, 0) };
         let p = p.map_err(|e| from_errno("mmap", name.as_str(), bytes, e))?;
         let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
             // mmap never returns null for a non-MAP_FIXED success; be safe anyway.
@@ -364,6 +348,7 @@ impl Segment {
             len,
             name,
             staged: None,
+            access,
         };
         seg.apply(opts, created)?;
         Ok(seg)
@@ -382,7 +367,13 @@ impl Segment {
                 Ok(()) | Err(Errno::INVAL) => {}
                 Err(e) => return Err(from_errno("madvise(MADV_HUGEPAGE)", name, bytes, e)),
             }
-            if created || opts.prefault {
+            if self.access == Access::ReadOnly {
+                // MADV_POPULATE_WRITE needs a writable mapping; a reader
+                // faults the pages in by reading them.
+                if opts.prefault {
+                    self.touch_pages();
+                }
+            } else if created || opts.prefault {
                 // SAFETY: the range is exactly our live mapping;
                 // MADV_POPULATE_WRITE faults pages in as a write would, without
                 // changing any byte.
@@ -455,6 +446,10 @@ impl Segment {
     ///
     /// Processes that have it open or mapped keep using it; the name is free
     /// for a new object at once.
+    ///
+    /// Not for replacing or cleaning a channel: that is T1's job (lock, then
+    /// [`Object::unlink_if_same`]). Tests use this to clean up.
+    #[allow(dead_code)]
     pub fn unlink(name: &ChannelName) -> Result<()> {
         match shm::unlink(name.shm_name()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -477,10 +472,7 @@ impl Segment {
     /// created anew under the same name since we opened it). Returns whether
     /// it did.
     pub fn unlink_if_same(&self) -> bool {
-        let id = file_id(self.fd.as_fd());
-        let before = rfs::lstat(self.name.path()).ok();
-        unlink_if_same(id, &self.name);
-        before.is_some() && rfs::lstat(self.name.path()).is_err()
+        unlink_if_same_reporting(self.fd.as_fd(), &self.name)
     }
 
     /// The object's fd (for [`lock`](super::lock) and `fstat`).
@@ -492,6 +484,152 @@ impl Segment {
     pub fn name(&self) -> &ChannelName {
         &self.name
     }
+}
+
+/// How an existing object is opened (and, once mapped, protected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Access {
+    /// `O_RDWR`, mapped `PROT_READ | PROT_WRITE`: producers and consumers.
+    /// Needed to take a liveness lock (a write lock needs a writable fd).
+    #[default]
+    ReadWrite,
+    /// `O_RDONLY`, mapped `PROT_READ`: monitoring (`bips list`/`inspect`).
+    /// Enough to read the region's atomics and to ask who holds which lock
+    /// (`F_OFD_GETLK`), not to take a lock.
+    ReadOnly,
+}
+
+/// An existing `/dev/shm/bips.<name>` opened but not mapped: enough to take
+/// or query its locks (locks need no mapping), read its size, and unlink
+/// exactly this object. Unlike a [`Segment`] it may be empty or garbage, so
+/// it is what a process uses to find out whether a broken object is dead.
+pub struct Object {
+    fd: OwnedFd,
+    name: ChannelName,
+    size: u64,
+    access: Access,
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Object")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Object {
+    /// Opens the existing `/dev/shm/bips.<name>` (never through a symlink)
+    /// and checks that it is a regular file.
+    ///
+    /// [`Error::NotFound`] when it does not exist, [`Error::PermissionDenied`]
+    /// when its mode does not grant `access`; a symlink (`ELOOP`), a
+    /// directory (`EISDIR`) or any other non-regular file gives
+    /// [`Error::Io`]. Its size may be anything, 0 included.
+    pub fn open(name: &ChannelName, access: Access) -> Result<Object> {
+        let mode = match access {
+            Access::ReadWrite => shm::OFlags::RDWR,
+            Access::ReadOnly => shm::OFlags::RDONLY,
+        };
+        // Never follow a symlink planted in the world-writable /dev/shm;
+        // O_NONBLOCK: opening a FIFO planted there must not block (it is
+        // refused below; it has no effect on a regular file).
+        let flags = mode
+            | shm::OFlags::from_bits_retain(
+                rfs::OFlags::NOFOLLOW.bits() | rfs::OFlags::NONBLOCK.bits(),
+            );
+        let fd = shm::open(name.shm_name(), flags, Mode::empty())
+            .map_err(|e| from_errno("shm_open", name.as_str(), 0, e))?;
+        let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
+        if !FileType::from_raw_mode(st.st_mode).is_file() {
+            return Err(invalid(
+                name,
+                format!("{} is not a regular file; remove it", name.path().display()),
+            ));
+        }
+        Ok(Object {
+            fd,
+            name: name.clone(),
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            access,
+        })
+    }
+
+    /// The object's fd (for [`lock`](super::lock)).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Maps all of it, with the protection of its [`Access`].
+    ///
+    /// An object of size 0 (its creator has not sized it yet, or died doing
+    /// so) or one larger than the address space gives [`Error::Io`] with
+    /// [`std::io::ErrorKind::InvalidData`].
+    pub fn into_segment(self, map: &MapOptions) -> Result<Segment> {
+        let len = self.mappable_len()?;
+        Segment::map_with(self.fd, len, self.name, map, false, self.access)
+    }
+
+    /// Maps all of it like [`Object::into_segment`], keeping `self`: the
+    /// segment gets a duplicate of the fd, i.e. the same open file
+    /// description, so locks taken through either are shared.
+    pub fn map(&self, map: &MapOptions) -> Result<Segment> {
+        let len = self.mappable_len()?;
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| from_io("dup", self.name.as_str(), 0, e))?;
+        Segment::map_with(fd, len, self.name.clone(), map, false, self.access)
+    }
+
+    fn mappable_len(&self) -> Result<usize> {
+        let size = self.size;
+        if size == 0 {
+            return Err(invalid(
+                &self.name,
+                format!(
+                    "{} is empty: its producer is still creating it (retry) or died while \
+                     creating it (remove it with `bips clean`)",
+                    self.name.path().display()
+                ),
+            ));
+        }
+        match usize::try_from(size) {
+            Ok(len) if len <= isize::MAX as usize => Ok(len),
+            _ => Err(invalid(
+                &self.name,
+                format!(
+                    "{} is {size} bytes, more than this address space can map",
+                    self.name.path().display()
+                ),
+            )),
+        }
+    }
+
+    /// Unlinks the name only if it still names this very object. Returns
+    /// whether it did.
+    pub fn unlink_if_same(&self) -> bool {
+        unlink_if_same_reporting(self.fd.as_fd(), &self.name)
+    }
+}
+
+/// [`Error::Io`] of kind `InvalidData` from `open`.
+fn invalid(name: &ChannelName, msg: String) -> Error {
+    Error::Io {
+        op: "open",
+        name: name.as_str().to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+    }
+}
+
+/// [`unlink_if_same`] for the object `fd` refers to; whether the name is gone.
+fn unlink_if_same_reporting(fd: BorrowedFd<'_>, name: &ChannelName) -> bool {
+    let id = file_id(fd);
+    let before = rfs::lstat(name.path()).ok();
+    unlink_if_same(id, name);
+    before.is_some() && rfs::lstat(name.path()).is_err()
 }
 
 impl Drop for Segment {
