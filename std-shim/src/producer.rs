@@ -301,16 +301,30 @@ impl Drop for Producer {
 /// (empty, truncated, garbage) is still judged by its lock; mapping it only
 /// serves to tell its consumers, once it is known dead.
 fn replace_stale(name: &ChannelName) -> Result<()> {
+    /// How many times (1 ms apart) a locked object is looked at again.
+    const BUSY_RECHECKS: u32 = 20;
     let obj = match Object::open(name, Access::ReadWrite) {
         Ok(obj) => obj,
         // Gone in between: publish again.
         Err(Error::NotFound { .. }) => return Ok(()),
         Err(e) => return Err(e),
     };
-    if !lock::try_lock(obj.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
-        return Err(Error::ChannelBusy {
-            name: name.as_str().to_owned(),
-        });
+    // A live producer holds byte 0 for its whole life; `bips clean` holds it
+    // only for the instant of its own check (then removes the object if it
+    // is dead): look again for a little while before calling the channel busy.
+    let mut rechecks = 0;
+    while !lock::try_lock(obj.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
+        if !obj.still_named() {
+            // Removed meanwhile (by a sweep that found it dead): publish again.
+            return Ok(());
+        }
+        rechecks += 1;
+        if rechecks > BUSY_RECHECKS {
+            return Err(Error::ChannelBusy {
+                name: name.as_str().to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
     // We hold its byte-0 lock: its producer is dead (the lock died with it),
     // and no one else who follows T1 can remove or replace the name while we

@@ -71,10 +71,12 @@ pub(crate) fn staged_objects() -> std::io::Result<Vec<Staged>> {
 }
 
 impl Staged {
-    /// Opens it (no mapping) to ask who holds its producer lock.
+    /// Opens it read-write (no mapping), to take its producer lock.
     pub(crate) fn open(&self) -> Result<OwnedFd> {
-        let flags =
-            shm::OFlags::RDONLY | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
+        let flags = shm::OFlags::RDWR
+            | shm::OFlags::from_bits_retain(
+                rfs::OFlags::NOFOLLOW.bits() | rfs::OFlags::NONBLOCK.bits(),
+            );
         shm::open(self.file.as_str(), flags, Mode::empty())
             .map_err(|e| from_errno("shm_open", &self.file, 0, e))
     }

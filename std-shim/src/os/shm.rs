@@ -540,14 +540,16 @@ impl Object {
             | shm::OFlags::from_bits_retain(
                 rfs::OFlags::NOFOLLOW.bits() | rfs::OFlags::NONBLOCK.bits(),
             );
-        let fd = shm::open(name.shm_name(), flags, Mode::empty())
-            .map_err(|e| from_errno("shm_open", name.as_str(), 0, e))?;
+        let fd = match shm::open(name.shm_name(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Err(not_regular(name, FileType::Symlink)),
+            Err(Errno::ISDIR) => return Err(not_regular(name, FileType::Directory)),
+            Err(e) => return Err(from_errno("shm_open", name.as_str(), 0, e)),
+        };
         let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
-        if !FileType::from_raw_mode(st.st_mode).is_file() {
-            return Err(invalid(
-                name,
-                format!("{} is not a regular file; remove it", name.path().display()),
-            ));
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if !kind.is_file() {
+            return Err(not_regular(name, kind));
         }
         Ok(Object {
             fd,
@@ -590,8 +592,10 @@ impl Object {
             return Err(invalid(
                 &self.name,
                 format!(
-                    "{} is empty: its producer is still creating it (retry) or died while \
-                     creating it (remove it with `bips clean`)",
+                    "{} is empty (0 bytes), not a channel: a producer makes its object \
+                     complete before giving it the channel's name, so this one was left by a \
+                     process that died while creating it, or made by something else; remove \
+                     it with `bips clean`",
                     self.name.path().display()
                 ),
             ));
@@ -608,11 +612,53 @@ impl Object {
         }
     }
 
+    /// Its size in bytes when opened (0: its creator never sized it).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Unlinks the name only if it still names this very object. Returns
     /// whether it did.
     pub fn unlink_if_same(&self) -> bool {
         unlink_if_same_reporting(self.fd.as_fd(), &self.name)
     }
+
+    /// Whether the name still names this very object.
+    pub fn still_named(&self) -> bool {
+        let id = file_id(self.fd.as_fd());
+        #[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
+        let now = rfs::lstat(self.name.path())
+            .ok()
+            .map(|st| (st.st_dev as u64, st.st_ino as u64));
+        id.is_some() && now == id
+    }
+}
+
+/// What a non-regular file is, in words (`"a symbolic link"`, ...).
+pub(crate) fn file_type_words(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Symlink => "a symbolic link",
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO (named pipe)",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "not a regular file",
+    }
+}
+
+/// The error for a name that holds no shared-memory object.
+fn not_regular(name: &ChannelName, kind: FileType) -> Error {
+    invalid(
+        name,
+        format!(
+            "{} is {}, not a bips channel (bips never follows or opens one); \
+             remove it by hand if it is not wanted",
+            name.path().display(),
+            file_type_words(kind)
+        ),
+    )
 }
 
 /// [`Error::Io`] of kind `InvalidData` from `open`.
