@@ -7,7 +7,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-cargo build --release -p bips-cli -p bips --examples
+cargo build --release -p bips-cli
+cargo build --release -p bips --examples
 B="$ROOT/target/release"
 BIPS="$B/bips"
 NAME="clitest-$$-$RANDOM"
@@ -18,7 +19,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    rm -f "$SHM"
+    rm -f "$SHM" "$SHM-empty" "$SHM-link" "$SHM-fifo"
 }
 trap cleanup EXIT
 
@@ -93,4 +94,26 @@ out=$("$BIPS" clean "$NAME")
 grep -q "removed $SHM" <<<"$out" || fail "clean: $out"
 [[ ! -e $SHM ]] || fail "clean left $SHM"
 check "after kill -9: list says stale, clean --dry-run keeps it, clean removes it"
+
+# Objects that are not (complete) channels: an empty one nobody locks is removed,
+# a symlink and a FIFO are kept and named (never followed, opened or removed), and
+# the sweep exits 0 (before, the empty object failed every sweep with exit 1).
+: >"$SHM-empty"
+ln -s /dev/null "$SHM-link"
+mkfifo "$SHM-fifo"
+out=$("$BIPS" list)
+grep -q "^$NAME-link .*a symbolic link, not a bips channel" <<<"$out" || fail "list does not name the symlink: $out"
+grep -q "^$NAME-empty .*is empty (0 bytes)" <<<"$out" || fail "list does not name the empty object: $out"
+set +e
+out=$("$BIPS" clean "$NAME-empty" "$NAME-link" "$NAME-fifo" 2>&1); rc=$?
+set -e
+echo "$out"
+((rc == 0)) || fail "clean of an empty object, a symlink and a FIFO exited $rc: $out"
+grep -q "removed $SHM-empty (empty object" <<<"$out" || fail "clean did not remove the empty object: $out"
+grep -q "kept $SHM-link (a symbolic link, not a bips channel" <<<"$out" || fail "clean symlink label: $out"
+grep -q "kept $SHM-fifo (a FIFO" <<<"$out" || fail "clean FIFO label: $out"
+! grep -q "being created" <<<"$out" || fail "clean calls a dead object 'being created': $out"
+[[ ! -e $SHM-empty && -L $SHM-link && -p $SHM-fifo ]] || fail "clean removed the wrong objects"
+rm -f "$SHM-link" "$SHM-fifo"
+check "clean removes an unlocked empty object, keeps and names a symlink and a FIFO (exit 0)"
 echo "cli: all checks passed"

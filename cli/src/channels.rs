@@ -1,11 +1,13 @@
 //! `bips list`, `bips inspect`, `bips clean`: read-only views of the channels
 //! in /dev/shm, and removal of the ones nobody uses any more.
 //!
-//! Everything here goes through `bips::monitor`: it maps a segment to read it,
-//! takes no liveness lock and claims no consumer entry, so looking never
-//! disturbs a running channel.
+//! Everything here goes through `bips::monitor`. Looking (`list`, `inspect`)
+//! opens a segment read-only and maps it `PROT_READ`: it needs read permission
+//! only, takes no liveness lock and claims no consumer entry, so it never
+//! disturbs a running channel. Cleaning takes a segment's producer lock for
+//! the instant of its check and removal (T1).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bips::monitor::{self, ChannelInfo};
 use clap::Args;
@@ -13,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::Failure;
 
-/// A segment younger than this whose header is not readable yet may be a
-/// producer still formatting it: `clean` leaves it alone.
+/// A staging object (`bips..new-*`) younger than this may be a producer
+/// still creating its channel: `clean` leaves it alone.
 const CREATION_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Args, Debug)]
@@ -289,15 +291,6 @@ pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Whether `name`'s object is younger than the creation grace period.
-fn young(name: &str) -> bool {
-    std::fs::metadata(path(name))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age < CREATION_GRACE)
-}
-
 /// `bips clean`.
 pub fn clean(a: CleanArgs) -> Result<(), Failure> {
     let all = names()?;
@@ -313,26 +306,19 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
     };
     let (mut removed, mut kept, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for n in &targets {
-        // A producer formats its segment after locking it; an unreadable header
-        // on a fresh object may be one still being created: leave it.
-        if let Err(e) = monitor::inspect(n) {
-            match e {
-                bips::Error::NotFound { .. } => {
-                    if !a.names.is_empty() {
-                        errors.push((n.clone(), "no such channel".to_string()));
-                    }
-                    continue;
+        // T1: `sweep` removes an object only while holding its producer
+        // lock, having seen no consumer lock; it says what it found. No
+        // object under a channel's name is ever "being created" (producers
+        // create under a staging name and rename when complete), so an
+        // unlocked, unreadable one is dead and removed too.
+        match monitor::sweep(n, a.dry_run) {
+            Ok(monitor::Sweep::Removed { what }) => removed.push((n.clone(), what)),
+            Ok(monitor::Sweep::Gone) => {
+                if !a.names.is_empty() {
+                    errors.push((n.clone(), "no such channel".to_string()));
                 }
-                _ if young(n) => {
-                    kept.push((n.clone(), "being created".to_string()));
-                    continue;
-                }
-                _ => {}
             }
-        }
-        match monitor::remove_if_dead(n, a.dry_run) {
-            Ok(true) => removed.push(n.clone()),
-            Ok(false) => kept.push((n.clone(), "in use".to_string())),
+            Ok(other) => kept.push((n.clone(), other.to_string())),
             Err(bips::Error::NotFound { .. }) => {}
             Err(e) => errors.push((n.clone(), e.to_string())),
         }
@@ -350,7 +336,8 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
     if a.json {
         let v = json!({
             "dry_run": a.dry_run,
-            "removed": removed,
+            "removed": removed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            "removed_what": removed.iter().map(|(n, what)| json!({"name": n, "what": what})).collect::<Vec<_>>(),
             "staging_removed": staging,
             "kept": kept.iter().map(|(n, why)| json!({"name": n, "why": why})).collect::<Vec<_>>(),
             "errors": errors.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
@@ -358,8 +345,8 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
-        for n in &removed {
-            println!("{verb} {}", path(n));
+        for (n, what) in &removed {
+            println!("{verb} {} ({what})", path(n));
         }
         for f in &staging {
             println!("{verb} /dev/shm/{f} (left by a producer that died while creating)");

@@ -80,7 +80,8 @@ pub enum Error {
     #[error(
         "not enough shared memory for channel {name:?} ({bytes} bytes): /dev/shm too small? \
          Docker's default is 64 MiB, use --shm-size (or `df -h /dev/shm`, remove stale \
-         channels with `bips clean`, or use fewer/smaller buffers)"
+         channels with `bips clean`, or use fewer/smaller buffers); or no address space \
+         left to map it (the process's limit `ulimit -v`, RLIMIT_AS)"
     )]
     NoSpace {
         /// The channel name.
@@ -207,7 +208,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 ///
 /// `ENOENT` -> [`Error::NotFound`], `EACCES`/`EPERM` -> [`Error::PermissionDenied`],
 /// `ENOSPC`/`EFBIG`/`ENOMEM` -> [`Error::NoSpace`] (with `bytes`, the size that
-/// was being allocated or mapped), anything else -> [`Error::Io`].
+/// was being allocated or mapped), `EMFILE`/`ENFILE` -> [`Error::Io`] naming the
+/// limit that was hit, anything else -> [`Error::Io`].
 #[allow(dead_code)] // used by the API layer as well as by `os`
 pub(crate) fn from_errno(op: &'static str, name: &str, bytes: u64, e: Errno) -> Error {
     let name = name.to_owned();
@@ -215,6 +217,22 @@ pub(crate) fn from_errno(op: &'static str, name: &str, bytes: u64, e: Errno) -> 
         Errno::NOENT => Error::NotFound { name },
         Errno::ACCESS | Errno::PERM => Error::PermissionDenied { name },
         Errno::NOSPC | Errno::FBIG | Errno::NOMEM => Error::NoSpace { name, bytes },
+        Errno::MFILE => Error::Io {
+            op,
+            name,
+            source: std::io::Error::other(
+                "too many open files: this process reached its limit of open file \
+                 descriptors (RLIMIT_NOFILE, `ulimit -n`); raise the limit or close files",
+            ),
+        },
+        Errno::NFILE => Error::Io {
+            op,
+            name,
+            source: std::io::Error::other(
+                "too many open files in the system: the kernel's limit (fs.file-max) \
+                 is reached; raise it (sysctl fs.file-max) or close files",
+            ),
+        },
         e => Error::Io {
             op,
             name,
@@ -282,6 +300,14 @@ mod tests {
                 Error::NoSpace { bytes: 4096, .. }
             ));
         }
+        for (e, limit) in [
+            (Errno::MFILE, "RLIMIT_NOFILE"),
+            (Errno::NFILE, "fs.file-max"),
+        ] {
+            let e = from_errno("shm_open", "cam", 0, e);
+            assert!(matches!(e, Error::Io { op: "shm_open", .. }), "{e:?}");
+            assert!(e.to_string().contains(limit), "{e}");
+        }
         let e = from_errno("mmap", "cam", 0, Errno::INVAL);
         assert!(matches!(e, Error::Io { op: "mmap", .. }));
         assert!(e.to_string().contains("mmap failed for channel \"cam\""));
@@ -305,6 +331,7 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains("/dev/shm too small?"), "{s}");
         assert!(s.contains("--shm-size"), "{s}");
+        assert!(s.contains("ulimit -v"), "{s}");
         let s = Error::NotFound { name: "cam".into() }.to_string();
         assert!(s.contains("/dev/shm/bips.cam"), "{s}");
     }

@@ -1,15 +1,28 @@
 //! Read-only views of channels for monitoring tools (`bips list`, `bips
 //! inspect`, `bips clean`): geometry, cursors, lag, buffer states, liveness.
 //!
-//! Opening a channel here takes no liveness lock and claims no consumer
-//! entry: it only reads the region and asks the kernel who holds which lock.
+//! Looking ([`inspect`], [`has_live_participants`]) opens the object
+//! read-only and maps it `PROT_READ`: it takes no liveness lock, claims no
+//! consumer entry and needs only read permission (a `0o644` channel can be
+//! monitored by any user). It reads the region's atomics and asks the kernel
+//! who holds which lock (`F_OFD_GETLK`, which works on a read-only fd).
+//!
+//! Cleaning ([`sweep`], [`remove_if_dead`], [`remove_stale_staging`]) follows
+//! T1: a name is removed only while this process holds the object's byte-0
+//! (producer) lock and has seen that no consumer holds a lock either. Holding
+//! the lock across the check and the unlink is what keeps a producer from
+//! taking the object over in between (it would need that very lock).
+
+use std::fmt;
+use std::os::fd::AsFd;
 
 use bips_core::layout::{BUF_FREE, BUF_LOANED, BUF_PUBLISHED, BUF_RETIRED};
-use bips_core::{Geometry, Region};
+use bips_core::{Geometry, LayoutError, Region};
+use rustix::fs::{self as rfs, FileType};
 
 use crate::error::{Error, Result};
 use crate::os::lock;
-use crate::os::shm::{staged_objects, ChannelName, MapOptions, Segment};
+use crate::os::shm::{file_type_words, staged_objects, Access, ChannelName, MapOptions, Object};
 use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 
 /// A snapshot of one channel (racy by nature: the channel keeps running).
@@ -77,10 +90,11 @@ pub struct ConsumerStatus {
     pub sleeping: bool,
 }
 
-/// Maps channel `name` for reading and takes a snapshot.
+/// Maps channel `name` read-only and takes a snapshot. Needs read
+/// permission only.
 pub fn inspect(name: &str) -> Result<ChannelInfo> {
     let name = ChannelName::new(name)?;
-    let seg = Segment::open(&name, &MapOptions::default())?;
+    let seg = Object::open(&name, Access::ReadOnly)?.into_segment(&MapOptions::default())?;
     // SAFETY: `seg` maps the whole object, page-aligned, and outlives
     // `region` (both local); only atomics are read through it.
     let region =
@@ -134,45 +148,157 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
 }
 
 /// Whether any process (producer or consumer) holds a liveness lock on
-/// channel `name`'s segment. A segment that cannot be read as a bips
-/// channel answers by its locks all the same.
+/// channel `name`'s object. Opens it read-only and maps nothing, so an
+/// object that cannot be read as a bips channel answers by its locks all the
+/// same.
 pub fn has_live_participants(name: &str) -> Result<bool> {
     let name = ChannelName::new(name)?;
-    let seg = Segment::open(&name, &MapOptions::default())?;
-    Ok(any_locked(&seg))
+    let obj = Object::open(&name, Access::ReadOnly)?;
+    Ok(
+        lock::is_locked_by_other(obj.fd(), PRODUCER_LOCK_BYTE).unwrap_or(true)
+            || consumers_locked(&obj),
+    )
 }
 
-fn any_locked(seg: &Segment) -> bool {
-    let fd = seg.fd();
-    // Consumer bytes are 1..=max_consumers; bound the scan by the limit.
+/// Whether another process holds any consumer byte (`1..=MAX_CONSUMERS`)
+/// of `obj` (one range query; an error counts as "yes").
+fn consumers_locked(obj: &Object) -> bool {
     let max = bips_core::layout::limits::MAX_CONSUMERS;
-    lock::is_locked_by_other(fd, PRODUCER_LOCK_BYTE).unwrap_or(true)
-        || (0..max).any(|i| lock::is_locked_by_other(fd, consumer_lock_byte(i)).unwrap_or(true))
+    lock::is_range_locked_by_other(obj.fd(), consumer_lock_byte(0), u64::from(max)).unwrap_or(true)
+}
+
+/// What [`sweep`] found under a channel's name, and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Sweep {
+    /// Removed (with `dry_run`: would be): no process held any of its locks.
+    /// `what` says what it was, e.g. `"stale channel"` or `"empty object"`.
+    Removed {
+        /// What the object was.
+        what: &'static str,
+    },
+    /// Kept: a live producer or consumer holds one of its locks.
+    InUse,
+    /// Kept: not a regular file (a symlink, a FIFO, a directory, ...). bips
+    /// never opens, follows or removes those.
+    NotAnObject {
+        /// What it is, e.g. `"a symbolic link"`.
+        what: &'static str,
+    },
+    /// Kept: this user may not open it read-write, so cannot take its lock
+    /// (and the sticky `/dev/shm` would refuse the unlink anyway).
+    NoAccess {
+        /// The owner's uid.
+        uid: u32,
+    },
+    /// Nothing under the name (any more).
+    Gone,
+}
+
+impl fmt::Display for Sweep {
+    /// The label `bips clean` prints: `removed (stale channel)`, `in use`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sweep::Removed { what } => write!(f, "{what}, no process holds its locks"),
+            Sweep::InUse => f.write_str("in use"),
+            Sweep::NotAnObject { what } => {
+                write!(
+                    f,
+                    "{what}, not a bips channel: remove it by hand if unwanted"
+                )
+            }
+            Sweep::NoAccess { uid } => write!(
+                f,
+                "owned by uid {uid}, not writable by this user: only its owner or root \
+                 may check and remove it"
+            ),
+            Sweep::Gone => f.write_str("gone"),
+        }
+    }
+}
+
+/// Removes the object `/dev/shm/bips.<name>` if no process uses it any more
+/// (its producer and every consumer dead, or it never was a complete
+/// channel: empty, truncated, an unreadable header), and says what it found.
+/// With `dry_run`, only says what it would do.
+///
+/// T1: the object is opened read-write and its byte-0 lock taken; only
+/// while holding it are the consumer locks checked and the name unlinked,
+/// and only if the name still names that very object. A producer replacing
+/// the object needs that lock, so it cannot slip in between. Needs no
+/// mapping: an object that cannot be mapped is judged by its locks.
+pub fn sweep(name: &str, dry_run: bool) -> Result<Sweep> {
+    let name = ChannelName::new(name)?;
+    let st = match rfs::lstat(name.path()) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(Sweep::Gone),
+        Err(e) => return Err(crate::error::from_errno("lstat", name.as_str(), 0, e)),
+    };
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if !kind.is_file() {
+        return Ok(Sweep::NotAnObject {
+            what: file_type_words(kind),
+        });
+    }
+    let obj = match Object::open(&name, Access::ReadWrite) {
+        Ok(obj) => obj,
+        Err(Error::NotFound { .. }) => return Ok(Sweep::Gone),
+        Err(Error::PermissionDenied { .. }) => return Ok(Sweep::NoAccess { uid: st.st_uid }),
+        Err(e) => return Err(e),
+    };
+    let io = |e: std::io::Error| Error::Io {
+        op: "lock",
+        name: name.as_str().to_owned(),
+        source: e,
+    };
+    if !lock::try_lock(obj.fd(), PRODUCER_LOCK_BYTE).map_err(io)? {
+        return Ok(Sweep::InUse);
+    }
+    // We hold byte 0 (released when `obj` is dropped): no producer lives,
+    // and none can take this object over until we let go.
+    if consumers_locked(&obj) {
+        return Ok(Sweep::InUse);
+    }
+    let what = describe_dead(&obj);
+    if dry_run {
+        return Ok(Sweep::Removed { what });
+    }
+    Ok(if obj.unlink_if_same() {
+        Sweep::Removed { what }
+    } else {
+        Sweep::Gone
+    })
+}
+
+/// What a dead object is, for the label.
+fn describe_dead(obj: &Object) -> &'static str {
+    if obj.size() == 0 {
+        return "empty object (its creator died before sizing it)";
+    }
+    let Ok(seg) = obj.map(&MapOptions::default()) else {
+        return "object that cannot be mapped";
+    };
+    // SAFETY: `seg` maps the whole object, page-aligned, and outlives
+    // `region` (both local); only atomics are read through it.
+    match unsafe { Region::attach(seg.as_ptr(), seg.len()) } {
+        Ok(_) => "stale channel",
+        Err(LayoutError::RegionTooSmall { .. }) => {
+            "truncated object (smaller than its header says)"
+        }
+        Err(LayoutError::NotReady) => "unformatted object (its creator died before formatting it)",
+        Err(_) => "object with an unreadable header (smashed, or another bips version)",
+    }
 }
 
 /// Removes channel `name` if no process uses it any more (producer and all
-/// consumers dead). Returns whether it was removed. With `dry_run`, only
-/// answers whether it would be.
+/// consumers dead). Returns whether it was removed (with `dry_run`: whether
+/// it would be). See [`sweep`], which also says what it found.
 ///
-/// Safe against races with a producer re-creating the name: only the very
-/// object that was checked is unlinked.
+/// Safe against races with a producer re-creating the name: the check and
+/// the removal happen while holding the object's producer lock, and only the
+/// very object that was checked is unlinked.
 pub fn remove_if_dead(name: &str, dry_run: bool) -> Result<bool> {
-    let name = ChannelName::new(name)?;
-    let seg = match Segment::open(&name, &MapOptions::default()) {
-        Ok(seg) => seg,
-        Err(Error::NotFound { .. }) => return Ok(false),
-        // An object too broken to map (e.g. size 0 left by a crash during
-        // creation) has no participants that could be using it... unless
-        // its creator is still sizing it: leave those to a second pass.
-        Err(e) => return Err(e),
-    };
-    if any_locked(&seg) {
-        return Ok(false);
-    }
-    if dry_run {
-        return Ok(true);
-    }
-    Ok(seg.unlink_if_same())
+    Ok(matches!(sweep(name, dry_run)?, Sweep::Removed { .. }))
 }
 
 /// Removes the staging objects (`/dev/shm/bips..new-*`) of producers that
@@ -196,15 +322,17 @@ pub fn remove_stale_staging(grace: std::time::Duration, dry_run: bool) -> Result
         }
         let fd = match st.open() {
             Ok(fd) => fd,
-            Err(Error::NotFound { .. }) => continue,
+            // Another user's: only its owner (or root) may remove it.
+            Err(Error::NotFound { .. }) | Err(Error::PermissionDenied { .. }) => continue,
             Err(e) => return Err(e),
         };
-        if lock::is_locked_by_other(std::os::fd::AsFd::as_fd(&fd), PRODUCER_LOCK_BYTE)
-            .unwrap_or(true)
-        {
+        // Its creator locks it right after creating it: hold that lock
+        // across the check and the unlink (T1), so a creator that locks it
+        // meanwhile is told (and starts over), never loses a locked object.
+        if !lock::try_lock(fd.as_fd(), PRODUCER_LOCK_BYTE).unwrap_or(false) {
             continue;
         }
-        if dry_run || st.unlink_if_same(std::os::fd::AsFd::as_fd(&fd)) {
+        if dry_run || st.unlink_if_same(fd.as_fd()) {
             removed.push(st.file);
         }
     }

@@ -9,7 +9,7 @@ use bips_core::Region;
 use crate::error::{Error, Result};
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
-use crate::os::shm::{page_size, ChannelName, Publish, Segment};
+use crate::os::shm::{page_size, Access, ChannelName, MapOptions, Object, Publish, Segment};
 use crate::trust::OwnerPolicy;
 use crate::waiting::{now_ns, DoorbellWake, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
@@ -336,34 +336,61 @@ impl Drop for Producer {
     }
 }
 
-/// Finds out whether the existing segment `name` has a live producer; if not,
+/// Finds out whether the existing object `name` has a live producer; if not,
 /// removes it so a new one can be created.
+///
+/// T1: the name is removed only after this process opened the object, holds
+/// its byte-0 lock and so has identified it as dead (a producer holds that
+/// lock from before its object gets the name until it exits). Every other
+/// outcome is an error, never a removal: a live producer is
+/// [`Error::ChannelBusy`]; an object this process cannot open (out of file
+/// descriptors, no permission, a symlink or a directory planted there, ...)
+/// is that error. Locks need no mapping, so an object that cannot be mapped
+/// (empty, truncated, garbage) is still judged by its lock; mapping it only
+/// serves to tell its consumers, once it is known dead.
 fn replace_stale(name: &ChannelName, owner: &OwnerPolicy) -> Result<()> {
-    let seg = match Segment::open_trusted(name, &Default::default(), owner) {
-        Ok(seg) => seg,
-        // Gone in between, or too broken to map: remove the name and retry.
+    /// How many times (1 ms apart) a locked object is looked at again.
+    const BUSY_RECHECKS: u32 = 20;
+    let obj = match Object::open(name, Access::ReadWrite) {
+        Ok(obj) => obj,
+        // Gone in between: publish again.
         Err(Error::NotFound { .. }) => return Ok(()),
-        Err(Error::PermissionDenied { name }) => return Err(Error::PermissionDenied { name }),
-        // Another user's object: never ours to remove unless trusted (T2).
-        Err(e @ Error::UntrustedOwner { .. }) => return Err(e),
-        Err(_) => return Segment::unlink(name),
+        Err(e) => return Err(e),
     };
-    if lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
-        // Its producer is dead (its lock died with it). Mark it closed so its
-        // consumers drain and disconnect, then take the name.
+    // Another user's object: never ours to judge or remove unless trusted (T2).
+    owner.check(name, obj.owner_uid())?;
+    // A live producer holds byte 0 for its whole life; `bips clean` holds it
+    // only for the instant of its own check (then removes the object if it
+    // is dead): look again for a little while before calling the channel busy.
+    let mut rechecks = 0;
+    while !lock::try_lock(obj.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
+        if !obj.still_named() {
+            // Removed meanwhile (by a sweep that found it dead): publish again.
+            return Ok(());
+        }
+        rechecks += 1;
+        if rechecks > BUSY_RECHECKS {
+            return Err(Error::ChannelBusy {
+                name: name.as_str().to_owned(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // We hold its byte-0 lock: its producer is dead (the lock died with it),
+    // and no one else who follows T1 can remove or replace the name while we
+    // hold it. Mark it closed so its consumers drain and disconnect (best
+    // effort: an object that cannot be mapped or read as a channel has no
+    // consumers to tell, and consumers also see the producer's lock gone).
+    if let Ok(seg) = obj.map(&MapOptions::default()) {
         // SAFETY: `seg` maps the whole object and outlives `region` (dropped
         // at the end of this block); an unvalidated header is refused by attach.
         if let Ok(region) = unsafe { Region::attach(seg.as_ptr(), seg.len()) } {
             region.close(&FutexWake);
         }
-        // Only this stale object: never one another producer just made.
-        // Another user's object in the sticky /dev/shm: a clear error now.
-        crate::trust::remove_stale(&seg)
-    } else {
-        Err(Error::ChannelBusy {
-            name: name.as_str().to_owned(),
-        })
     }
+    // Only this dead object: never one another producer just made; another
+    // user's object in the sticky /dev/shm is a clear error now.
+    crate::trust::remove_stale(obj.fd(), obj.name())
 }
 
 fn io(op: &'static str, name: &ChannelName, e: std::io::Error) -> Error {

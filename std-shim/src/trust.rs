@@ -8,9 +8,11 @@
 //! check and the mapping are of the same object):
 //!
 //! * by default ([`OwnerPolicy::EffectiveUid`]) only an object owned by this
-//!   process's effective uid is accepted. Root (euid 0) is no exception: its
-//!   consumers accept only root's objects, since root being fed a user's
-//!   frames is exactly the attack;
+//!   process's effective uid, or by root, is accepted. Root's objects are
+//!   trusted because only root can make them and root can already do
+//!   anything to this process (a system camera service running as root feeds
+//!   users' programs without an opt-in); a root process accepts only root's
+//!   objects, since root being fed a user's frames is exactly the attack;
 //! * [`OwnerPolicy::Uids`] also accepts the listed uids (a producer running
 //!   as another user, a container whose user maps to another uid);
 //! * [`OwnerPolicy::Any`] accepts every owner (e.g. containers whose uids are
@@ -34,13 +36,13 @@ use rustix::io::Errno;
 use rustix::shm;
 
 use crate::error::{from_errno, Error, Result};
-use crate::os::shm::{ChannelName, Segment};
+use crate::os::shm::ChannelName;
 
 /// Which owners of a channel's shared-memory object are trusted.
 ///
 /// ```
 /// use bips::{ConsumerOptions, OwnerPolicy};
-/// // Default: only objects owned by this process's effective uid.
+/// // Default: only objects owned by this process's effective uid (or root).
 /// assert_eq!(ConsumerOptions::new().owner_policy(), &OwnerPolicy::EffectiveUid);
 /// // A producer running as uid 1000 (e.g. a camera service's user):
 /// let o = ConsumerOptions::new().trust_owner(1000);
@@ -51,11 +53,11 @@ use crate::os::shm::{ChannelName, Segment};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum OwnerPolicy {
-    /// Only objects owned by this process's effective uid (the default; root
-    /// included: root trusts uid 0 only).
+    /// Only objects owned by this process's effective uid or by root (the
+    /// default; a root process so trusts uid 0 only).
     #[default]
     EffectiveUid,
-    /// The effective uid and these uids.
+    /// The effective uid, root, and these uids.
     Uids(Vec<u32>),
     /// Any owner: no check (all local users are trusted).
     Any,
@@ -66,8 +68,8 @@ impl OwnerPolicy {
     /// effective uid is `euid`.
     pub fn trusts(&self, owner: u32, euid: u32) -> bool {
         match self {
-            OwnerPolicy::EffectiveUid => owner == euid,
-            OwnerPolicy::Uids(uids) => owner == euid || uids.contains(&owner),
+            OwnerPolicy::EffectiveUid => owner == euid || owner == 0,
+            OwnerPolicy::Uids(uids) => owner == euid || owner == 0 || uids.contains(&owner),
             OwnerPolicy::Any => true,
         }
     }
@@ -116,14 +118,13 @@ pub(crate) fn owner_of(fd: BorrowedFd<'_>, name: &ChannelName) -> Result<u32> {
         .map_err(|e| from_errno("fstat", name.as_str(), 0, e))
 }
 
-/// Removes the stale object `seg` (its producer proven dead by the caller,
+/// Removes the stale object open as `fd` (its producer proven dead by the caller,
 /// which holds its byte-0 lock) from its channel's name, if the name still
-/// names that very object. Unlike [`Segment::unlink_if_same`] it reports a
+/// names that very object. Unlike `Segment::unlink_if_same` it reports a
 /// failure: `EPERM` means `/dev/shm`'s sticky bit keeps us (not the owner,
 /// not root) from removing another user's object, and retrying cannot help.
-pub(crate) fn remove_stale(seg: &Segment) -> Result<()> {
-    let name = seg.name();
-    let Ok(ours) = rfs::fstat(seg.fd()) else {
+pub(crate) fn remove_stale(fd: BorrowedFd<'_>, name: &ChannelName) -> Result<()> {
+    let Ok(ours) = rfs::fstat(fd) else {
         return Ok(()); // cannot identify it: leave the name alone, retry
     };
     match rfs::lstat(name.path()) {
@@ -151,8 +152,8 @@ mod tests {
         assert_eq!(d, OwnerPolicy::EffectiveUid);
         assert!(d.trusts(1000, 1000));
         assert!(
-            !d.trusts(0, 1000),
-            "a user does not trust root's objects by default"
+            d.trusts(0, 1000),
+            "a user trusts root's objects (only root can make them)"
         );
         assert!(
             !d.trusts(1000, 0),

@@ -149,8 +149,8 @@ fn open_as_role() {
     let name: String = env("BIPS_CHANNEL");
     // SAFETY: geteuid cannot fail and has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    // The channel is root's: trusted explicitly (T2; by default a consumer
-    // trusts only its own uid's channels, see tests/tests/owner.rs).
+    // The channel is root's, which the default trusts (T2); said explicitly
+    // all the same, as a cross-user set-up would (see tests/tests/owner.rs).
     let opts = bips::ConsumerOptions::new()
         .start(bips::Start::Oldest)
         .wait(wait_strategy("park"))

@@ -184,7 +184,7 @@ typedef struct bips_consumer_options {
   uint64_t spin_ns;
   /**
    * 1: open the channel whoever owns its `/dev/shm` object; 0 (default):
-   * only when this process's effective uid (root: uid 0 only) or one of
+   * only when this process's effective uid, root (uid 0), or one of
    * `trusted_uids` owns it (otherwise `BIPS_E_PERMISSION`, the message
    * naming the owner). Set with `bips_consumer_options_trust_any_owner`.
    */
@@ -353,7 +353,7 @@ typedef struct bips_options {
   uint32_t flags;
   /**
    * 1: replace a stale object under the name whoever owns it; 0 (default):
-   * only when this process's effective uid or one of `trusted_uids` owns
+   * only when this process's effective uid, root, or one of `trusted_uids` owns
    * it (otherwise `BIPS_E_PERMISSION`). Set with `bips_options_trust_any_owner`.
    */
   uint32_t trust_any_owner;
@@ -653,7 +653,7 @@ enum bips_status bips_consumer_options_init(struct bips_consumer_options *option
 /**
  * Also trusts channel objects owned by `uid` when a stale object (its
  * producer dead) is found under the name and must be replaced. By default
- * only the effective uid's object is replaced; another owner's gives
+ * only the effective uid's (or root's) object is replaced; another owner's gives
  * `BIPS_E_PERMISSION`. Up to `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
  *
  * # Safety
@@ -674,7 +674,7 @@ enum bips_status bips_options_trust_any_owner(struct bips_options *options);
 /**
  * Also trusts channels whose `/dev/shm` object is owned by `uid` (e.g. the
  * user the producer runs as). By default a consumer opens only channels of
- * its effective uid (root: uid 0 only): another owner's gives
+ * its effective uid or root: another owner's gives
  * `BIPS_E_PERMISSION`, the message naming the owner. Up to
  * `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
  *

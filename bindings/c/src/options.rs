@@ -80,7 +80,7 @@ pub struct bips_options {
     /// `BIPS_FLAG_*` bits (default 0).
     pub flags: u32,
     /// 1: replace a stale object under the name whoever owns it; 0 (default):
-    /// only when this process's effective uid or one of `trusted_uids` owns
+    /// only when this process's effective uid, root, or one of `trusted_uids` owns
     /// it (otherwise `BIPS_E_PERMISSION`). Set with `bips_options_trust_any_owner`.
     pub trust_any_owner: u32,
     /// How many of `trusted_uids` are set (default 0).
@@ -106,7 +106,7 @@ pub struct bips_consumer_options {
     /// Spin time of `BIPS_WAIT_SPIN_THEN_PARK`, in ns (default 20000).
     pub spin_ns: u64,
     /// 1: open the channel whoever owns its `/dev/shm` object; 0 (default):
-    /// only when this process's effective uid (root: uid 0 only) or one of
+    /// only when this process's effective uid, root (uid 0), or one of
     /// `trusted_uids` owns it (otherwise `BIPS_E_PERMISSION`, the message
     /// naming the owner). Set with `bips_consumer_options_trust_any_owner`.
     pub trust_any_owner: u32,
@@ -382,7 +382,7 @@ fn add_uid(
 
 /// Also trusts channel objects owned by `uid` when a stale object (its
 /// producer dead) is found under the name and must be replaced. By default
-/// only the effective uid's object is replaced; another owner's gives
+/// only the effective uid's (or root's) object is replaced; another owner's gives
 /// `BIPS_E_PERMISSION`. Up to `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
 ///
 /// # Safety
@@ -423,7 +423,7 @@ pub unsafe extern "C" fn bips_options_trust_any_owner(options: *mut bips_options
 
 /// Also trusts channels whose `/dev/shm` object is owned by `uid` (e.g. the
 /// user the producer runs as). By default a consumer opens only channels of
-/// its effective uid (root: uid 0 only): another owner's gives
+/// its effective uid or root: another owner's gives
 /// `BIPS_E_PERMISSION`, the message naming the owner. Up to
 /// `BIPS_MAX_TRUSTED_UIDS` uids (calls add up).
 ///

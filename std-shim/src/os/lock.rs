@@ -40,15 +40,21 @@ const _: () = assert!(
 );
 
 fn flock_for(byte: u64, l_type: libc::c_int) -> io::Result<libc::flock> {
+    flock_range(byte, 1, l_type)
+}
+
+fn flock_range(byte: u64, len: u64, l_type: libc::c_int) -> io::Result<libc::flock> {
     let start = libc::off_t::try_from(byte)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock offset exceeds off_t"))?;
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "lock length exceeds off_t"))?;
     // SAFETY: `libc::flock` is a plain C struct of integers (and, on some
     // ABIs, padding), for which all-zero bytes are a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = l_type as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = start;
-    fl.l_len = 1;
+    fl.l_len = len;
     // Must be 0 for OFD locks (EINVAL otherwise); set by `zeroed` already.
     fl.l_pid = 0;
     Ok(fl)
@@ -105,6 +111,16 @@ pub fn is_locked_by_other(fd: BorrowedFd<'_>, byte: u64) -> io::Result<bool> {
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
+/// Whether another open file description holds a lock on any byte of
+/// `start..start + len` (one `F_OFD_GETLK` for the whole range). Like
+/// [`is_locked_by_other`], a liveness answer, not mutual exclusion. Works on
+/// a read-only fd.
+pub fn is_range_locked_by_other(fd: BorrowedFd<'_>, start: u64, len: u64) -> io::Result<bool> {
+    let mut fl = flock_range(start, len, libc::F_WRLCK)?;
+    fcntl_lock(fd, libc::F_OFD_GETLK, &mut fl)?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +159,10 @@ mod tests {
         assert!(try_lock(b.fd(), 1 << 40).unwrap());
         assert!(is_locked_by_other(a.fd(), 1 << 40).unwrap());
         assert!(!is_locked_by_other(a.fd(), 2).unwrap());
+        // A range query sees any lock inside it, and only inside it.
+        assert!(is_range_locked_by_other(a.fd(), 1, 1024).unwrap());
+        assert!(!is_range_locked_by_other(a.fd(), 2, 1024).unwrap());
+        assert!(is_range_locked_by_other(a.fd(), 2, 1 << 41).unwrap());
 
         // Explicit unlock.
         unlock(b.fd(), 1 << 40).unwrap();

@@ -2,7 +2,15 @@
 //!
 //! Linux only. Everything here is a thin, checked wrapper over a system call;
 //! the protocol that gives the bytes meaning lives in `bips-core`.
+//!
+//! * [`name`]: channel names and their rules;
+//! * [`shm`]: the POSIX shared-memory [`Segment`](shm::Segment) (create, open,
+//!   map, stage, publish, unlink);
+//! * [`dir`]: what is in `/dev/shm` (channels, staging objects);
+//! * [`lock`]: OFD liveness locks; [`futex`]: shared-futex waits.
 
+pub(crate) mod dir;
 pub(crate) mod futex;
 pub(crate) mod lock;
+pub(crate) mod name;
 pub(crate) mod shm;

@@ -5,7 +5,6 @@ use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::ptr::{self, NonNull};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rustix::fs::{self as rfs, FallocateFlags, FileType, Mode};
@@ -13,113 +12,14 @@ use rustix::io::Errno;
 use rustix::mm::{self, Advice, MapFlags, ProtFlags};
 use rustix::shm;
 
-use crate::error::{from_errno, Error, Result};
+// Re-exported here so that existing `os::shm::…` paths (and the crate's
+// public `bips::list_channels`) stay as they were before the split.
+pub use super::dir::list_channels;
+pub(crate) use super::dir::staged_objects;
+pub(crate) use super::name::ChannelName;
+use super::name::{SHM_DIR, STAGING_PREFIX};
+use crate::error::{from_errno, from_io, Error, Result};
 use crate::trust::OwnerPolicy;
-
-/// Prefix of every bips object in `/dev/shm`.
-const PREFIX: &str = "bips.";
-/// Prefix of an object being created (`bips..new-<pid>-<n>`): never a
-/// channel's name, since a channel name cannot start with `.`. A producer
-/// creates, locks and formats its segment under such a name and only then
-/// renames it into place, so an object under a channel's name is always
-/// complete and, while its producer lives, locked.
-pub(crate) const STAGING_PREFIX: &str = "bips..new-";
-/// Where Linux keeps POSIX shared-memory objects (a tmpfs).
-const SHM_DIR: &str = "/dev/shm";
-/// Longest user channel name, in bytes.
-pub const MAX_NAME_LEN: usize = 200;
-
-/// A validated channel name.
-///
-/// Rules: 1 to [`MAX_NAME_LEN`] (200) bytes, each one of `A-Z a-z 0-9 . _ -`;
-/// not starting with `.` (so neither `.` nor `..`, nor a hidden file). The
-/// shared-memory object is `/dev/shm/bips.<name>`.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ChannelName {
-    /// `"bips.<name>"`.
-    shm_name: String,
-}
-
-impl ChannelName {
-    /// Validates `name`; [`Error::InvalidName`] says which rule it breaks.
-    pub fn new(name: &str) -> Result<Self> {
-        let reason = if name.is_empty() {
-            Some("the name is empty")
-        } else if name.len() > MAX_NAME_LEN {
-            Some("the name is longer than 200 bytes")
-        } else if name == "." || name == ".." {
-            Some("\".\" and \"..\" are not names")
-        } else if name.starts_with('.') {
-            Some("the name starts with '.'")
-        } else if name.contains('/') {
-            Some("the name contains '/'")
-        } else if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            Some("the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'")
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(Error::InvalidName {
-                name: name.to_owned(),
-                reason,
-            }),
-            None => Ok(Self {
-                shm_name: format!("{PREFIX}{name}"),
-            }),
-        }
-    }
-
-    /// The user's name, e.g. `"camera0"`.
-    pub fn as_str(&self) -> &str {
-        &self.shm_name[PREFIX.len()..]
-    }
-
-    /// The name given to `shm_open`, e.g. `"bips.camera0"` (no leading slash:
-    /// rustix joins it to `/dev/shm/` itself).
-    pub fn shm_name(&self) -> &str {
-        &self.shm_name
-    }
-
-    /// The object's path, e.g. `/dev/shm/bips.camera0`.
-    pub fn path(&self) -> PathBuf {
-        PathBuf::from(SHM_DIR).join(&self.shm_name)
-    }
-}
-
-impl fmt::Debug for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ChannelName").field(&self.as_str()).finish()
-    }
-}
-
-impl fmt::Display for ChannelName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl AsRef<str> for ChannelName {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl FromStr for ChannelName {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Self::new(s)
-    }
-}
-
-impl TryFrom<&str> for ChannelName {
-    type Error = Error;
-    fn try_from(s: &str) -> Result<Self> {
-        Self::new(s)
-    }
-}
 
 /// How a [`Segment`] is mapped. `Default`: all off.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -167,6 +67,9 @@ pub struct Exists;
 
 /// A whole shared-memory object, mapped `MAP_SHARED` read + write.
 ///
+/// Opened [`Access::ReadOnly`] (see [`Object`]), the mapping is `PROT_READ`:
+/// writing through [`as_ptr`](Self::as_ptr) then faults.
+///
 /// Unmapped on drop; the fd is closed by its `OwnedFd`. Pointers obtained from
 /// [`as_ptr`](Self::as_ptr) must not be used after the `Segment` is dropped.
 ///
@@ -183,6 +86,8 @@ pub struct Segment {
     /// [`published`](Segment::publish): the object's staging name (unlinked
     /// on drop).
     staged: Option<String>,
+    /// Whether the mapping may be written ([`Access::ReadOnly`]: `PROT_READ`).
+    access: Access,
 }
 
 /// What [`Segment::publish`] found.
@@ -211,6 +116,7 @@ impl fmt::Debug for Segment {
             .field("name", &self.name)
             .field("len", &self.len)
             .field("ptr", &self.ptr)
+            .field("access", &self.access)
             .finish_non_exhaustive()
     }
 }
@@ -302,9 +208,7 @@ impl Segment {
             let staged = format!("{STAGING_PREFIX}{}-{n}", std::process::id());
             // Validated as a channel name minus its leading '.', so it is a
             // single path component of the allowed characters.
-            let tmp = ChannelName {
-                shm_name: staged.clone(),
-            };
+            let tmp = ChannelName::from_shm_name_unchecked(staged.clone());
             match Self::create(&tmp, len, mode, map).map_err(|e| e.renamed(name.as_str()))? {
                 Ok(mut seg) => {
                     seg.name = name.clone();
@@ -386,53 +290,27 @@ impl Segment {
     /// than the address space, or one that is not a regular file gives
     /// [`Error::Io`] with [`std::io::ErrorKind::InvalidData`].
     ///
-    /// Whoever owns the object: for monitoring. Consumers and producers use
-    /// [`Segment::open_trusted`].
+    /// The same as [`Object::open`] with [`Access::ReadWrite`], then
+    /// [`Object::map`].
+    ///
+    /// Whoever owns the object: for tests. Consumers and producers use
+    /// [`Segment::open_trusted`], monitoring [`Object::open`].
+    #[cfg(test)]
     pub fn open(name: &ChannelName, map: &MapOptions) -> Result<Segment> {
-        Self::open_trusted(name, map, &OwnerPolicy::Any)
+        Object::open(name, Access::ReadWrite)?.into_segment(map)
     }
 
     /// Like [`Segment::open`], but first [`Error::UntrustedOwner`] unless
-    /// `owner` trusts the object's owner (T2, see [`crate::trust`]).
+    /// `owner` trusts the object's owner (T2, see [`crate::trust`]); checked
+    /// before anything is mapped.
     pub fn open_trusted(
         name: &ChannelName,
         map: &MapOptions,
         owner: &OwnerPolicy,
     ) -> Result<Segment> {
-        let flags = shm::OFlags::RDWR | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
-        let fd = shm::open(name.shm_name(), flags, Mode::empty())
-            .map_err(|e| from_errno("shm_open", name.as_str(), 0, e))?;
-        let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
-        owner.check(name, st.st_uid)?;
-        let invalid = |msg: String| Error::Io {
-            op: "open",
-            name: name.as_str().to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
-        };
-        if !FileType::from_raw_mode(st.st_mode).is_file() {
-            return Err(invalid(format!(
-                "{} is not a regular file; remove it",
-                name.path().display()
-            )));
-        }
-        let size = st.st_size;
-        if size <= 0 {
-            return Err(invalid(format!(
-                "{} is empty: its producer is still creating it (retry) or died while \
-                 creating it (remove it with `bips clean`)",
-                name.path().display()
-            )));
-        }
-        let len = match usize::try_from(size) {
-            Ok(len) if len <= isize::MAX as usize => len,
-            _ => {
-                return Err(invalid(format!(
-                    "{} is {size} bytes, more than this address space can map",
-                    name.path().display()
-                )))
-            }
-        };
-        Self::map(fd, len, name.clone(), map, false)
+        let obj = Object::open(name, Access::ReadWrite)?;
+        owner.check(name, obj.owner_uid())?;
+        obj.into_segment(map)
     }
 
     /// Maps `fd` whole and applies `opts`. `created`: the object is new and its
@@ -444,7 +322,23 @@ impl Segment {
         opts: &MapOptions,
         created: bool,
     ) -> Result<Segment> {
+        Self::map_with(fd, len, name, opts, created, Access::ReadWrite)
+    }
+
+    /// [`Segment::map`] with the mapping's protection given by `access`.
+    fn map_with(
+        fd: OwnedFd,
+        len: usize,
+        name: ChannelName,
+        opts: &MapOptions,
+        created: bool,
+        access: Access,
+    ) -> Result<Segment> {
         let bytes = len as u64;
+        let prot = match access {
+            Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
+            Access::ReadOnly => ProtFlags::READ,
+        };
         let mut flags = MapFlags::SHARED;
         // With huge pages, populate only after MADV_HUGEPAGE, or the pages
         // faulted in now would be small ones.
@@ -455,16 +349,7 @@ impl Segment {
         // existing memory of this process is replaced; `fd` is a valid open
         // descriptor of an object at least `len` bytes long (we sized it, or
         // fstat said so), and `len` is non-zero.
-        let p = unsafe {
-            mm::mmap(
-                ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                flags,
-                &fd,
-                0,
-            )
-        };
+        let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, &fd, 0) };
         let p = p.map_err(|e| from_errno("mmap", name.as_str(), bytes, e))?;
         let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
             // mmap never returns null for a non-MAP_FIXED success; be safe anyway.
@@ -481,6 +366,7 @@ impl Segment {
             len,
             name,
             staged: None,
+            access,
         };
         seg.apply(opts, created)?;
         Ok(seg)
@@ -499,7 +385,13 @@ impl Segment {
                 Ok(()) | Err(Errno::INVAL) => {}
                 Err(e) => return Err(from_errno("madvise(MADV_HUGEPAGE)", name, bytes, e)),
             }
-            if created || opts.prefault {
+            if self.access == Access::ReadOnly {
+                // MADV_POPULATE_WRITE needs a writable mapping; a reader
+                // faults the pages in by reading them.
+                if opts.prefault {
+                    self.touch_pages();
+                }
+            } else if created || opts.prefault {
                 // SAFETY: the range is exactly our live mapping;
                 // MADV_POPULATE_WRITE faults pages in as a write would, without
                 // changing any byte.
@@ -572,6 +464,10 @@ impl Segment {
     ///
     /// Processes that have it open or mapped keep using it; the name is free
     /// for a new object at once.
+    ///
+    /// Not for replacing or cleaning a channel: that is T1's job (lock, then
+    /// [`Object::unlink_if_same`]). Tests use this to clean up.
+    #[allow(dead_code)]
     pub fn unlink(name: &ChannelName) -> Result<()> {
         match shm::unlink(name.shm_name()) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -594,10 +490,7 @@ impl Segment {
     /// created anew under the same name since we opened it). Returns whether
     /// it did.
     pub fn unlink_if_same(&self) -> bool {
-        let id = file_id(self.fd.as_fd());
-        let before = rfs::lstat(self.name.path()).ok();
-        unlink_if_same(id, &self.name);
-        before.is_some() && rfs::lstat(self.name.path()).is_err()
+        unlink_if_same_reporting(self.fd.as_fd(), &self.name)
     }
 
     /// The object's fd (for [`lock`](super::lock) and `fstat`).
@@ -611,12 +504,217 @@ impl Segment {
     }
 }
 
+/// How an existing object is opened (and, once mapped, protected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Access {
+    /// `O_RDWR`, mapped `PROT_READ | PROT_WRITE`: producers and consumers.
+    /// Needed to take a liveness lock (a write lock needs a writable fd).
+    #[default]
+    ReadWrite,
+    /// `O_RDONLY`, mapped `PROT_READ`: monitoring (`bips list`/`inspect`).
+    /// Enough to read the region's atomics and to ask who holds which lock
+    /// (`F_OFD_GETLK`), not to take a lock.
+    ReadOnly,
+}
+
+/// An existing `/dev/shm/bips.<name>` opened but not mapped: enough to take
+/// or query its locks (locks need no mapping), read its size, and unlink
+/// exactly this object. Unlike a [`Segment`] it may be empty or garbage, so
+/// it is what a process uses to find out whether a broken object is dead.
+pub struct Object {
+    fd: OwnedFd,
+    name: ChannelName,
+    size: u64,
+    access: Access,
+    /// `st_uid` when opened.
+    owner: u32,
+}
+
+impl fmt::Debug for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Object")
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Object {
+    /// Opens the existing `/dev/shm/bips.<name>` (never through a symlink)
+    /// and checks that it is a regular file.
+    ///
+    /// [`Error::NotFound`] when it does not exist, [`Error::PermissionDenied`]
+    /// when its mode does not grant `access`; a symlink (`ELOOP`), a
+    /// directory (`EISDIR`) or any other non-regular file gives
+    /// [`Error::Io`]. Its size may be anything, 0 included.
+    pub fn open(name: &ChannelName, access: Access) -> Result<Object> {
+        let mode = match access {
+            Access::ReadWrite => shm::OFlags::RDWR,
+            Access::ReadOnly => shm::OFlags::RDONLY,
+        };
+        // Never follow a symlink planted in the world-writable /dev/shm;
+        // O_NONBLOCK: opening a FIFO planted there must not block (it is
+        // refused below; it has no effect on a regular file).
+        let flags = mode
+            | shm::OFlags::from_bits_retain(
+                rfs::OFlags::NOFOLLOW.bits() | rfs::OFlags::NONBLOCK.bits(),
+            );
+        let fd = match shm::open(name.shm_name(), flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Err(not_regular(name, FileType::Symlink)),
+            Err(Errno::ISDIR) => return Err(not_regular(name, FileType::Directory)),
+            Err(e) => return Err(from_errno("shm_open", name.as_str(), 0, e)),
+        };
+        let st = rfs::fstat(&fd).map_err(|e| from_errno("fstat", name.as_str(), 0, e))?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if !kind.is_file() {
+            return Err(not_regular(name, kind));
+        }
+        Ok(Object {
+            fd,
+            name: name.clone(),
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            access,
+            owner: st.st_uid,
+        })
+    }
+
+    /// The object's fd (for [`lock`](super::lock)).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Maps all of it, with the protection of its [`Access`].
+    ///
+    /// An object of size 0 (its creator has not sized it yet, or died doing
+    /// so) or one larger than the address space gives [`Error::Io`] with
+    /// [`std::io::ErrorKind::InvalidData`].
+    pub fn into_segment(self, map: &MapOptions) -> Result<Segment> {
+        let len = self.mappable_len()?;
+        Segment::map_with(self.fd, len, self.name, map, false, self.access)
+    }
+
+    /// Maps all of it like [`Object::into_segment`], keeping `self`: the
+    /// segment gets a duplicate of the fd, i.e. the same open file
+    /// description, so locks taken through either are shared.
+    pub fn map(&self, map: &MapOptions) -> Result<Segment> {
+        let len = self.mappable_len()?;
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| from_io("dup", self.name.as_str(), 0, e))?;
+        Segment::map_with(fd, len, self.name.clone(), map, false, self.access)
+    }
+
+    fn mappable_len(&self) -> Result<usize> {
+        let size = self.size;
+        if size == 0 {
+            return Err(invalid(
+                &self.name,
+                format!(
+                    "{} is empty (0 bytes), not a channel: a producer makes its object \
+                     complete before giving it the channel's name, so this one was left by a \
+                     process that died while creating it, or made by something else; remove \
+                     it with `bips clean`",
+                    self.name.path().display()
+                ),
+            ));
+        }
+        match usize::try_from(size) {
+            Ok(len) if len <= isize::MAX as usize => Ok(len),
+            _ => Err(invalid(
+                &self.name,
+                format!(
+                    "{} is {size} bytes, more than this address space can map",
+                    self.name.path().display()
+                ),
+            )),
+        }
+    }
+
+    /// Its size in bytes when opened (0: its creator never sized it).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Its owner's uid (`st_uid`) when opened.
+    pub fn owner_uid(&self) -> u32 {
+        self.owner
+    }
+
+    /// The channel name it was opened by.
+    pub fn name(&self) -> &ChannelName {
+        &self.name
+    }
+
+    /// Unlinks the name only if it still names this very object. Returns
+    /// whether it did.
+    pub fn unlink_if_same(&self) -> bool {
+        unlink_if_same_reporting(self.fd.as_fd(), &self.name)
+    }
+
+    /// Whether the name still names this very object.
+    pub fn still_named(&self) -> bool {
+        let id = file_id(self.fd.as_fd());
+        #[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
+        let now = rfs::lstat(self.name.path())
+            .ok()
+            .map(|st| (st.st_dev as u64, st.st_ino as u64));
+        id.is_some() && now == id
+    }
+}
+
+/// What a non-regular file is, in words (`"a symbolic link"`, ...).
+pub(crate) fn file_type_words(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "a regular file",
+        FileType::Symlink => "a symbolic link",
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO (named pipe)",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "not a regular file",
+    }
+}
+
+/// The error for a name that holds no shared-memory object.
+fn not_regular(name: &ChannelName, kind: FileType) -> Error {
+    invalid(
+        name,
+        format!(
+            "{} is {}, not a bips channel (bips never follows or opens one); \
+             remove it by hand if it is not wanted",
+            name.path().display(),
+            file_type_words(kind)
+        ),
+    )
+}
+
+/// [`Error::Io`] of kind `InvalidData` from `open`.
+fn invalid(name: &ChannelName, msg: String) -> Error {
+    Error::Io {
+        op: "open",
+        name: name.as_str().to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, msg),
+    }
+}
+
+/// [`unlink_if_same`] for the object `fd` refers to; whether the name is gone.
+fn unlink_if_same_reporting(fd: BorrowedFd<'_>, name: &ChannelName) -> bool {
+    let id = file_id(fd);
+    let before = rfs::lstat(name.path()).ok();
+    unlink_if_same(id, name);
+    before.is_some() && rfs::lstat(name.path()).is_err()
+}
+
 impl Drop for Segment {
     fn drop(&mut self) {
         if let Some(staged) = self.staged.take() {
             // Never published: remove our staging object (only if that name
             // still is ours).
-            let tmp = ChannelName { shm_name: staged };
+            let tmp = ChannelName::from_shm_name_unchecked(staged);
             unlink_if_same(file_id(self.fd.as_fd()), &tmp);
         }
         // SAFETY: `ptr`/`len` are exactly the mapping `map` made, which nothing
@@ -641,7 +739,7 @@ fn reserve_fallocate(fd: BorrowedFd<'_>, name: &ChannelName, bytes: u64) -> Resu
 
 /// `(st_dev, st_ino)` of an open file, if `fstat` works.
 #[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
-fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+pub(crate) fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
     rfs::fstat(fd)
         .ok()
         .map(|st| (st.st_dev as u64, st.st_ino as u64))
@@ -649,7 +747,7 @@ fn file_id(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
 
 /// Unlinks `name` if it still names the object identified by `id`.
 #[allow(clippy::unnecessary_cast)] // the fields are `c_ulong` on some ABIs
-fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
+pub(crate) fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
     let Some(id) = id else { return };
     if let Ok(now) = rfs::lstat(name.path()) {
         if (now.st_dev as u64, now.st_ino as u64) == id {
@@ -662,86 +760,6 @@ fn unlink_if_same(id: Option<(u64, u64)>, name: &ChannelName) {
 /// may use 16 or 64 KiB).
 pub fn page_size() -> usize {
     rustix::param::page_size()
-}
-
-/// User names of the bips channels present in `/dev/shm` (entries named
-/// `bips.<valid name>`), sorted. No `/dev/shm` means no channels.
-pub fn list_channels() -> std::io::Result<Vec<String>> {
-    let dir = match std::fs::read_dir(SHM_DIR) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for entry in dir {
-        let entry = entry?;
-        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if let Some(user) = file.strip_prefix(PREFIX) {
-            if ChannelName::new(user).is_ok() {
-                names.push(user.to_owned());
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-/// A staging object (`/dev/shm/bips..new-*`) left in `/dev/shm`, see
-/// [`Segment::create_staged`].
-#[derive(Debug)]
-pub(crate) struct Staged {
-    /// Its file name in `/dev/shm`.
-    pub file: String,
-    /// Time since it was last modified (`None`: unknown).
-    pub age: Option<std::time::Duration>,
-}
-
-/// The staging objects in `/dev/shm`: producers being created right now, or
-/// leftovers of producers that died while creating.
-pub(crate) fn staged_objects() -> std::io::Result<Vec<Staged>> {
-    let dir = match std::fs::read_dir(SHM_DIR) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for entry in dir {
-        let entry = entry?;
-        let Some(file) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if file.starts_with(STAGING_PREFIX) {
-            let age = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
-            out.push(Staged { file, age });
-        }
-    }
-    Ok(out)
-}
-
-impl Staged {
-    /// Opens it (no mapping) to ask who holds its producer lock.
-    pub(crate) fn open(&self) -> Result<OwnedFd> {
-        let flags =
-            shm::OFlags::RDONLY | shm::OFlags::from_bits_retain(rfs::OFlags::NOFOLLOW.bits());
-        shm::open(self.file.as_str(), flags, Mode::empty())
-            .map_err(|e| from_errno("shm_open", &self.file, 0, e))
-    }
-
-    /// Unlinks it if its name still names the object `fd` refers to.
-    /// Returns whether it did.
-    pub(crate) fn unlink_if_same(&self, fd: BorrowedFd<'_>) -> bool {
-        let tmp = ChannelName {
-            shm_name: self.file.clone(),
-        };
-        unlink_if_same(file_id(fd), &tmp);
-        rfs::lstat(tmp.path()).is_err()
-    }
 }
 
 /// Helpers for tests that touch `/dev/shm` (unique names, cleanup guards).
@@ -776,72 +794,6 @@ mod tests {
     use super::test_util::{unique_name, Cleanup};
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn name_validation() {
-        let long_ok = "a".repeat(200);
-        for good in [
-            "a",
-            "camera0",
-            "cam.front-left_1",
-            "A.B",
-            "-x",
-            "x..y",
-            "x.",
-            long_ok.as_str(),
-        ] {
-            let n = ChannelName::new(good).unwrap_or_else(|e| panic!("{good:?}: {e}"));
-            assert_eq!(n.as_str(), good);
-            assert_eq!(n.shm_name(), format!("bips.{good}"));
-            assert_eq!(n.path(), PathBuf::from(format!("/dev/shm/bips.{good}")));
-            assert_eq!(n.to_string(), good);
-        }
-        let long_bad = "a".repeat(201);
-        let bad: &[(&str, &str)] = &[
-            ("", "the name is empty"),
-            (&long_bad, "the name is longer than 200 bytes"),
-            (".", "\".\" and \"..\" are not names"),
-            ("..", "\".\" and \"..\" are not names"),
-            (".hidden", "the name starts with '.'"),
-            ("a/b", "the name contains '/'"),
-            ("/abs", "the name contains '/'"),
-            (
-                "sp ace",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "nul\0",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "caméra",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "a:b",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-            (
-                "a\\b",
-                "the name contains a character other than A-Z, a-z, 0-9, '.', '_' and '-'",
-            ),
-        ];
-        for (name, why) in bad {
-            match ChannelName::new(name) {
-                Err(Error::InvalidName { name: n, reason }) => {
-                    assert_eq!(&n, name);
-                    assert_eq!(reason, *why, "for {name:?}");
-                }
-                other => panic!("{name:?} should be invalid, got {other:?}"),
-            }
-        }
-        // The message names the input and the rule.
-        let msg = ChannelName::new("a b").unwrap_err().to_string();
-        assert!(msg.contains("\"a b\"") && msg.contains("A-Z"), "{msg}");
-        // Parsing entry points agree.
-        assert!("ok".parse::<ChannelName>().is_ok());
-        assert!(ChannelName::try_from("..").is_err());
-    }
 
     #[test]
     #[cfg_attr(miri, ignore)]
