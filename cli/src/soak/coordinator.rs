@@ -464,6 +464,7 @@ impl Phase {
             if t0.elapsed() > Duration::from_secs(10) {
                 return Err("the first producer did not start within 10 s".into());
             }
+            crate::signals::check()?;
             std::thread::sleep(Duration::from_millis(1));
         }
         for slot in 0..self.consumers {
@@ -542,6 +543,7 @@ impl Phase {
                     self.tally.s4
                 ));
             }
+            crate::signals::check()?;
             std::thread::sleep(Duration::from_micros(500));
         }
         self.tally.recovery_timeouts += self.recovering.len() as u64;
@@ -642,6 +644,7 @@ impl Phase {
                     self.kill(key)?;
                 }
             }
+            crate::signals::check()?;
             std::thread::sleep(Duration::from_millis(2));
         }
         self.pump();

@@ -84,7 +84,7 @@ pub enum SoakPolicy {
 pub struct SoakArgs {
     /// Total duration in seconds (with `--policy both`, half for each policy,
     /// one after the other, each on a fresh channel).
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_parser = crate::parse_seconds)]
     seconds: f64,
     /// Backpressure policy to soak.
     #[arg(long, value_enum, default_value_t = SoakPolicy::Both)]
@@ -137,9 +137,9 @@ pub use roles::{consumer, producer};
 
 /// `bips soak`.
 pub fn run(a: SoakArgs) -> Result<(), BoxError> {
-    if a.seconds.is_nan() || a.seconds <= 0.0 {
-        return Err("--seconds must be positive".into());
-    }
+    // SIGINT/SIGTERM/SIGHUP end the phase at once; `cleanup` then kills the
+    // children and removes this run's channels, and main dies of the signal.
+    crate::signals::install()?;
     let seed = a
         .seed
         .unwrap_or_else(|| mix64(bips::now_ns() ^ u64::from(std::process::id())));

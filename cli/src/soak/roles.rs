@@ -33,6 +33,9 @@ pub fn producer(a: ChildArgs) -> Result<(), BoxError> {
         .backpressure(a.policy.into())
         .max_consumers(MAX_CONSUMERS)
         .meta_size(16);
+    // A signal to the process group (Ctrl-C) reaches us too: remove the
+    // channel before dying (SIGKILL, the chaos, is the coordinator's to clean).
+    bips::cleanup_on_signals()?;
     let p = Producer::create(&a.channel, &opts)
         .map_err(|e| format!("producer incarnation {inc}: create: {e}"))?;
     say(format_args!("READY {inc}"));
