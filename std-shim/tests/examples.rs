@@ -2,27 +2,57 @@
 //! Ctrl-C and friends leave nothing behind, and errors are told in words.
 //!
 //! `cargo test -p bips` builds the examples next to this test binary
-//! (`target/<profile>/examples/`).
+//! (`target/<profile>/examples/`); otherwise the test builds them.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/examples-HASH -> target/<profile>/examples/NAME
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
+    // target/[<triple>/]<profile>/deps/examples-HASH
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = profile_dir.join("examples").join(name);
+    if path.exists() {
+        return path;
+    }
+    // `cargo test -p bips` builds the examples; `--test examples` or
+    // `--tests` alone does not. Build them in a target dir of their own (the
+    // cargo that runs us holds the lock of this one), once.
+    static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = built.get_or_insert_with(|| {
+        let own = profile_dir.join("examples-for-tests");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "-q", "-p", "bips", "--examples", "--target-dir"])
+            .arg(&own)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let triple = profile_dir
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|t| t.to_str())
+            .filter(|t| t.contains("-linux-"));
+        let mut sub = own.clone();
+        if let Some(t) = triple {
+            cmd.args(["--target", t]);
+            sub = sub.join(t);
+        }
+        let st = cmd.status().expect("run cargo build --examples");
+        assert!(st.success(), "cargo build -p bips --examples failed: {st}");
+        sub.join(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        })
         .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} not built (cargo test -p bips builds the examples)",
-        path.display()
-    );
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built", path.display());
     path
 }
 
