@@ -16,38 +16,70 @@ type BoxError = Box<dyn std::error::Error>;
 /// Frame header magic, written at the start of every demo frame.
 const MAGIC: u64 = 0xB1B5_DE40_F8A3_E000;
 
+/// Largest buffer a channel can have (`Geometry::MAX_BUFFER_SIZE`, 1 TiB).
+const MAX_FRAME: u64 = 1 << 40;
+
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
     /// Frame width in pixels.
-    #[arg(long, default_value_t = 1920)]
+    #[arg(long, default_value_t = 1920, value_parser = clap::value_parser!(u32).range(1..))]
     width: u32,
     /// Frame height in pixels.
-    #[arg(long, default_value_t = 1080)]
+    #[arg(long, default_value_t = 1080, value_parser = clap::value_parser!(u32).range(1..))]
     height: u32,
-    /// Bytes per pixel (3 = RGB, 4 = RGBA).
-    #[arg(long, default_value_t = 3)]
+    /// Bytes per pixel (3 = RGB, 4 = RGBA; 1 to 16).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=16))]
     bpp: u32,
-    /// Frame size in bytes (overrides width x height x bpp).
-    #[arg(long)]
-    size: Option<usize>,
+    /// Frame size in bytes, 16 B to 1 TiB (overrides width x height x bpp).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(16..=MAX_FRAME))]
+    size: Option<u64>,
     /// Frames per second to publish (0: as fast as the consumers allow).
     #[arg(long, default_value_t = 0)]
     rate: u32,
-    /// Number of consumer processes.
-    #[arg(long, default_value_t = 2)]
+    /// Number of consumer processes (1 to 64).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     consumers: u32,
     /// Backpressure policy.
     #[arg(long, value_enum, default_value_t = PolicyArg::Block)]
     policy: PolicyArg,
-    /// How long to publish, in seconds.
-    #[arg(long, default_value_t = 3.0)]
+    /// How long to publish, in seconds (above 0, at most 1000000).
+    #[arg(long, default_value_t = 3.0, value_parser = crate::parse_seconds)]
     seconds: f64,
-    /// Buffers in the pool.
-    #[arg(long, default_value_t = 8)]
+    /// Buffers in the pool (1 to 65536).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=65536))]
     buffers: u32,
     /// How waiting processes wait.
     #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
     wait: WaitArg,
+}
+
+impl DemoArgs {
+    /// Bytes per frame: `--size`, else width x height x bpp.
+    fn frame_size(&self) -> Result<u64, String> {
+        if let Some(size) = self.size {
+            return Ok(size);
+        }
+        let (w, h, b) = (self.width, self.height, self.bpp);
+        let size = u64::from(w)
+            .checked_mul(u64::from(h))
+            .and_then(|x| x.checked_mul(u64::from(b)))
+            .filter(|&x| x <= MAX_FRAME)
+            .ok_or_else(|| {
+                format!("a frame of {w}x{h}x{b} bytes is larger than 1 TiB, the largest buffer")
+            })?;
+        if size < 16 {
+            return Err(format!(
+                "a frame of {w}x{h}x{b} = {size} bytes is too small: the demo needs 16 bytes \
+                 (a header and a trailer); give larger dimensions or --size"
+            ));
+        }
+        Ok(size)
+    }
+
+    /// Checks that span several options (each one alone is checked by clap).
+    pub fn validate(&self) -> Result<(), String> {
+        self.frame_size().map(|_| ())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,15 +108,74 @@ pub struct ChildArgs {
     height: u32,
 }
 
-/// Kills and reaps child processes on drop, so an error never leaves them.
-struct Children(Vec<Child>);
+/// A child process of the demo.
+struct Kid {
+    /// "producer" or "consumer N".
+    role: String,
+    child: Child,
+    /// Reads its stderr; yields the lines once it has exited.
+    err: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Kid {
+    /// Why it failed, in its own words (its stderr), once it has exited.
+    fn reason(&mut self, status: std::process::ExitStatus) -> String {
+        let lines = self
+            .err
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let said: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .map(|l| l.strip_prefix("bips: ").unwrap_or(l))
+            .collect();
+        if said.is_empty() {
+            format!("the {} exited with {status}", self.role)
+        } else {
+            format!("the {} failed: {}", self.role, said.join("; "))
+        }
+    }
+}
+
+/// The demo's children and channel. On drop (an error, a failed child, a
+/// signal): kills and reaps every child still running, then removes the
+/// channel if no process uses it any more, so nothing is left behind.
+struct Children {
+    kids: Vec<Kid>,
+    channel: String,
+}
+
+impl Children {
+    /// `Err` with the reason when a signal came or a child failed; children
+    /// that ended well are fine.
+    fn check(&mut self) -> Result<(), BoxError> {
+        crate::signals::check()?;
+        for k in &mut self.kids {
+            if let Ok(Some(st)) = k.child.try_wait() {
+                if !st.success() {
+                    // A child killed by the signal we are about to see:
+                    // report the signal, not the child.
+                    std::thread::sleep(Duration::from_millis(20));
+                    crate::signals::check()?;
+                    return Err(k.reason(st).into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
+        for k in &mut self.kids {
+            let _ = k.child.kill();
+            let _ = k.child.wait();
         }
+        // Every process of ours is gone; only a channel nobody uses is
+        // removed (never one another process owns under the same name).
+        let _ = bips::monitor::remove_if_dead(&self.channel, false);
     }
 }
 
@@ -157,7 +248,7 @@ fn parse(line: &str) -> Msg {
     }
 }
 
-fn spawn(role: &str, a: &ChildArgs, tx: &mpsc::Sender<Msg>) -> Result<Child, BoxError> {
+fn spawn(role: &str, a: &ChildArgs, tx: &mpsc::Sender<Msg>) -> Result<Kid, BoxError> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.arg(role)
@@ -186,6 +277,7 @@ fn spawn(role: &str, a: &ChildArgs, tx: &mpsc::Sender<Msg>) -> Result<Child, Box
             },
         ])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .stdin(Stdio::null());
     let mut child = cmd.spawn()?;
     let out = child.stdout.take().expect("piped");
@@ -198,7 +290,26 @@ fn spawn(role: &str, a: &ChildArgs, tx: &mpsc::Sender<Msg>) -> Result<Child, Box
             }
         }
     });
-    Ok(child)
+    let err = child.stderr.take().expect("piped");
+    let err = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if lines.len() < 20 {
+                lines.push(line);
+            }
+        }
+        lines
+    });
+    Ok(Kid {
+        role: if role == "__demo-producer" {
+            "producer".into()
+        } else {
+            format!("consumer {}", a.id)
+        },
+        child,
+        err: Some(err),
+    })
 }
 
 fn fmt_ns(ns: u64) -> String {
@@ -210,13 +321,8 @@ fn fmt_ns(ns: u64) -> String {
 }
 
 pub fn run(a: DemoArgs) -> Result<(), BoxError> {
-    if a.consumers == 0 {
-        return Err("--consumers must be at least 1".into());
-    }
-    let size = a
-        .size
-        .unwrap_or(a.width as usize * a.height as usize * a.bpp as usize)
-        .max(16);
+    let size = usize::try_from(a.frame_size()?)?;
+    crate::signals::install()?;
     let channel = format!("demo-{}", std::process::id());
     let child = ChildArgs {
         channel: channel.clone(),
@@ -236,11 +342,13 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
         a.consumers
     );
     println!(
-        "  frames of {} bytes ({}x{}x{}), {} buffers, policy {:?}, wait {:?}, rate {}, {} s",
+        "  frames of {} bytes{}, {} buffers, policy {:?}, wait {:?}, rate {}, {} s",
         size,
-        a.width,
-        a.height,
-        a.bpp,
+        if a.size.is_some() {
+            String::new()
+        } else {
+            format!(" ({}x{}x{})", a.width, a.height, a.bpp)
+        },
         a.buffers,
         a.policy,
         a.wait,
@@ -256,18 +364,27 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
     );
 
     let (tx, rx) = mpsc::channel();
-    let mut kids = Children(Vec::new());
-    kids.0.push(spawn("__demo-producer", &child, &tx)?);
-    // Wait for the producer to create the channel before consumers open it.
+    let mut kids = Children {
+        kids: Vec::new(),
+        channel: channel.clone(),
+    };
+    kids.kids.push(spawn("__demo-producer", &child, &tx)?);
+    // Wait for the producer to create the channel before consumers open it;
+    // if it fails, say why at once.
     let t0 = Instant::now();
     loop {
-        match rx.recv_timeout(Duration::from_secs(10))? {
-            Msg::Ready => break,
-            Msg::Line(l) => println!("  producer: {l}"),
-            _ => {}
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Msg::Ready) => break,
+            Ok(Msg::Line(l)) => println!("  producer: {l}"),
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("we hold a sender"),
+        }
+        kids.check()?;
+        if kids.kids[0].child.try_wait()?.is_some() {
+            return Err("the producer exited before creating the channel".into());
         }
         if t0.elapsed() > Duration::from_secs(10) {
-            return Err("producer did not start".into());
+            return Err("the producer did not create the channel within 10 s".into());
         }
     }
     for id in 0..a.consumers {
@@ -275,7 +392,7 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
             id,
             ..child.clone()
         };
-        kids.0.push(spawn("__demo-consumer", &c, &tx)?);
+        kids.kids.push(spawn("__demo-consumer", &c, &tx)?);
     }
     drop(tx);
 
@@ -294,6 +411,7 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
         let msg = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                kids.check()?;
                 if Instant::now() > deadline {
                     return Err("demo did not finish in time".into());
                 }
@@ -301,6 +419,7 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
+        kids.check()?;
         match msg {
             Msg::Stat {
                 id,
@@ -365,16 +484,14 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
         println!();
     }
     let mut failed = false;
-    for (i, k) in kids.0.iter_mut().enumerate() {
-        let st = k.wait()?;
+    for k in &mut kids.kids {
+        let st = k.child.wait()?;
         if !st.success() {
             failed = true;
-            eprintln!(
-                "  {} exited with {st}",
-                if i == 0 { "producer" } else { "consumer" }
-            );
+            eprintln!("  {}", k.reason(st));
         }
     }
+    crate::signals::check()?;
     println!();
     println!(
         "  producer published {} frames in {:.2} s ({:.0} frames/s)",
@@ -455,6 +572,8 @@ pub fn producer(a: ChildArgs) -> Result<(), BoxError> {
         .max_consumers(a.consumers.max(1))
         .meta_size(16)
         .wait(a.wait.into());
+    // Ctrl-C, SIGTERM, SIGHUP: remove the channel before dying.
+    bips::cleanup_on_signals()?;
     let p = Producer::create(&a.channel, &opts)?;
     println!("READY");
     // Wait for every consumer to attach (they report to the parent, not us).

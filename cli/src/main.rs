@@ -7,6 +7,7 @@
 
 mod channels;
 mod demo;
+mod signals;
 mod soak;
 
 // The demo's log-linear histogram lives in bips-bench, which shares it.
@@ -14,7 +15,7 @@ use bips_bench::hist;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// bips — zero-copy shared-memory channels between processes.
 ///
@@ -30,7 +31,9 @@ use clap::{Parser, Subcommand, ValueEnum};
     about,
     long_about,
     after_help = "Exit status: 0 success; 1 failure (the message says why); 2 bad usage \
-                  (unknown option, invalid channel name); 3 no such channel (inspect).\n\n\
+                  (unknown option, invalid value, invalid channel name); 3 no such channel (inspect). \
+                  On SIGINT, SIGTERM or SIGHUP, demo and soak stop their children, remove their \
+                  channels and end by that signal (a shell shows 128 + its number).\n\n\
                   Examples:\n  \
                   bips demo                      # 1 producer -> 2 consumers, 1080p frames, 3 s\n  \
                   bips demo --consumers 4 --policy drop-oldest --rate 60\n  \
@@ -140,8 +143,31 @@ impl Failure {
 
 impl From<Box<dyn std::error::Error>> for Failure {
     fn from(e: Box<dyn std::error::Error>) -> Failure {
+        // Stopped by SIGINT/SIGTERM/SIGHUP: everything is cleaned up by now
+        // (the command returned); end as the signal would have.
+        if let Some(signals::Interrupted(sig)) = e.downcast_ref() {
+            signals::die_of(*sig);
+        }
         Failure::new(1, e.to_string())
     }
+}
+
+/// Longest `--seconds` accepted (about 11.6 days).
+const MAX_SECONDS: f64 = 1e6;
+
+/// Parses a duration in seconds: a finite number, above 0, at most
+/// [`MAX_SECONDS`].
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !v.is_finite() || v <= 0.0 || v > MAX_SECONDS {
+        return Err(format!(
+            "{s} is out of range: give a number of seconds above 0 and at most {MAX_SECONDS:.0}"
+        ));
+    }
+    Ok(v)
 }
 
 /// Backpressure policy on the command line.
@@ -192,6 +218,14 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
+    // Checks that span several options, before anything starts (exit 2).
+    if let Cmd::Demo(a) = &cli.cmd {
+        if let Err(msg) = a.validate() {
+            Cli::command()
+                .error(clap::error::ErrorKind::ValueValidation, msg)
+                .exit();
+        }
+    }
     let r: Result<(), Failure> = match cli.cmd {
         Cmd::Demo(a) => demo::run(a).map_err(Into::into),
         Cmd::DemoProducer(a) => demo::producer(a).map_err(Into::into),

@@ -4,11 +4,26 @@
 //! cargo run --release -p bips --example consumer -- [CHANNEL]
 //! ```
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use bips::{Consumer, Error};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    // Errors are shown with their Display message (what to do about them),
+    // not `Debug` as `main() -> Result` would.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("consumer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// A consumer creates nothing in /dev/shm (its entry lives in the producer's
+// segment and is reclaimed when it dies): signals need no cleanup here.
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let channel = std::env::args().nth(1).unwrap_or_else(|| "example".into());
     // The producer may start after us: retry for a few seconds.
     let consumer = {

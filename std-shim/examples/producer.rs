@@ -4,8 +4,10 @@
 //! ```text
 //! cargo run --release -p bips --example producer -- [CHANNEL] [FRAMES] [FPS]
 //! ```
-//! Run `consumer` in another terminal with the same channel name.
+//! Run `consumer` in another terminal with the same channel name. Ctrl-C
+//! (or SIGTERM, SIGHUP) removes the channel before the producer ends.
 
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bips::{Options, Producer};
@@ -13,12 +15,32 @@ use bips::{Options, Producer};
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
+    // Errors are shown with their Display message (what to do about them),
+    // not `Debug` as `main() -> Result` would.
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("producer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let channel = args.next().unwrap_or_else(|| "example".into());
-    let frames: u64 = args.next().map_or(Ok(300), |s| s.parse())?;
-    let fps: u32 = args.next().map_or(Ok(30), |s| s.parse())?;
+    let frames: u64 = args
+        .next()
+        .map_or(Ok(300), |s| s.parse())
+        .map_err(|e| format!("FRAMES: {e}"))?;
+    let fps: u32 = args
+        .next()
+        .map_or(Ok(30), |s| s.parse())
+        .map_err(|e| format!("FPS: {e}"))?;
 
+    // Ctrl-C, SIGTERM and SIGHUP remove our channel before we go.
+    bips::cleanup_on_signals()?;
     let opts = Options::new(4, (WIDTH * HEIGHT * 3) as usize).meta_size(16);
     let producer = Producer::create(&channel, &opts)?;
     println!("producer: channel {channel:?}, {frames} frames at {fps} fps; start a consumer now");

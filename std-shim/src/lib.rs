@@ -36,8 +36,17 @@
 //! -9 included. A producer blocked on a dead consumer reclaims its entry and
 //! held buffers within ~50 ms; consumers of a dead producer drain what is left
 //! and get [`Error::Disconnected`].
+//!
+//! ## Leaving on a signal
+//! A producer removes its channel when dropped, but Ctrl-C (SIGINT), SIGTERM
+//! and SIGHUP end a process without running destructors. Call
+//! [`cleanup_on_signals`] early in `main` and those signals remove the
+//! channels of this process's live producers before it ends (with the
+//! signal's usual exit status); an application with its own signal handling
+//! calls [`remove_owned_channels`] from its shutdown path instead.
 #![deny(missing_docs)]
 
+mod cleanup;
 mod consumer;
 pub mod error;
 pub mod monitor;
@@ -48,6 +57,9 @@ pub mod trust;
 mod waiting;
 
 pub use bips_core::{Geometry, LayoutError, Start, MAX_HELD};
+#[cfg(feature = "signals")]
+pub use cleanup::cleanup_on_signals;
+pub use cleanup::remove_owned_channels;
 pub use consumer::{Consumer, Iter, RawSample, Sample};
 pub use error::{Error, Result};
 pub use options::{Backpressure, ConsumerOptions, Options, WaitStrategy};

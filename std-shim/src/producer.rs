@@ -86,6 +86,8 @@ impl Producer {
             bips_core::Layout::new(geometry).map_err(|e| Error::InvalidOptions(e.to_string()))?;
         let page = page_size();
         let len = layout.total_size.div_ceil(page) * page;
+        // Listed for `remove_owned_channels` (signals) once published.
+        let creating = crate::cleanup::Creating::begin();
         // The segment is created, locked and formatted under a staging name
         // and renamed into place only then (never over an existing object):
         // whoever finds it under the channel's name finds it complete and,
@@ -112,15 +114,17 @@ impl Producer {
             for _ in 0..8 {
                 match seg.publish()? {
                     Publish::Done => {
+                        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                        creating.register(id, &seg);
                         return Ok(Producer {
                             core: bips_core::Producer::new(region),
                             seg,
                             wait: options.wait,
-                            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                            id,
                             last_reap: Cell::new(Instant::now()),
                             doorbell: DoorbellWake::default(),
                             last_sleeper_check: Cell::new(None),
-                        })
+                        });
                     }
                     // A live producer answers ChannelBusy; a stale one is removed.
                     Publish::Exists => replace_stale(&name, &options.owner)?,
@@ -333,6 +337,8 @@ impl Drop for Producer {
     fn drop(&mut self) {
         self.core.close(&FutexWake);
         self.seg.unlink_if_same();
+        // Last: until now a signal's cleanup may still remove the channel.
+        crate::cleanup::deregister(self.id);
     }
 }
 

@@ -7,7 +7,15 @@ use std::time::{Duration, Instant};
 #[path = "common/checksum.rs"]
 mod checksum;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // The Display message and exit status 1, not `Debug` from `main() -> Result`.
+    if let Err(e) = run() {
+        eprintln!("checksum_consumer: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
         return Err("usage: checksum_consumer CHANNEL FRAMES".into());

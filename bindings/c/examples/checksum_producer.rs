@@ -6,13 +6,23 @@ use std::time::{Duration, Instant};
 #[path = "common/checksum.rs"]
 mod checksum;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() {
+    // The Display message and exit status 1, not `Debug` from `main() -> Result`.
+    if let Err(e) = run() {
+        eprintln!("checksum_producer: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 4 {
         return Err("usage: checksum_producer CHANNEL FRAMES CONSUMERS".into());
     }
     let frames: u32 = args[2].parse()?;
     let want: usize = args[3].parse()?;
+    // SIGINT/SIGTERM/SIGHUP remove the channel before we go.
+    bips::cleanup_on_signals()?;
     let producer = bips::Producer::create(
         &args[1],
         &bips::Options::new(4, checksum::BUFFER_SIZE).meta_size(checksum::META_SIZE),
