@@ -233,8 +233,7 @@ pub struct ProducerBlock {
     /// Next sequence to publish; samples `< head` are published.
     pub head: AtomicU64,
     _pad_head: [AtomicU64; (LINE - 8) / 8],
-    // --- line 2: read-mostly; written when the producer closes and when
-    // consumers go to sleep or wake up.
+    // --- line 2: read-mostly; written when the producer closes.
     /// [`PRODUCER_OPEN`] or [`PRODUCER_CLOSED`].
     pub state: AtomicU32,
     _pad_state: AtomicU32,

@@ -34,7 +34,7 @@
 use core::cell::Cell;
 
 use crate::layout::*;
-use crate::sync::{fence, Ordering::*};
+use crate::sync::{fence, AtomicU64, Ordering::*};
 use crate::wait::{Wait, Wake};
 
 /// Tries a lagging consumer makes to catch a producer that keeps recycling
@@ -367,10 +367,13 @@ impl<'a> Region<'a> {
     /// then rings the doorbell). Reads only the words that cover
     /// `max_consumers` (one for up to 64 consumers).
     fn any_sleeper(&self) -> bool {
-        let words = (self.layout.geometry.max_consumers as usize).div_ceil(64);
-        self.producer.sleepers[..words.min(SLEEPER_WORDS)]
-            .iter()
-            .any(|w| w.load(Relaxed) != 0)
+        // Bits of entries that do not exist (a hostile write) are ignored:
+        // nothing would ever clear them.
+        let n = self.layout.geometry.max_consumers as usize;
+        let (full, rest) = ((n / 64).min(SLEEPER_WORDS), n % 64);
+        let s = &self.producer.sleepers;
+        s[..full].iter().any(|w| w.load(Relaxed) != 0)
+            || (rest != 0 && full < SLEEPER_WORDS && s[full].load(Relaxed) & ((1 << rest) - 1) != 0)
     }
 
     /// Whether consumer entry `idx` is asleep (or about to sleep) in `recv`.
@@ -747,6 +750,9 @@ pub struct Consumer<'a> {
     r: Region<'a>,
     wake: &'a (dyn Wake + Sync),
     idx: usize,
+    /// The claim generation of our entry: only the word
+    /// `entry_word(generation, ACTIVE)` is ours.
+    generation: u32,
     policy: Policy,
     cursor: Cell<u64>,
     held_mask: Cell<u32>,
@@ -838,6 +844,7 @@ impl<'a> Consumer<'a> {
             r: region,
             wake,
             idx: idx as usize,
+            generation,
             policy: region.layout.geometry.policy,
             cursor: Cell::new(c),
             held_mask: Cell::new(0),
@@ -983,8 +990,8 @@ impl<'a> Consumer<'a> {
     }
 
     /// Receives the next sample, waiting with `wait` while there is none.
-    /// Sleeping strategies are counted in `waiters`, so a publish wakes them
-    /// (and only then makes a system call).
+    /// Sleeping strategies set the entry's bit in `sleepers`, so a publish
+    /// wakes them (and only then makes a system call).
     pub fn recv(&self, wait: &mut impl Wait) -> Result<Received, ProtocolError> {
         let p = self.r.producer;
         let (word, bit) = sleeper_bit(self.idx as u32);
@@ -1002,12 +1009,12 @@ impl<'a> Consumer<'a> {
             // Handshake 2: set our bit, fence, read the bell, re-check. One
             // RMW of one word: killed anywhere in here, we leave at most our
             // own bit set, and reclaiming the entry clears it.
-            sleeper.fetch_or(bit, Relaxed);
+            let asleep = Asleep::mark(sleeper, bit);
             fence(SeqCst);
             let bell = p.doorbell.load(Acquire);
             let r = self.try_recv();
             let go_on = !matches!(r, Ok(None)) || wait.wait(&p.doorbell, bell);
-            sleeper.fetch_and(!bit, Relaxed);
+            drop(asleep);
             match r {
                 Ok(Some(s)) => return Ok(s),
                 Err(e) => return Err(e),
@@ -1047,24 +1054,52 @@ impl<'a> Consumer<'a> {
     /// Leaves the channel: drops every hold and frees the entry.
     pub fn detach(self, wake: &impl Wake) {
         let e = self.entry();
-        for h in &e.held {
-            h.store(0, Release);
-        }
-        let w = e.state.load(Relaxed);
-        let (generation, state) = entry_word_split(w);
-        if state == ENTRY_ACTIVE {
-            // Ours still (only the dead are reclaimed): our sleeper bit is
-            // clear unless a `recv` unwound mid-sleep; clear it before the
-            // entry can have a new owner.
+        // As a reclaim does: ours -> ATTACHING (the producer then ignores
+        // the entry, and nobody can claim it), clear holds and our sleeper
+        // bit, then FREE. The CAS names our generation: an entry reclaimed
+        // meanwhile (liveness misjudged) and maybe claimed anew is not ours,
+        // and neither are its holds or its bit. Release: our reads of held
+        // buffers happen-before the producer, seeing the entry no longer
+        // ACTIVE (Acquire), rewrites them.
+        let generation = self.generation;
+        if e.state
+            .compare_exchange(
+                entry_word(generation, ENTRY_ACTIVE),
+                entry_word(generation, ENTRY_ATTACHING),
+                AcqRel,
+                Relaxed,
+            )
+            .is_ok()
+        {
+            for h in &e.held {
+                h.store(0, Release);
+            }
             let (word, bit) = sleeper_bit(self.idx as u32);
             self.r.producer.sleepers[word].fetch_and(!bit, Relaxed);
-            // A CAS: an entry already reclaimed (maybe claimed anew) is not
-            // ours to free.
-            let _ =
-                e.state
-                    .compare_exchange(w, entry_word(generation, ENTRY_FREE), Release, Relaxed);
+            e.state.store(entry_word(generation, ENTRY_FREE), Release);
         }
         self.r.notify_producer(wake);
+    }
+}
+
+/// A consumer's bit in `sleepers`, set while it may sleep in `recv`; cleared
+/// on every way out, unwinding included (a live consumer left marked would
+/// cost every publish a wake and could not be reaped).
+struct Asleep<'r> {
+    word: &'r AtomicU64,
+    bit: u64,
+}
+
+impl<'r> Asleep<'r> {
+    fn mark(word: &'r AtomicU64, bit: u64) -> Asleep<'r> {
+        word.fetch_or(bit, Relaxed);
+        Asleep { word, bit }
+    }
+}
+
+impl Drop for Asleep<'_> {
+    fn drop(&mut self) {
+        self.word.fetch_and(!self.bit, Relaxed);
     }
 }
 

@@ -269,3 +269,56 @@ fn reclaiming_a_dead_sleeper_stops_the_wakes() {
     }
     assert_eq!(woke.0.get(), 1, "no wake call after the reclaim");
 }
+
+/// A bit set (by a hostile peer) for an entry that does not exist would
+/// never be cleared: it is ignored, publishes make no wake call for it.
+#[test]
+fn sleeper_bits_beyond_max_consumers_are_ignored() {
+    let (raw, layout) = RawRegion::formatted(small(4, 3, Policy::DropOldest));
+    let r = raw.region();
+    let p = Producer::new(r);
+    let word = layout.producer_offset
+        + core::mem::offset_of!(bips_core::layout::ProducerBlock, sleepers);
+    // SAFETY: `word` is the first (aligned) u64 of the sleepers bitmap,
+    // inside the region `raw` owns; only atomics touch it.
+    let w = unsafe { core::sync::atomic::AtomicU64::from_ptr(raw.ptr().add(word).cast()) };
+    w.store(!0b111, core::sync::atomic::Ordering::Relaxed);
+    let woke = CountWake::default();
+    let b = p.try_loan().unwrap().unwrap();
+    p.publish(b, 1, 0, &woke).unwrap();
+    assert_eq!(woke.0.get(), 0, "bits of entries 3..63 ring nobody");
+    w.store(0b100, core::sync::atomic::Ordering::Relaxed);
+    let b = p.try_loan().unwrap().unwrap();
+    p.publish(b, 1, 0, &woke).unwrap();
+    assert_eq!(woke.0.get(), 1, "entry 2's bit does");
+}
+
+/// A consumer whose entry was reclaimed while it lived (a misjudged
+/// liveness check) and claimed anew must not, on detach, free the new
+/// owner's entry or drop its holds.
+#[test]
+#[allow(clippy::forget_non_drop)]
+fn detach_leaves_a_new_owners_entry_alone() {
+    use bips_core::reclaim_consumer;
+    let (raw, _) = RawRegion::formatted(small(4, 1, Policy::Block));
+    let r = raw.region();
+    let p = Producer::new(r);
+    let old = Consumer::claim(r, 0, Start::Oldest, &NoWake).unwrap();
+    assert!(reclaim_consumer(
+        &r,
+        0,
+        r.consumer_word(0).unwrap(),
+        &NoWake
+    ));
+    let new = Consumer::claim(r, 0, Start::Oldest, &NoWake).unwrap();
+    let b = p.try_loan().unwrap().unwrap();
+    p.publish(b, 1, 0, &NoWake).unwrap();
+    let s = new.try_recv().unwrap().expect("sample 0");
+    old.detach(&NoWake);
+    let info = r.consumer_info(0).unwrap();
+    assert!(info.active, "the new owner's entry is still claimed");
+    assert_eq!(info.held, 1, "and its hold still announced");
+    new.release(s, &NoWake);
+    new.detach(&NoWake);
+    assert!(!r.consumer_info(0).unwrap().active);
+}

@@ -56,11 +56,11 @@ pub struct Producer {
     last_sleeper_check: Cell<Option<Instant>>,
 }
 
-/// Wakes in a row that must find nobody before the producer checks whether
-/// the consumers marked asleep are alive.
+/// Wakes that must find nobody before the producer checks whether the
+/// consumers marked asleep are alive.
 const MISSED_WAKES_BEFORE_CHECK: u32 = 2;
 /// Least time between two such checks: a check costs a system call per
-/// consumer entry, and wakes finding nobody are also part of normal
+/// consumer marked asleep, and wakes finding nobody are also part of normal
 /// operation under load (a consumer woken by the previous publish has not
 /// run yet).
 const SLEEPER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
@@ -280,7 +280,18 @@ impl Producer {
         }
         self.last_sleeper_check.set(Some(now));
         self.doorbell.reset();
-        self.reap_dead_consumers();
+        self.reap_dead_sleepers();
+    }
+
+    /// Like [`Producer::reap_dead_consumers`], but probes only the entries
+    /// marked asleep: a few system calls, not one per entry, inline in a
+    /// publish.
+    fn reap_dead_sleepers(&self) -> usize {
+        let r = self.core.region();
+        (0..r.geometry().max_consumers)
+            .filter(|&i| r.is_sleeper(i))
+            .filter(|&i| self.reap_if_dead(i))
+            .count()
     }
 
     /// Gives back, unpublished, a loan detached with [`SampleMut::into_raw`].
@@ -310,26 +321,31 @@ impl Producer {
     /// Runs on its own while `loan` waits; call it to reclaim eagerly.
     pub fn reap_dead_consumers(&self) -> usize {
         let r = self.core.region();
-        let fd = self.seg.fd();
-        let mut n = 0;
-        for i in 0..r.geometry().max_consumers {
-            let Some(word) = r.consumer_word(i) else {
-                break;
-            };
-            if bips_core::layout::entry_word_split(word).1 == bips_core::layout::ENTRY_FREE {
-                continue;
-            }
-            let byte = consumer_lock_byte(i);
-            // Holding the entry's lock proves its owner dead and keeps a new
-            // consumer from claiming the entry while we free it.
-            if let Ok(true) = lock::try_lock(fd, byte) {
-                if bips_core::reclaim_consumer(r, i, word, &FutexWake) {
-                    n += 1;
-                }
-                let _ = lock::unlock(fd, byte);
-            }
+        (0..r.geometry().max_consumers)
+            .filter(|&i| self.reap_if_dead(i))
+            .count()
+    }
+
+    /// Reclaims consumer entry `i` if it is claimed and its owner is dead
+    /// (its liveness lock is free). Returns whether it did.
+    fn reap_if_dead(&self, i: u32) -> bool {
+        let r = self.core.region();
+        let Some(word) = r.consumer_word(i) else {
+            return false;
+        };
+        if bips_core::layout::entry_word_split(word).1 == bips_core::layout::ENTRY_FREE {
+            return false;
         }
-        n
+        let fd = self.seg.fd();
+        let byte = consumer_lock_byte(i);
+        // Holding the entry's lock proves its owner dead and keeps a new
+        // consumer from claiming the entry while we free it.
+        let mut freed = false;
+        if let Ok(true) = lock::try_lock(fd, byte) {
+            freed = bips_core::reclaim_consumer(r, i, word, &FutexWake);
+            let _ = lock::unlock(fd, byte);
+        }
+        freed
     }
 }
 

@@ -24,20 +24,22 @@ impl bips_core::Wake for FutexWake {
 }
 
 /// The producer's doorbell wake: a shared futex wake that also counts the
-/// wakes in a row that found nobody asleep.
+/// wakes that found nobody asleep (since the count was last reset).
 ///
 /// A wake that finds nobody is normal now and then (a consumer between
 /// setting its sleeper bit and entering the kernel, or one already woken by
-/// the previous publish); several in a row may also mean a consumer died
-/// asleep and its bit keeps every publish ringing. The producer then looks
-/// for dead consumers (see `Producer::publish`).
+/// the previous publish); it may also mean a consumer died asleep and its bit
+/// keeps publishes ringing. The producer then checks the marked sleepers'
+/// liveness (see `Producer::after_publish`). Wakes that do wake someone do
+/// not reset the count: a dead sleeper next to a live one that sleeps every
+/// other publish must still be found.
 #[derive(Debug, Default)]
 pub(crate) struct DoorbellWake {
     missed: Cell<u32>,
 }
 
 impl DoorbellWake {
-    /// Wakes in a row that woke nobody.
+    /// Wakes that woke nobody since the last [`DoorbellWake::reset`].
     pub(crate) fn missed(&self) -> u32 {
         self.missed.get()
     }
@@ -52,8 +54,6 @@ impl bips_core::Wake for DoorbellWake {
     fn wake(&self, word: &AtomicU32) {
         if futex::wake_all(word) == 0 {
             self.missed.set(self.missed.get().saturating_add(1));
-        } else {
-            self.missed.set(0);
         }
     }
 }
