@@ -172,9 +172,10 @@ def test_layout_mismatch(channel):
 def test_corrupt(channel):
     """A hostile process writes a published ring slot naming buffer 9999."""
     with bips.Producer(channel, 2, 64, max_consumers=1) as p, bips.Consumer(channel) as c:
-        # docs/ARCHITECTURE.md: 128 B header, 512 B producer block, 128 B per
-        # consumer entry, then the ring: slot 0 = {stamp: u64, buf: u32}.
-        ring = 128 + 512 + 128 * p.max_consumers
+        # docs/ARCHITECTURE.md: 128 B header, 640 B producer block (layout
+        # v2), 128 B per consumer entry, then the ring: slot 0 = {stamp: u64,
+        # buf: u32}.
+        ring = 128 + 640 + 128 * p.max_consumers
         fd = os.open(shm_path(channel), os.O_RDWR)
         try:
             os.pwrite(fd, struct.pack("<QI", 1, 9999), ring)
