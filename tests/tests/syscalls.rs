@@ -377,8 +377,11 @@ fn dead_sleeper_costs_a_bounded_number_of_wakes() {
         "{test}: futex calls {base} with 0 publishes after the kill, {with} with {AFTER_DEATH} \
          ({extra} more)"
     );
+    // Natively the fix costs 2 calls; under qemu-user (the aarch64 stage)
+    // strace also counts qemu's own futex calls (~70). The defect costs one
+    // per publish: 100 times this bound.
     assert!(
-        extra <= 16,
+        extra <= AFTER_DEATH / 100,
         "{AFTER_DEATH} publishes after a consumer died asleep made {extra} futex calls: \
          the dead sleeper keeps every publish ringing"
     );
