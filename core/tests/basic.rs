@@ -277,8 +277,8 @@ fn sleeper_bits_beyond_max_consumers_are_ignored() {
     let (raw, layout) = RawRegion::formatted(small(4, 3, Policy::DropOldest));
     let r = raw.region();
     let p = Producer::new(r);
-    let word = layout.producer_offset
-        + core::mem::offset_of!(bips_core::layout::ProducerBlock, sleepers);
+    let word =
+        layout.producer_offset + core::mem::offset_of!(bips_core::layout::ProducerBlock, sleepers);
     // SAFETY: `word` is the first (aligned) u64 of the sleepers bitmap,
     // inside the region `raw` owns; only atomics touch it.
     let w = unsafe { core::sync::atomic::AtomicU64::from_ptr(raw.ptr().add(word).cast()) };
