@@ -170,8 +170,6 @@ fn open_as_role() {
     say(format!("RESULT uid={uid} open={outcome}"));
 }
 
-/// Whether a user other than the owner may execute `path` (every directory
-
 /// Runs `open-as` as `nobody` on a channel created with `mode`.
 fn open_as_nobody(exe: &Path, mode: u32) -> (Fields, Channel) {
     let ch = Channel::new("perm");
