@@ -98,7 +98,7 @@ body_bench() {
     }
     for sys in "latency,raw atomic,spin,1" "latency,bips,spin,1" "latency,iceoryx2,spin,1" \
         "latency,raw futex,park,1" "latency,bips,park,1" "latency,bips,park,4" \
-        "latency,uds copy,park,1" "throughput,bips,spin,1" "throughput,bips,park,4"; do
+        "latency,uds copy,park,1" "latency,memcpy,copy,1" "throughput,bips,spin,1" "throughput,bips,park,4"; do
         if (($(grep -c "^$sys," "$csv") != 6)); then
             echo "bench: FAILED: expected 6 rows (one per payload size) of '$sys' in $csv"
             return 1

@@ -36,7 +36,7 @@ type Line = (String, RGBColor, bool, Vec<(f64, f64)>);
 
 /// The series drawn: (system, wait, fan-out: 0 = the largest measured > 1),
 /// legend, colour, dashed.
-const SERIES: [(&str, &str, u32, &str, RGBColor, bool); 7] = [
+const SERIES: [(&str, &str, u32, &str, RGBColor, bool); 8] = [
     (
         "raw atomic",
         "spin",
@@ -92,6 +92,14 @@ const SERIES: [(&str, &str, u32, &str, RGBColor, bool); 7] = [
         "Unix socket, payload copied",
         RGBColor(200, 30, 30),
         false,
+    ),
+    (
+        "memcpy",
+        "copy",
+        1,
+        "one memcpy of the payload (what zero copy saves)",
+        RGBColor(200, 30, 30),
+        true,
     ),
 ];
 

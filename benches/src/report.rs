@@ -21,7 +21,7 @@ pub enum Kind {
 pub struct Row {
     /// Latency or throughput.
     pub kind: Kind,
-    /// `bips`, `raw atomic`, `raw futex`, `iceoryx2`, `uds copy`.
+    /// `bips`, `raw atomic`, `raw futex`, `iceoryx2`, `uds copy`, `memcpy`.
     pub system: &'static str,
     /// `spin` (busy-poll) or `park` (sleep in the kernel until woken).
     pub wait: &'static str,
@@ -42,8 +42,10 @@ pub struct Row {
     /// Throughput rows: samples published per second (each consumer receives
     /// every one).
     pub samples_per_s: f64,
-    /// Throughput rows: bytes handed over per second, summed over consumers.
-    pub bytes_per_s: f64,
+    /// The median of the `memcpy` row of the same size (what copying one
+    /// sample costs on this machine, this run), ns; set by
+    /// [`Report::compute_ratios`].
+    pub memcpy_ns: Option<u64>,
     /// Samples that arrived out of order or with a wrong header.
     pub errors: u64,
 }
@@ -68,7 +70,7 @@ impl Row {
             floor_ratio: None,
             iox_ratio: None,
             samples_per_s: 0.0,
-            bytes_per_s: 0.0,
+            memcpy_ns: None,
             errors: 0,
         }
     }
@@ -91,7 +93,6 @@ impl Row {
         Row {
             kind: Kind::Throughput,
             samples_per_s: rate,
-            bytes_per_s: rate * size as f64 * f64::from(fanout),
             errors,
             ..Row::latency(system, wait, fanout, size, Summary::default())
         }
@@ -116,24 +117,12 @@ impl Row {
                 self.lat.n
             ),
             Kind::Throughput => format!(
-                "{:>9}  {:<22} {:>12.0} samples/s  {:>10} handed over",
+                "{:>9}  {:<22} {:>12.0} samples/s",
                 fmt_size(self.size),
                 format!("{} (throughput)", self.label()),
                 self.samples_per_s,
-                fmt_rate(self.bytes_per_s)
             ),
         }
-    }
-}
-
-/// Bytes per second for people: `1.23 GB/s`, `4.5 TB/s` (decimal units).
-pub fn fmt_rate(b: f64) -> String {
-    if b >= 1e12 {
-        format!("{:.2} TB/s", b / 1e12)
-    } else if b >= 1e9 {
-        format!("{:.2} GB/s", b / 1e9)
-    } else {
-        format!("{:.1} MB/s", b / 1e6)
     }
 }
 
@@ -200,7 +189,8 @@ impl Report {
         let mut out = Vec::with_capacity(self.rows.len());
         for r in &self.rows {
             let mut r = r.clone();
-            if r.kind == Kind::Latency {
+            r.memcpy_ns = self.find("memcpy", "copy", 1, r.size).map(|m| m.lat.median);
+            if r.kind == Kind::Latency && r.wait != "copy" {
                 let floor = if r.wait == "spin" {
                     "raw atomic"
                 } else {
@@ -394,9 +384,10 @@ impl Report {
             s.push_str(
                 "\nThroughput: the producer publishes as fast as the consumers release (Block \
                  policy, 8 buffers); every consumer receives and checks every sample. \
-                 \"Handed over\" = samples/s x payload x consumers: no byte is copied, so this \
-                 is not a memory bandwidth.\n\n\
-                 | payload | system | wait | 1->N | samples/s | handed over | errors |\n\
+                 No byte is copied: what that saves is the last column, one memcpy of the \
+                 payload measured in the same run (the `memcpy` latency row), paid per sample \
+                 and consumer by a copying transport.\n\n\
+                 | payload | system | wait | 1->N | samples/s | one memcpy of the payload | errors |\n\
                  |---:|---|---|---:|---:|---:|---:|\n",
             );
             for r in self.rows.iter().filter(|r| r.kind == Kind::Throughput) {
@@ -408,7 +399,7 @@ impl Report {
                     r.wait,
                     r.fanout,
                     r.samples_per_s,
-                    fmt_rate(r.bytes_per_s),
+                    r.memcpy_ns.map_or("".into(), fmt_ns),
                     r.errors
                 );
             }
@@ -434,13 +425,13 @@ impl Report {
     pub fn csv(&self) -> String {
         let mut s = String::from(
             "kind,system,wait,fanout,size_bytes,samples,median_ns,p99_ns,p999_ns,max_ns,mean_ns,\
-             floor_ratio,iceoryx2_ratio,pubrecv_median_ns,pubrecv_p999_ns,samples_per_s,bytes_per_s,errors\n",
+             floor_ratio,iceoryx2_ratio,pubrecv_median_ns,pubrecv_p999_ns,samples_per_s,memcpy_ns,errors\n",
         );
         let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
         for r in &self.rows {
             let _ = writeln!(
                 s,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{:.1},{}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.1},{},{}",
                 match r.kind {
                     Kind::Latency => "latency",
                     Kind::Throughput => "throughput",
@@ -460,7 +451,7 @@ impl Report {
                 r.ts.map_or(String::new(), |t| t.median.to_string()),
                 r.ts.map_or(String::new(), |t| t.p999.to_string()),
                 r.samples_per_s,
-                r.bytes_per_s,
+                r.memcpy_ns.map_or(String::new(), |n| n.to_string()),
                 r.errors
             );
         }
@@ -497,7 +488,7 @@ impl Report {
                     "    {{\"kind\": {}, \"system\": {}, \"wait\": {}, \"fanout\": {}, \"size_bytes\": {}, \
                      \"samples\": {}, \"median_ns\": {}, \"p99_ns\": {}, \"p999_ns\": {}, \"max_ns\": {}, \
                      \"mean_ns\": {}, \"floor_ratio\": {}, \"iceoryx2_ratio\": {}, \"pub_recv\": {}, \
-                     \"samples_per_s\": {:.1}, \"bytes_per_s\": {:.1}, \"errors\": {}}}",
+                     \"samples_per_s\": {:.1}, \"memcpy_ns\": {}, \"errors\": {}}}",
                     q(match r.kind {
                         Kind::Latency => "latency",
                         Kind::Throughput => "throughput",
@@ -516,7 +507,7 @@ impl Report {
                     num(r.iox_ratio),
                     ts,
                     r.samples_per_s,
-                    r.bytes_per_s,
+                    r.memcpy_ns.map_or("null".into(), |n| n.to_string()),
                     r.errors
                 )
             })

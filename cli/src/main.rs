@@ -55,9 +55,9 @@ enum Cmd {
     ///
     /// Each frame is written in place by the producer (a header with its
     /// sequence number at both ends of the frame) and checked in place by every
-    /// consumer: nothing is copied, so the GB/s shown is the rate at which frames
-    /// are handed over, not a memcpy rate. Latency is publish -> receive, on
-    /// CLOCK_MONOTONIC across processes.
+    /// consumer: nothing is copied. It reports frames/s and publish -> receive
+    /// latency (CLOCK_MONOTONIC across processes), and, for scale, what one
+    /// memcpy of a frame costs on this machine, measured in the same run.
     Demo(demo::DemoArgs),
     /// List the bips channels in /dev/shm: geometry, policy, liveness, size.
     ///

@@ -329,3 +329,47 @@ fn demo_child_failure_is_reported_at_once_with_its_reason() {
     assert!(took < Duration::from_secs(2), "took {took:?}: {err}");
     assert!(left.is_empty(), "left {left:?}");
 }
+
+/// The demo reports what a user can check: frames/s, publish -> receive
+/// latency, and, for scale, one memcpy of a frame measured in the same run;
+/// no byte rate that no memory could move ("2389 GB/s handed over").
+#[test]
+fn demo_reports_frames_latency_and_the_cost_of_a_copy() {
+    let out = std::process::Command::new(BIPS)
+        .args([
+            "demo",
+            "--seconds",
+            "0.5",
+            "--width",
+            "640",
+            "--height",
+            "480",
+        ])
+        .output()
+        .expect("run bips demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("frames/s"), "{text}");
+    assert!(text.contains("latency p50"), "{text}");
+    let copy_line = text
+        .lines()
+        .find(|l| l.contains("one memcpy of this frame costs"))
+        .unwrap_or_else(|| panic!("no memcpy figure:\n{text}"));
+    assert!(
+        copy_line.contains(" us") || copy_line.contains(" ns"),
+        "{copy_line}"
+    );
+    assert!(
+        text.contains("reached their consumers without a copy"),
+        "{text}"
+    );
+    assert!(!text.contains("GB/s") && !text.contains("TB/s"), "{text}");
+    assert!(
+        !text.contains("producer published 0 frames"),
+        "the producer's count must be waited for:\n{text}"
+    );
+}

@@ -178,6 +178,29 @@ impl Consumer {
         Iter { consumer: self }
     }
 
+    /// Every buffer of the pool as mapped in this process: index, address,
+    /// capacity, metadata area; stable for this consumer's life. Read a
+    /// buffer only while holding a sample of its index (see [`crate::raw`]).
+    pub fn buffers(&self) -> Vec<crate::BufferInfo> {
+        crate::raw::table(self.core.region())
+    }
+
+    /// [`Consumer::recv`] as a [`RawSample`], which carries its buffer index
+    /// and no borrow; give it back with [`Consumer::release_raw`].
+    pub fn recv_raw(&self) -> Result<RawSample> {
+        self.recv().map(Sample::into_raw)
+    }
+
+    /// [`Consumer::recv_timeout`] as a [`RawSample`].
+    pub fn recv_raw_timeout(&self, timeout: Duration) -> Result<RawSample> {
+        self.recv_timeout(timeout).map(Sample::into_raw)
+    }
+
+    /// [`Consumer::try_recv`] as a [`RawSample`].
+    pub fn try_recv_raw(&self) -> Result<Option<RawSample>> {
+        Ok(self.try_recv()?.map(Sample::into_raw))
+    }
+
     fn recv_inner(&self, timeout: Option<Duration>) -> Result<Sample<'_>> {
         if let Some(r) = self.core.try_recv().map_err(map_protocol)? {
             return Ok(self.sample(r));
@@ -445,6 +468,11 @@ impl RawSample {
     /// Samples lost just before this one.
     pub fn lagged(&self) -> u64 {
         self.r.lagged()
+    }
+
+    /// The buffer's index in the pool: its entry in [`Consumer::buffers`].
+    pub fn buffer_index(&self) -> u32 {
+        self.r.buffer()
     }
 
     /// The payload.

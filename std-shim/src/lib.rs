@@ -53,6 +53,7 @@ pub mod monitor;
 mod options;
 pub(crate) mod os;
 mod producer;
+pub mod raw;
 pub mod trust;
 mod waiting;
 
@@ -65,6 +66,7 @@ pub use error::{Error, Result};
 pub use options::{Backpressure, ConsumerOptions, Options, WaitStrategy};
 pub use os::shm::{list_channels, page_size};
 pub use producer::{Producer, RawLoan, SampleMut};
+pub use raw::BufferInfo;
 pub use trust::OwnerPolicy;
 pub use waiting::now_ns;
 

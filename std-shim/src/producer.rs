@@ -201,6 +201,30 @@ impl Producer {
         }
     }
 
+    /// Every buffer of the pool: index, address, capacity, metadata area;
+    /// stable for this producer's life. Register them once (a DMA engine,
+    /// `cudaHostRegister`), then use [`Producer::loan_raw`]: see
+    /// [`crate::raw`].
+    pub fn buffers(&self) -> Vec<crate::BufferInfo> {
+        crate::raw::table(self.core.region())
+    }
+
+    /// [`Producer::loan`] as a [`RawLoan`], which carries its buffer index
+    /// and no borrow (the same call, no extra cost).
+    pub fn loan_raw(&self) -> Result<RawLoan> {
+        self.loan().map(SampleMut::into_raw)
+    }
+
+    /// [`Producer::loan_timeout`] as a [`RawLoan`].
+    pub fn loan_raw_timeout(&self, timeout: Duration) -> Result<RawLoan> {
+        self.loan_timeout(timeout).map(SampleMut::into_raw)
+    }
+
+    /// [`Producer::try_loan`] as a [`RawLoan`].
+    pub fn try_loan_raw(&self) -> Result<Option<RawLoan>> {
+        Ok(self.try_loan()?.map(SampleMut::into_raw))
+    }
+
     fn loan_inner(&self, timeout: Option<Duration>) -> Result<SampleMut<'_>> {
         if let Some(buf) = self.core.try_loan().map_err(map_protocol)? {
             return Ok(self.sample(buf));

@@ -884,3 +884,76 @@ pub fn kill_later(pid: i32, after: Duration) -> std::thread::JoinHandle<Instant>
         Instant::now()
     })
 }
+
+// ---------------------------------------------------------------------------
+// Other users (tests that run children as `nobody` or another uid through
+// `setpriv`) and raw OFD locks (a stand-in for a live peer).
+
+/// Why tests that run children as other users cannot run here, if they
+/// cannot: they need root (to switch uid) and `setpriv` (util-linux).
+pub fn other_users_unavailable() -> Option<&'static str> {
+    if !is_root() {
+        return Some("needs root (to run children as other uids)");
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        return Some("`setpriv` (util-linux) is not installed");
+    }
+    None
+}
+
+/// Removes a temporary directory when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether a user other than the owner may execute `path` (the file and
+/// every directory above it).
+pub fn executable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(path) & 0o001 != 0 && path.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
+}
+
+/// A copy of the running test binary that other users can execute (the
+/// binary itself when they can), and the directory to remove afterwards.
+pub fn exe_for_other_users(tag: &str) -> (PathBuf, Option<TempDir>) {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = std::env::current_exe().unwrap();
+    if executable_by_others(&exe) {
+        return (exe, None);
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("bips-{tag}-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.0.join(format!("{tag}-test"));
+    std::fs::copy(&exe, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        executable_by_others(&copy),
+        "{} is not world-executable",
+        copy.display()
+    );
+    (copy, Some(dir))
+}
+
+/// Takes the exclusive OFD lock on byte `byte` of `fd`, as a live producer
+/// (byte 0) or consumer holds its liveness byte; `false` if another open
+/// file description holds it.
+pub fn ofd_lock(fd: &impl std::os::fd::AsRawFd, byte: i64) -> bool {
+    // SAFETY: all-zero is a valid `flock`.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    // SAFETY: `fd` is open; F_OFD_SETLK reads the valid `fl`.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) == 0 }
+}

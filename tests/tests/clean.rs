@@ -10,8 +10,8 @@
 //! * item 8: monitoring opens read-only: another user can list and inspect a
 //!   `0o644` channel; cleaning it needs write access and says so.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,18 +49,6 @@ fn plant(path: &Path, bytes: &[u8]) -> std::io::Result<OwnedFd> {
         .open(path)?;
     std::io::Write::write_all(&mut &f, bytes)?;
     Ok(f.into())
-}
-
-/// Takes the exclusive OFD lock on byte `byte` of `fd` (as a producer does).
-fn ofd_lock(fd: &OwnedFd, byte: i64) -> bool {
-    // SAFETY: all-zero is a valid `flock`.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte;
-    fl.l_len = 1;
-    // SAFETY: `fd` is open; F_OFD_SETLK reads the valid `fl`.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) == 0 }
 }
 
 // ------------------------------------------------------------------ item 4
@@ -281,58 +269,14 @@ fn monitor_as_role() {
     ));
 }
 
-/// Whether a user other than the owner may execute `path`.
-fn executable_by_others(path: &Path) -> bool {
-    let mode = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0)
-    };
-    mode(path) & 0o001 != 0 && path.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
-}
-
-/// A copy of the test binary `nobody` can execute, and its directory.
-fn exe_for_nobody() -> (PathBuf, Option<RemoveTree>) {
-    let exe = std::env::current_exe().unwrap();
-    if executable_by_others(&exe) {
-        return (exe, None);
-    }
-    let dir = RemoveTree(std::env::temp_dir().join(format!("bips-clean-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.0.join("clean-test");
-    std::fs::copy(&exe, &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(executable_by_others(&copy), "{}", copy.display());
-    (copy, Some(dir))
-}
-
-struct RemoveTree(PathBuf);
-
-impl Drop for RemoveTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn other_user_monitors_a_0644_channel_read_only_and_may_not_clean_it() {
     let _s = serial();
-    if !is_root() {
-        skip(
-            "other_user_monitors_a_0644_channel",
-            "needs root (to create a root-owned channel and switch to nobody)",
-        );
+    if let Some(why) = other_users_unavailable() {
+        skip("other_user_monitors_a_0644_channel", why);
         return;
     }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        skip(
-            "other_user_monitors_a_0644_channel",
-            "`setpriv` (util-linux) is not installed",
-        );
-        return;
-    }
-    let (exe, _tmp) = exe_for_nobody();
+    let (exe, _tmp) = exe_for_other_users("clean");
     let ch = Channel::new("clean-0644");
     let producer = Producer::create(ch.name(), &Options::new(4, 64).mode(0o644)).unwrap();
     let ino = std::fs::metadata(ch.path()).unwrap().ino();

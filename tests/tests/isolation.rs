@@ -3,7 +3,7 @@
 //! Both need root; they skip (saying why) only when that is impossible.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -170,47 +170,6 @@ fn open_as_role() {
     say(format!("RESULT uid={uid} open={outcome}"));
 }
 
-/// Whether a user other than the owner may execute `path` (every directory
-/// on the way searchable, the file executable by "others").
-fn executable_by_others(path: &Path) -> bool {
-    let mode = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0)
-    };
-    mode(path) & 0o001 != 0 && path.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0)
-}
-
-/// Removes a temporary directory when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A copy of the test binary `nobody` can execute (the binary itself when it
-/// can), and the directory to remove afterwards.
-fn exe_for_nobody() -> (PathBuf, Option<TempDir>) {
-    let exe = std::env::current_exe().unwrap();
-    if executable_by_others(&exe) {
-        return (exe, None);
-    }
-    let dir = TempDir(std::env::temp_dir().join(format!("bips-tests-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.0.join("isolation-test");
-    std::fs::copy(&exe, &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(
-        executable_by_others(&copy),
-        "{} is not world-executable",
-        copy.display()
-    );
-    (copy, Some(dir))
-}
-
 /// Runs `open-as` as `nobody` on a channel created with `mode`.
 fn open_as_nobody(exe: &Path, mode: u32) -> (Fields, Channel) {
     let ch = Channel::new("perm");
@@ -247,21 +206,11 @@ fn open_as_nobody(exe: &Path, mode: u32) -> (Fields, Channel) {
 #[test]
 fn consumer_as_other_user_on_0600_channel_is_permission_denied() {
     let _s = serial();
-    if !is_root() {
-        skip(
-            "consumer_as_other_user",
-            "needs root (to create a root-owned 0600 channel and switch to nobody)",
-        );
+    if let Some(why) = other_users_unavailable() {
+        skip("consumer_as_other_user", why);
         return;
     }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        skip(
-            "consumer_as_other_user",
-            "`setpriv` (util-linux) is not installed",
-        );
-        return;
-    }
-    let (exe, _tmp) = exe_for_nobody();
+    let (exe, _tmp) = exe_for_other_users("isolation");
     // The harness works as nobody: a world-readable-writable channel opens
     // and delivers (so the denial below is bips', not the harness').
     let (ok, _) = open_as_nobody(&exe, 0o666);

@@ -8,8 +8,7 @@
 //! and 65533; this needs root, and skips (saying why) without it.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bips::{Consumer, ConsumerOptions, Error, Options, OwnerPolicy, Producer};
@@ -89,47 +88,6 @@ fn create_as_role() {
     say(format!("RESULT outcome={outcome} ms={ms} uid={uid}"));
 }
 
-/// Why these tests cannot run here, if they cannot.
-fn unavailable() -> Option<&'static str> {
-    if !is_root() {
-        return Some("needs root (to run children as uids 65534 and 65533)");
-    }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        return Some("`setpriv` (util-linux) is not installed");
-    }
-    None
-}
-
-/// Removes a temporary directory when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A copy of the test binary other users can execute (the binary itself
-/// when they can), and the directory to remove afterwards.
-fn exe_for_others() -> (PathBuf, Option<TempDir>) {
-    let exe = std::env::current_exe().unwrap();
-    let mode = |p: &Path| {
-        std::fs::metadata(p)
-            .map(|m| m.permissions().mode())
-            .unwrap_or(0)
-    };
-    if mode(&exe) & 0o001 != 0 && exe.ancestors().skip(1).all(|d| mode(d) & 0o001 != 0) {
-        return (exe, None);
-    }
-    let dir = TempDir(std::env::temp_dir().join(format!("bips-owner-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let copy = dir.0.join("owner-test");
-    std::fs::copy(&exe, &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (copy, Some(dir))
-}
-
 /// Starts `role` as `uid` (and gid `uid`, no supplementary groups).
 fn spawn_as(exe: &Path, role: &str, uid: u32, ch: &Channel, size: usize) -> Spawn {
     spawn(ENTRY, role)
@@ -179,11 +137,11 @@ fn assert_untrusted(r: bips::Result<impl std::fmt::Debug>, owner_uid: u32) -> St
 
 #[test]
 fn foreign_owned_channel_is_refused_by_default_and_accepted_when_trusted() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = other_users_unavailable() {
         skip("foreign_owned_channel_is_refused", why);
         return;
     }
-    let (exe, _tmp) = exe_for_others();
+    let (exe, _tmp) = exe_for_other_users("owner");
     let ch = Channel::new("owner-consume");
     let mut kid = foreign_producer(&exe, &ch, 64);
 
@@ -229,11 +187,11 @@ fn foreign_owned_channel_is_refused_by_default_and_accepted_when_trusted() {
 
 #[test]
 fn foreign_stale_object_is_not_replaced_unless_trusted() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = other_users_unavailable() {
         skip("foreign_stale_object_is_not_replaced", why);
         return;
     }
-    let (exe, _tmp) = exe_for_others();
+    let (exe, _tmp) = exe_for_other_users("owner");
     let ch = Channel::new("owner-replace");
     let mut kid = foreign_producer(&exe, &ch, 64);
     kid.send("leave");
@@ -257,7 +215,7 @@ fn foreign_stale_object_is_not_replaced_unless_trusted() {
 
 #[test]
 fn sticky_bit_eperm_on_another_users_stale_object_is_a_clear_error_at_once() {
-    if let Some(why) = unavailable() {
+    if let Some(why) = other_users_unavailable() {
         skip("sticky_bit_eperm", why);
         return;
     }
@@ -266,7 +224,7 @@ fn sticky_bit_eperm_on_another_users_stale_object_is_a_clear_error_at_once() {
         skip("sticky_bit_eperm", "/dev/shm has no sticky bit here");
         return;
     }
-    let (exe, _tmp) = exe_for_others();
+    let (exe, _tmp) = exe_for_other_users("owner");
     let ch = Channel::new("owner-sticky");
     // Large enough that retrying creation (reserving the whole segment each
     // round) would take a while.

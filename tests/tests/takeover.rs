@@ -174,18 +174,6 @@ fn second_create_out_of_address_space_does_not_take_over_a_live_channel() {
     assert!(msg.contains("ulimit -v"), "{msg}");
 }
 
-/// Takes the exclusive OFD lock on byte `byte` of `fd` (as a producer does).
-fn ofd_lock(fd: &OwnedFd, byte: i64) -> bool {
-    // SAFETY: all-zero is a valid `flock`.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte;
-    fl.l_len = 1;
-    // SAFETY: `fd` is open; F_OFD_SETLK reads the valid `fl`.
-    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) == 0 }
-}
-
 /// Creates `/dev/shm/bips.<name>` with `bytes` of content, open read-write.
 fn plant(ch: &Channel, bytes: &[u8]) -> OwnedFd {
     let f = std::fs::OpenOptions::new()

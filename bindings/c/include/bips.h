@@ -257,6 +257,34 @@ typedef struct bips_geometry {
 } bips_geometry;
 
 /**
+ * One buffer of a channel's pool (see `bips_producer_buffers`,
+ * `bips_consumer_buffers`).
+ */
+typedef struct bips_buffer_info {
+  /**
+   * The buffer's index in the pool (`0..buffers`).
+   */
+  uint32_t index;
+  /**
+   * Its first byte in this process's mapping (aligned to the channel's
+   * alignment, the page size by default).
+   */
+  void *data;
+  /**
+   * Its size in bytes.
+   */
+  size_t capacity;
+  /**
+   * Its per-sample metadata area.
+   */
+  void *meta;
+  /**
+   * Bytes of per-sample metadata.
+   */
+  size_t meta_size;
+} bips_buffer_info;
+
+/**
  * Everything about a held sample at once (see `bips_sample_get_info`).
  */
 typedef struct bips_sample_info {
@@ -288,6 +316,11 @@ typedef struct bips_sample_info {
    * Bytes of per-sample metadata.
    */
   size_t meta_size;
+  /**
+   * The buffer's index in the pool: its entry in the table of
+   * `bips_consumer_buffers`.
+   */
+  uint32_t buffer_index;
 } bips_sample_info;
 
 /**
@@ -408,6 +441,11 @@ typedef struct bips_sample_mut_info {
    * Bytes of per-sample metadata.
    */
   size_t meta_size;
+  /**
+   * The buffer's index in the pool: its entry in the table of
+   * `bips_producer_buffers`.
+   */
+  uint32_t buffer_index;
 } bips_sample_mut_info;
 
 /**
@@ -619,6 +657,23 @@ size_t bips_sample_meta_size(struct bips_sample s);
  */
 enum bips_status bips_consumer_geometry(const struct bips_consumer *consumer,
                                         struct bips_geometry *out);
+
+/**
+ * Stores the consumer's whole buffer table (as mapped in this process) in
+ * `out[0..min(cap, buffers)]` and the number of buffers in `*count` (`out`
+ * may be NULL with `cap` 0 to ask for the size). Entry `i` is buffer `i`,
+ * stable for the consumer's life; find a sample's buffer by the
+ * `buffer_index` of `bips_sample_get_info`. Read a buffer only while
+ * holding a sample of its index, and never write it.
+ *
+ * # Safety
+ * `consumer` is null or a live handle; `out` is null or writable for `cap`
+ * entries; `count` is null or writable.
+ */
+enum bips_status bips_consumer_buffers(const struct bips_consumer *consumer,
+                                       struct bips_buffer_info *out,
+                                       size_t cap,
+                                       size_t *count);
 
 /**
  * Stores everything about the held sample `s` in `*out` with one call (the
@@ -847,6 +902,24 @@ enum bips_status bips_producer_geometry(const struct bips_producer *producer,
  * `producer` is null or a live handle; `out` is null or writable.
  */
 enum bips_status bips_producer_consumer_count(const struct bips_producer *producer, uint32_t *out);
+
+/**
+ * Stores the producer's whole buffer table in `out[0..min(cap, buffers)]`
+ * and the number of buffers in `*count` (so `out` may be NULL with `cap` 0
+ * to ask for the size). Entry `i` is buffer `i`: its address, capacity and
+ * metadata area, stable for the producer's life; register them once (a DMA
+ * engine, `cudaHostRegister`) and find a loan's buffer by the
+ * `buffer_index` of `bips_sample_mut_get_info`. The producer writes a
+ * buffer only while it holds a loan of its index.
+ *
+ * # Safety
+ * `producer` is null or a live handle; `out` is null or writable for `cap`
+ * entries; `count` is null or writable.
+ */
+enum bips_status bips_producer_buffers(const struct bips_producer *producer,
+                                       struct bips_buffer_info *out,
+                                       size_t cap,
+                                       size_t *count);
 
 /**
  * Stores everything about the loan `s` in `*out` with one call (the

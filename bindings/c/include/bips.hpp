@@ -47,6 +47,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #ifndef BIPS_HPP_BUSY_TIMEOUT_MS
 #define BIPS_HPP_BUSY_TIMEOUT_MS 2000
@@ -112,6 +113,16 @@ inline void check(bips_status s) {
 }
 inline int64_t to_ns(std::chrono::nanoseconds d) {
     return d.count() < 0 ? 0 : static_cast<int64_t>(d.count());
+}
+/// Asks `fill(out, cap, &n)` for the size, then for the whole table.
+template <class Fill>
+std::vector<bips_buffer_info> buffer_table(Fill fill) {
+    size_t n = 0;
+    check(fill(nullptr, 0, &n));
+    std::vector<bips_buffer_info> t(n);
+    check(fill(t.data(), t.size(), &n));
+    t.resize(n < t.size() ? n : t.size());
+    return t;
 }
 }  // namespace detail
 
@@ -215,6 +226,8 @@ public:
     /// The per-sample metadata area (meta_size() bytes).
     uint8_t* meta() const noexcept { return static_cast<uint8_t*>(info_.meta); }
     size_t meta_size() const noexcept { return info_.meta_size; }
+    /// The buffer's index in the pool: its entry in Producer::buffers().
+    uint32_t buffer_index() const noexcept { return info_.buffer_index; }
     /// Overrides the timestamp (default: bips::now_ns() at publish).
     void set_timestamp_ns(uint64_t ns) { detail::check(bips_sample_mut_set_timestamp_ns(h_, ns)); }
 #ifdef BIPS_HPP_HAS_SPAN
@@ -285,6 +298,14 @@ public:
         detail::check(bips_producer_consumer_count(p_, &n));
         return n;
     }
+    /// The whole buffer table (entry i is buffer i), stable for the
+    /// producer's life: register it once, then find each loan's buffer by
+    /// SampleMut::buffer_index().
+    std::vector<bips_buffer_info> buffers() const {
+        return detail::buffer_table([&](bips_buffer_info* out, size_t cap, size_t* n) {
+            return bips_producer_buffers(p_, out, cap, n);
+        });
+    }
     /// The C handle (still owned by this object).
     bips_producer* native() const noexcept { return p_; }
 
@@ -342,6 +363,8 @@ public:
     uint64_t lagged() const noexcept { return info_.lagged; }
     const uint8_t* meta() const noexcept { return static_cast<const uint8_t*>(info_.meta); }
     size_t meta_size() const noexcept { return info_.meta_size; }
+    /// The buffer's index in the pool: its entry in Consumer::buffers().
+    uint32_t buffer_index() const noexcept { return info_.buffer_index; }
 #ifdef BIPS_HPP_HAS_SPAN
     std::span<const uint8_t> bytes() const noexcept { return {data(), size()}; }
     std::span<const uint8_t> meta_bytes() const noexcept { return {meta(), meta_size()}; }
@@ -406,6 +429,14 @@ public:
         bips_geometry g{};
         detail::check(bips_consumer_geometry(c_, &g));
         return g;
+    }
+    /// The whole buffer table as mapped in this process (entry i is buffer
+    /// i), stable for the consumer's life; read a buffer only while holding
+    /// a Sample whose buffer_index() it is.
+    std::vector<bips_buffer_info> buffers() const {
+        return detail::buffer_table([&](bips_buffer_info* out, size_t cap, size_t* n) {
+            return bips_consumer_buffers(c_, out, cap, n);
+        });
     }
     bips_consumer* native() const noexcept { return c_; }
 

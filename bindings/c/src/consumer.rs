@@ -586,6 +586,38 @@ pub unsafe extern "C" fn bips_consumer_geometry(
     })
 }
 
+/// Stores the consumer's whole buffer table (as mapped in this process) in
+/// `out[0..min(cap, buffers)]` and the number of buffers in `*count` (`out`
+/// may be NULL with `cap` 0 to ask for the size). Entry `i` is buffer `i`,
+/// stable for the consumer's life; find a sample's buffer by the
+/// `buffer_index` of `bips_sample_get_info`. Read a buffer only while
+/// holding a sample of its index, and never write it.
+///
+/// # Safety
+/// `consumer` is null or a live handle; `out` is null or writable for `cap`
+/// entries; `count` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_buffers(
+    consumer: *const bips_consumer,
+    out: *mut crate::bips_buffer_info,
+    cap: usize,
+    count: *mut usize,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `count`.
+        let count = unsafe { out_arg(count, "count is NULL") }?;
+        // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
+        let h = unsafe { consumer_ref(consumer) }?;
+        let (_in, st) = h.enter(consumer)?;
+        if st.destroyed {
+            return Err(Fail::invalid("consumer was destroyed"));
+        }
+        // SAFETY: caller's contract for `out` and `cap`.
+        *count = unsafe { crate::write_buffer_table(&h.consumer.buffers(), out, cap) }?;
+        Ok(())
+    })
+}
+
 /// Everything about a held sample at once (see `bips_sample_get_info`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -604,6 +636,9 @@ pub struct bips_sample_info {
     pub meta: *const c_void,
     /// Bytes of per-sample metadata.
     pub meta_size: usize,
+    /// The buffer's index in the pool: its entry in the table of
+    /// `bips_consumer_buffers`.
+    pub buffer_index: u32,
 }
 
 /// Stores everything about the held sample `s` in `*out` with one call (the
@@ -630,6 +665,7 @@ pub unsafe extern "C" fn bips_sample_get_info(
                 lagged: r.lagged(),
                 meta: slot.meta.cast(),
                 meta_size,
+                buffer_index: r.buffer_index(),
             })
         }?;
         Ok(())

@@ -63,7 +63,7 @@ pub use producer::*;
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -275,6 +275,52 @@ pub extern "C" fn bips_version() -> *const c_char {
             Err(_) => c"unknown",
         };
     V.as_ptr()
+}
+
+/// One buffer of a channel's pool (see `bips_producer_buffers`,
+/// `bips_consumer_buffers`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct bips_buffer_info {
+    /// The buffer's index in the pool (`0..buffers`).
+    pub index: u32,
+    /// Its first byte in this process's mapping (aligned to the channel's
+    /// alignment, the page size by default).
+    pub data: *mut c_void,
+    /// Its size in bytes.
+    pub capacity: usize,
+    /// Its per-sample metadata area.
+    pub meta: *mut c_void,
+    /// Bytes of per-sample metadata.
+    pub meta_size: usize,
+}
+
+/// Copies `table` into `out[..cap]`; answers the table's length.
+///
+/// # Safety
+/// `out` is null or writable for `cap` entries.
+pub(crate) unsafe fn write_buffer_table(
+    table: &[bips::BufferInfo],
+    out: *mut bips_buffer_info,
+    cap: usize,
+) -> FfiResult<usize> {
+    if out.is_null() && cap > 0 {
+        return Err(Fail::invalid("out is NULL but cap is not 0"));
+    }
+    for (i, b) in table.iter().take(cap).enumerate() {
+        // SAFETY: `i < cap` and the caller made `out` writable for `cap`
+        // entries (non-null when `cap > 0`, checked above).
+        unsafe {
+            out.add(i).write(bips_buffer_info {
+                index: b.index,
+                data: b.ptr.cast(),
+                capacity: b.capacity,
+                meta: b.meta.cast(),
+                meta_size: b.meta_len,
+            })
+        };
+    }
+    Ok(table.len())
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of sample timestamps.

@@ -497,6 +497,39 @@ pub unsafe extern "C" fn bips_producer_consumer_count(
     })
 }
 
+/// Stores the producer's whole buffer table in `out[0..min(cap, buffers)]`
+/// and the number of buffers in `*count` (so `out` may be NULL with `cap` 0
+/// to ask for the size). Entry `i` is buffer `i`: its address, capacity and
+/// metadata area, stable for the producer's life; register them once (a DMA
+/// engine, `cudaHostRegister`) and find a loan's buffer by the
+/// `buffer_index` of `bips_sample_mut_get_info`. The producer writes a
+/// buffer only while it holds a loan of its index.
+///
+/// # Safety
+/// `producer` is null or a live handle; `out` is null or writable for `cap`
+/// entries; `count` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_producer_buffers(
+    producer: *const bips_producer,
+    out: *mut crate::bips_buffer_info,
+    cap: usize,
+    count: *mut usize,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `count`.
+        let count = unsafe { out_arg(count, "count is NULL") }?;
+        // SAFETY: `producer` is null or a live handle from `bips_producer_create` (this function's `# Safety` contract).
+        let h = unsafe { producer_ref(producer) }?;
+        let (_in, st) = h.enter()?;
+        if st.destroyed {
+            return Err(Fail::invalid("producer was destroyed"));
+        }
+        // SAFETY: caller's contract for `out` and `cap`.
+        *count = unsafe { crate::write_buffer_table(&h.producer.buffers(), out, cap) }?;
+        Ok(())
+    })
+}
+
 /// Everything about a loan at once (see `bips_sample_mut_get_info`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -511,6 +544,9 @@ pub struct bips_sample_mut_info {
     pub meta: *mut c_void,
     /// Bytes of per-sample metadata.
     pub meta_size: usize,
+    /// The buffer's index in the pool: its entry in the table of
+    /// `bips_producer_buffers`.
+    pub buffer_index: u32,
 }
 
 /// Stores everything about the loan `s` in `*out` with one call (the
@@ -536,6 +572,7 @@ pub unsafe extern "C" fn bips_sample_mut_get_info(
                     len: r.len(),
                     meta: r.meta_mut_ptr().cast(),
                     meta_size: r.meta_len(),
+                    buffer_index: r.buffer_index(),
                 })
             })
         }?;

@@ -210,6 +210,24 @@ int main(int argc, char** argv) {
         // The dead child's channel: a new producer replaces it, then removes it.
         { bips::Producer cleanup(prefix + "-die", bips::Options(2, 64)); }
     }
+    {
+        // The raw real-time API: buffer tables and buffer indices.
+        bips::Producer producer(prefix + "-raw", bips::Options(4, 1 << 16));
+        bips::Consumer consumer(prefix + "-raw", bips::ConsumerOptions().start(BIPS_START_OLDEST));
+        std::vector<bips_buffer_info> pt = producer.buffers(), ct = consumer.buffers();
+        CHECK(pt.size() == 4 && ct.size() == 4 && pt[3].index == 3 && ct[3].capacity == (1u << 16));
+        for (uint8_t round = 0; round < 6; round++) {
+            bips::SampleMut m = producer.loan();
+            const uint32_t idx = m.buffer_index();
+            CHECK(idx < 4 && m.data() == pt[idx].data);
+            static_cast<uint8_t*>(pt[idx].data)[0] = static_cast<uint8_t>(0x50 + round);
+            m.set_size(1);
+            m.publish();
+            std::optional<bips::Sample> s = consumer.try_recv();
+            CHECK(s && s->buffer_index() == idx && s->data() == ct[idx].data);
+            CHECK(s && s->data()[0] == 0x50 + round);
+        }
+    }
     std::printf("cpp_wrapper: %d checks, %d failed\n", checks, failed);
     return failed != 0;
 }
