@@ -121,6 +121,9 @@ mod imp {
         /// ns; 0 = wait forever.
         timeout: u64,
         zero_copy: bool,
+        /// A uid trusted besides this process's (and root's); -1: none.
+        trust_owner: i64,
+        trust_any_owner: bool,
     }
 
     impl Default for Settings {
@@ -129,6 +132,21 @@ mod imp {
                 channel: None,
                 timeout: 0,
                 zero_copy: true,
+                trust_owner: -1,
+                trust_any_owner: false,
+            }
+        }
+    }
+
+    impl Settings {
+        /// Whose channel objects this source attaches to (T2).
+        fn owner_policy(&self) -> bips::OwnerPolicy {
+            if self.trust_any_owner {
+                return bips::OwnerPolicy::Any;
+            }
+            match u32::try_from(self.trust_owner) {
+                Ok(uid) => bips::OwnerPolicy::default().with_uid(uid),
+                Err(_) => bips::OwnerPolicy::default(),
             }
         }
     }
@@ -261,6 +279,27 @@ mod imp {
                         .default_value(true)
                         .mutable_ready()
                         .build(),
+                    glib::ParamSpecInt64::builder("trust-owner")
+                        .nick("Trust owner")
+                        .blurb(
+                            "Also attach to a channel whose shared-memory object this uid owns \
+                             (a producer running as another user; -1: only this process's uid \
+                             and root)",
+                        )
+                        .minimum(-1)
+                        .maximum(i64::from(u32::MAX))
+                        .default_value(-1)
+                        .mutable_ready()
+                        .build(),
+                    glib::ParamSpecBoolean::builder("trust-any-owner")
+                        .nick("Trust any owner")
+                        .blurb(
+                            "Attach to the channel whoever owns its object (containers with \
+                             unknown uids, on a machine whose users are all trusted)",
+                        )
+                        .default_value(false)
+                        .mutable_ready()
+                        .build(),
                     glib::ParamSpecUInt64::builder("zero-copy-buffers")
                         .nick("Zero-copy buffers")
                         .blurb("Frames pushed as views of the shared buffers")
@@ -282,6 +321,10 @@ mod imp {
                 "channel" => s.channel = value.get().expect("type checked upstream"),
                 "timeout" => s.timeout = value.get().expect("type checked upstream"),
                 "zero-copy" => s.zero_copy = value.get().expect("type checked upstream"),
+                "trust-owner" => s.trust_owner = value.get().expect("type checked upstream"),
+                "trust-any-owner" => {
+                    s.trust_any_owner = value.get().expect("type checked upstream")
+                }
                 other => unreachable!("no writable property {other}"),
             }
         }
@@ -292,6 +335,8 @@ mod imp {
                 "channel" => s.channel.to_value(),
                 "timeout" => s.timeout.to_value(),
                 "zero-copy" => s.zero_copy.to_value(),
+                "trust-owner" => s.trust_owner.to_value(),
+                "trust-any-owner" => s.trust_any_owner.to_value(),
                 "zero-copy-buffers" => self.zero_copy.load(Ordering::Relaxed).to_value(),
                 "copied-buffers" => self.copied.load(Ordering::Relaxed).to_value(),
                 other => unreachable!("no property {other}"),
@@ -337,12 +382,16 @@ mod imp {
     }
 
     impl BipsSrc {
-        fn open(name: &str) -> Result<Option<bips::Consumer>, bips::Error> {
+        fn open(
+            name: &str,
+            owner: bips::OwnerPolicy,
+        ) -> Result<Option<bips::Consumer>, bips::Error> {
             // Park at once: frames come at video rates, where spinning
             // before sleeping burns CPU for no gain in latency.
             let opts = bips::ConsumerOptions::new()
                 .start(bips::Start::Oldest)
-                .wait(bips::WaitStrategy::Park);
+                .wait(bips::WaitStrategy::Park)
+                .trust(owner);
             match bips::Consumer::open_with(name, &opts) {
                 Ok(c) => Ok(Some(c)),
                 // Not there yet, or a stale segment its producer will replace.
@@ -486,6 +535,7 @@ mod imp {
 
     impl BaseSrcImpl for BipsSrc {
         fn start(&self) -> Result<(), gst::ErrorMessage> {
+            let owner = lock(&self.settings).owner_policy();
             let name = lock(&self.settings).channel.clone().ok_or_else(|| {
                 gst::error_msg!(
                     gst::ResourceError::Settings,
@@ -496,7 +546,7 @@ mod imp {
             *state = State::default();
             // Open now if the channel exists; else create() waits for it
             // (interruptibly), so a source may start before its producer.
-            state.chan = Self::open(&name)
+            state.chan = Self::open(&name, owner)
                 .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ["{}: {}", name, e]))?
                 .map(SrcChan::new);
             Ok(())
@@ -533,6 +583,7 @@ mod imp {
             _buffer: Option<&mut gst::BufferRef>,
         ) -> Result<CreateSuccess, gst::FlowError> {
             let settings = lock(&self.settings).clone();
+            let owner = settings.owner_policy();
             let name = settings.channel.unwrap_or_default();
             let deadline = (settings.timeout > 0)
                 .then(|| Instant::now() + Duration::from_nanos(settings.timeout));
@@ -550,7 +601,7 @@ mod imp {
                     return Err(gst::FlowError::Flushing);
                 }
                 let Some(chan) = state.chan.clone() else {
-                    match Self::open(&name) {
+                    match Self::open(&name, owner.clone()) {
                         Ok(Some(c)) => state.chan = Some(SrcChan::new(c)),
                         Ok(None) => {
                             if deadline.is_some_and(|d| Instant::now() > d) {

@@ -559,3 +559,66 @@ fn wait_for_consumers_beyond_max_consumers_is_refused() {
     assert!(text.contains("exceeds max-consumers"), "{text}");
     p.set_state(gst::State::Null).unwrap();
 }
+
+/// T2: bipssrc attaches only to a channel whose object its own uid (or
+/// root) owns; `trust-owner=UID` / `trust-any-owner=true` let it attach to
+/// a producer running as another user. The other user is simulated by
+/// giving the object to uid 65534 (`chown`: root only; skipped otherwise).
+#[test]
+fn bipssrc_refuses_a_foreign_owner_unless_trusted() {
+    init();
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (to chown the channel's object)");
+        return;
+    }
+    let ch = channel("foreign-owner");
+    let producer = bips::Producer::create(&ch, &bips::Options::new(2, 64).meta_size(1024))
+        .expect("create channel");
+    let path = format!("/dev/shm/bips.{ch}");
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+
+    let refused = parse(&format!(
+        "bipssrc channel={ch} timeout=2000000000 ! fakesink"
+    ));
+    assert!(
+        refused.set_state(gst::State::Playing).is_err(),
+        "start must fail on a foreign owner"
+    );
+    let bus = refused.bus().expect("pipeline bus");
+    let err = loop {
+        let msg = bus
+            .timed_pop(gst::ClockTime::from_seconds(5))
+            .expect("an error message on the bus");
+        if let gst::MessageView::Error(e) = msg.view() {
+            break format!("{} ({:?})", e.error(), e.debug());
+        }
+    };
+    assert!(err.contains("65534") && err.contains("trust"), "{err}");
+    assert_eq!(producer.consumer_count(), 0);
+    refused.set_state(gst::State::Null).expect("null");
+    drop(refused);
+
+    for props in ["trust-owner=65534", "trust-any-owner=true"] {
+        let p = parse(&format!(
+            "bipssrc channel={ch} timeout=2000000000 {props} ! fakesink"
+        ));
+        p.set_state(gst::State::Playing).expect("playing");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while producer.consumer_count() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "bipssrc with {props} never attached"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        p.set_state(gst::State::Null).expect("null");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while producer.consumer_count() != 0 {
+            assert!(std::time::Instant::now() < deadline, "bipssrc never left");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    drop(producer);
+    assert!(shm_gone(&ch));
+}
