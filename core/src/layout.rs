@@ -6,8 +6,8 @@
 //! offset 0      Header          (128 B)   geometry + identity, written once at format
 //! 128           ProducerBlock   (640 B)   tail/doorbell | head | state | producer-waiting | sleepers
 //! 768           ConsumerEntry x max_consumers (128 B each)
-//! ...           RingSlot      x ring_capacity  (16 B each)   seq stamp + buffer index
-//! ...           BufferDesc    x buffer_count   (64 B each)   state, seq, len, timestamp
+//! ...           RingSlot      x ring_capacity  (32 B each)   seq stamp, buffer index, len, timestamp
+//! ...           BufferDesc    x buffer_count   (64 B each)   state, seq (producer's bookkeeping)
 //! ...           meta area     x buffer_count   (meta_stride each, 64-B aligned)
 //! data_offset   buffers       x buffer_count   (buffer_stride each, `alignment`-aligned)
 //! ```
@@ -307,7 +307,10 @@ pub fn entry_word(generation: u32, state: u32) -> u32 {
     (generation << 2) | (state & 3)
 }
 
-/// One descriptor-ring slot: which buffer carries sequence `stamp - 1`.
+/// One descriptor-ring slot: everything a consumer needs to receive sample
+/// `stamp - 1` (which buffer, how long, when), in one place, so a receive
+/// reads this slot and then the payload, and nothing in between. The
+/// producer writes the fields, then the stamp (Release).
 #[repr(C)]
 #[cfg_attr(not(loom), derive(bytemuck::Zeroable))]
 pub struct RingSlot {
@@ -316,10 +319,14 @@ pub struct RingSlot {
     /// Buffer index of that sample.
     pub buf: AtomicU32,
     _pad: AtomicU32,
+    /// Payload length in bytes.
+    pub len: AtomicU64,
+    /// Producer's timestamp, nanoseconds (clock chosen by the API layer).
+    pub timestamp: AtomicU64,
 }
 
-/// Per-buffer descriptor, written by the producer while it owns the buffer and
-/// read by consumers while they hold it.
+/// Per-buffer descriptor: the producer's own bookkeeping (consumers never
+/// read it; the ring slot carries what they need).
 #[repr(C, align(64))]
 #[cfg_attr(not(loom), derive(bytemuck::Zeroable))]
 pub struct BufferDesc {
@@ -328,11 +335,7 @@ pub struct BufferDesc {
     _pad0: AtomicU32,
     /// Sequence of the sample this buffer carries ([`NO_SEQ`] while free or loaned).
     pub seq: AtomicU64,
-    /// Payload length in bytes.
-    pub len: AtomicU64,
-    /// Producer's timestamp, nanoseconds (clock chosen by the API layer).
-    pub timestamp: AtomicU64,
-    _reserved: [AtomicU64; 4],
+    _reserved: [AtomicU64; 6],
 }
 
 /// Buffer is in the producer's free pool.
@@ -386,15 +389,15 @@ mod pinned {
     const_assert_eq!(offset_of!(ConsumerEntry, lost), 16);
     const_assert_eq!(offset_of!(ConsumerEntry, received), 24);
     const_assert_eq!(offset_of!(ConsumerEntry, held), 32);
-    const_assert_eq!(size_of::<RingSlot>(), 16);
+    const_assert_eq!(size_of::<RingSlot>(), 32);
     const_assert_eq!(offset_of!(RingSlot, stamp), 0);
     const_assert_eq!(offset_of!(RingSlot, buf), 8);
+    const_assert_eq!(offset_of!(RingSlot, len), 16);
+    const_assert_eq!(offset_of!(RingSlot, timestamp), 24);
     const_assert_eq!(size_of::<BufferDesc>(), 64);
     const_assert_eq!(align_of::<BufferDesc>(), 64);
     const_assert_eq!(offset_of!(BufferDesc, state), 0);
     const_assert_eq!(offset_of!(BufferDesc, seq), 8);
-    const_assert_eq!(offset_of!(BufferDesc, len), 16);
-    const_assert_eq!(offset_of!(BufferDesc, timestamp), 24);
 }
 
 /// Byte offsets of every part of a region, derived from a [`Geometry`] with
@@ -496,7 +499,10 @@ impl Layout {
         let producer = core::mem::size_of::<Header>() as u64;
         let consumers = add(producer, core::mem::size_of::<ProducerBlock>() as u64)?;
         let ring = add(consumers, mul(g.max_consumers.into(), line)?)?;
-        let ring_bytes = mul(g.ring_capacity.into(), 16)?;
+        let ring_bytes = mul(
+            g.ring_capacity.into(),
+            core::mem::size_of::<RingSlot>() as u64,
+        )?;
         let buffers = align_up(add(ring, ring_bytes)?, line)?;
         let meta = align_up(add(buffers, mul(g.buffer_count.into(), 64)?)?, line)?;
         let meta_stride = align_up(g.meta_size.into(), 64)?;
@@ -626,9 +632,9 @@ constructors! {
         state: a32(), _reserved0: a32(), cursor: a64(), lost: a64(), received: a64(),
         held: core::array::from_fn(|_| a64()), _pad: core::array::from_fn(|_| a64()),
     }
-    RingSlot { stamp: a64(), buf: a32(), _pad: a32() }
+    RingSlot { stamp: a64(), buf: a32(), _pad: a32(), len: a64(), timestamp: a64() }
     BufferDesc {
-        state: a32(), _pad0: a32(), seq: a64(), len: a64(), timestamp: a64(),
+        state: a32(), _pad0: a32(), seq: a64(),
         _reserved: core::array::from_fn(|_| a64()),
     }
 }

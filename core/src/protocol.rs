@@ -5,7 +5,8 @@
 //! | word                          | writer                  | readers            |
 //! |-------------------------------|-------------------------|--------------------|
 //! | `RingSlot.{buf,stamp}`        | producer (publish)      | consumers          |
-//! | `BufferDesc.*`                | producer (loan/publish) | consumers (held)   |
+//! | `RingSlot.{len,timestamp}`    | producer (publish)      | consumers          |
+//! | `BufferDesc.*`                | producer (loan/publish) | producer           |
 //! | `ProducerBlock.head/tail`     | producer                | consumers          |
 //! | `ProducerBlock.doorbell`      | producer, closer        | sleeping consumers |
 //! | `ProducerBlock.state`         | producer, closer        | consumers          |
@@ -603,12 +604,16 @@ impl<'a> Producer<'a> {
                 "more samples retained than ring slots",
             ));
         }
-        d.len.store(len, Relaxed);
-        d.timestamp.store(timestamp, Relaxed);
         d.seq.store(s, Relaxed);
         d.state.store(BUF_PUBLISHED, Relaxed);
         let slot = self.r.slot(s);
+        // The slot is rewritten only for sample `s`, `ring` after the one it
+        // held, which was retired first (`s - tail < ring`): a consumer
+        // still reading that one finds `tail` past it (handshake 1, see
+        // `Consumer::try_recv`) and drops what it read.
         slot.buf.store(buf, Relaxed);
+        slot.len.store(len, Relaxed);
+        slot.timestamp.store(timestamp, Relaxed);
         // The publication point (S2): pairs with the consumer's Acquire load.
         slot.stamp.store(s + 1, Release);
         self.head.set(s + 1);
@@ -935,7 +940,16 @@ impl<'a> Consumer<'a> {
                 self.skip_to(t)?;
                 continue;
             }
+            // The sample's fields, from the slot itself (one line, then the
+            // payload: nothing else to chase). They are sample `c`'s unless
+            // the producer rewrote the slot for `c + ring` meanwhile, which
+            // it does only after retiring `c`: under Block not before our
+            // cursor passes `c`, so never now; under DropOldest the tail
+            // check below then sees `tail > c` (its field stores follow its
+            // retire fence, which so precedes ours) and we drop them.
             let b = slot.buf.load(Relaxed);
+            let len = slot.len.load(Relaxed);
+            let timestamp = slot.timestamp.load(Relaxed);
             if b >= g.buffer_count {
                 return Err(ProtocolError::Corrupt("ring names a buffer out of range"));
             }
@@ -955,23 +969,10 @@ impl<'a> Consumer<'a> {
                     continue;
                 }
             }
-            let d = &self.r.buffers[b as usize];
-            // Only the buffer published as `c` carries `seq == c`, and it is
-            // not re-loaned while our hold stands (handshake 1). A `buf` read
-            // across a recycle implies `tail > c`, caught just above. So a
-            // mismatch is corruption, under either policy.
-            if d.seq.load(Relaxed) != c {
-                self.withdraw(k);
-                return Err(ProtocolError::Corrupt(
-                    "descriptor sequence disagrees with ring",
-                ));
-            }
-            let len = d.len.load(Relaxed);
             if len > g.buffer_size {
                 self.withdraw(k);
                 return Err(ProtocolError::Corrupt("sample length exceeds buffer size"));
             }
-            let timestamp = d.timestamp.load(Relaxed);
             self.cursor.set(c + 1);
             e.cursor.store(c + 1, Release);
             self.received.set(self.received.get() + 1);

@@ -860,7 +860,7 @@ impl FieldHit {
         let g = &l.geometry;
         let i = usize::from(self.index);
         let entry = l.consumers_offset + (i % g.max_consumers as usize) * 128;
-        let slot = l.ring_offset + (i % g.ring_capacity as usize) * 16;
+        let slot = l.ring_offset + (i % g.ring_capacity as usize) * size_of::<RingSlot>();
         let desc = l.buffers_offset + (i % g.buffer_count as usize) * 64;
         let p = l.producer_offset;
         macro_rules! at {
@@ -889,8 +889,8 @@ impl FieldHit {
             12 => (at!(slot, RingSlot, buf), false),
             13 => (at!(desc, BufferDesc, state), false),
             14 => (at!(desc, BufferDesc, seq), true),
-            15 => (at!(desc, BufferDesc, len), true),
-            16 => (at!(desc, BufferDesc, timestamp), true),
+            15 => (at!(slot, RingSlot, len), true),
+            16 => (at!(slot, RingSlot, timestamp), true),
             _ => (at!(p, ProducerBlock, tail), true), // likewise
         };
         let head_at = at!(p, ProducerBlock, head);

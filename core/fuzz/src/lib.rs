@@ -652,7 +652,7 @@ fn aim_offset(l: &Layout, field: u8, index: u8) -> (usize, bool) {
     let i = usize::from(index);
     let p = l.producer_offset;
     let e = l.consumers_offset + (i % g.max_consumers as usize) * 128;
-    let s = l.ring_offset + (i % g.ring_capacity as usize) * 16;
+    let s = l.ring_offset + (i % g.ring_capacity as usize) * core::mem::size_of::<RingSlot>();
     let d = l.buffers_offset + (i % g.buffer_count as usize) * 64;
     let h = 8 * (i % MAX_HELD);
     match field % AIM_FIELDS {
@@ -673,7 +673,7 @@ fn aim_offset(l: &Layout, field: u8, index: u8) -> (usize, bool) {
         11 => (s + offset_of!(RingSlot, buf), false),
         12 => (d + offset_of!(BufferDesc, state), false),
         13 => (d + offset_of!(BufferDesc, seq), true),
-        14 => (d + offset_of!(BufferDesc, len), true),
+        14 => (s + offset_of!(RingSlot, len), true),
         15 => (offset_of!(Header, buffer_count), false),
         16 => (offset_of!(Header, total_size), true),
         _ => (p + offset_of!(ProducerBlock, space_bell), false),
