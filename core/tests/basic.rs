@@ -322,3 +322,42 @@ fn detach_leaves_a_new_owners_entry_alone() {
     new.detach(&NoWake);
     assert!(!r.consumer_info(0).unwrap().active);
 }
+
+/// The sample's fields live in its ring slot. A slot rewritten for a later
+/// sample while a consumer reads it (here: `tail` moved past sample 0 and
+/// slot 0's `len`/`timestamp` already carry sample 2's, the stamp still 0's)
+/// must never be taken for sample 0: under DropOldest the tail check of
+/// handshake 1 drops what was read.
+#[test]
+fn fields_of_a_slot_being_rewritten_are_never_taken_for_the_old_sample() {
+    use bips_core::layout::{ProducerBlock, RingSlot};
+    use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let (raw, layout) = RawRegion::formatted(small(2, 1, Policy::DropOldest));
+    let r = raw.region();
+    let p = Producer::new(r);
+    let c = Consumer::claim(r, 0, Start::Oldest, &NoWake).unwrap();
+    let b = p.try_loan().unwrap().unwrap();
+    assert_eq!(p.publish(b, 7, 700, &NoWake).unwrap(), 0);
+    let word = |off: usize| {
+        // SAFETY: `off` is an aligned u64 of the region `raw` owns; only
+        // atomics touch it.
+        unsafe { AtomicU64::from_ptr(raw.ptr().add(off).cast()) }
+    };
+    let slot0 = layout.ring_offset;
+    // As the producer would, one sample later than the ring allows: sample 0
+    // retired, slot 0 being rewritten for sample 2 (its stamp not yet).
+    word(layout.producer_offset + core::mem::offset_of!(ProducerBlock, tail)).store(1, Relaxed);
+    word(slot0 + core::mem::offset_of!(RingSlot, len)).store(33, Relaxed);
+    word(slot0 + core::mem::offset_of!(RingSlot, timestamp)).store(3300, Relaxed);
+    match c.try_recv() {
+        Ok(Some(s)) => {
+            assert_ne!(s.seq(), 0, "sample 0 taken with sample 2's fields: {s:?}");
+        }
+        Ok(None) => {}
+        Err(e) => panic!("try_recv: {e}"),
+    }
+    assert!(
+        c.cursor() >= 1,
+        "the consumer skipped past the retired sample"
+    );
+}
