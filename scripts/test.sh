@@ -232,6 +232,10 @@ body_no_std() {
 #    ("uncaught target signal 11") in two CI runs of this machine, never natively and not when
 #    rerun by hand; the crash left that test's channels behind, which then failed
 #    zz_no_leftovers. The check (a RawLoan refused by a foreign producer) runs natively.
+#  * dead_sleeper_costs_a_bounded_number_of_wakes (tests/tests/syscalls.rs): it counts the
+#    producer's futex calls with strace. Under qemu-user strace sees the host calls of qemu's
+#    own threads too: 73 and 255 extra futex calls in two runs of the same fixed build (2
+#    natively; the defect it guards against costs 20,000). The check runs natively in `test`.
 #  * second_create_out_of_address_space_does_not_take_over_a_live_channel
 #    (tests/tests/takeover.rs): it lowers RLIMIT_AS so that mapping the 512 MiB channel fails.
 #    qemu-user reserves the guest's address space up front, so the guest's mmap succeeds
@@ -252,7 +256,7 @@ body_aarch64() {
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
         cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
-        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel || rc=1
+        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel --skip dead_sleeper_costs_a_bounded_number_of_wakes || rc=1
     echo "aarch64: the C ABI (bips-c): libbips_c.so and libbips_c.a cross-built and linked for aarch64"
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
         cargo build -p bips-c --release --target aarch64-unknown-linux-gnu || rc=1
@@ -260,7 +264,7 @@ body_aarch64() {
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" QEMU_PAGESIZE=65536 BIPS_EXPECT_PAGE_SIZE=65536 \
         cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --tests \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
-        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel || rc=1
+        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel --skip dead_sleeper_costs_a_bounded_number_of_wakes || rc=1
     return "$rc"
 }
 
