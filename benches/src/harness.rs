@@ -352,7 +352,14 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
         push(Row::latency("uds copy", "park", 1, size, h.uds(s)?));
         // What zero copy saves: one memcpy of the payload, this process,
         // this CPU, this run (buffers faulted in and warm).
-        push(Row::latency("memcpy", "copy", 1, size, h.memcpy(s)?));
+        let warm = (h.budget.warm_park / 10).max(3);
+        push(Row::latency(
+            "memcpy",
+            "copy",
+            1,
+            size,
+            memcpy_cost(s, h.budget.copy, warm),
+        ));
         if !a.no_throughput {
             let (rate, errors) = h.bips_throughput(s, "spin", 1)?;
             push(Row::throughput("bips", "spin", 1, size, rate, errors));
@@ -429,6 +436,24 @@ fn timed(
         }
     }
     Ok(v)
+}
+
+/// One `memcpy` of `size` bytes between two warm buffers of this process,
+/// timed for about `secs` (at least 20 copies) after `warm` untimed ones:
+/// what a copying transport pays per sample and consumer, i.e. what zero copy
+/// saves. Not halved: it is a one-way cost already. Shared by the harness's
+/// `memcpy` rows and `bips demo`.
+pub fn memcpy_cost(size: usize, secs: f64, warm: u64) -> Summary {
+    let src = vec![0x5Au8; size];
+    let mut dst = vec![0u8; size];
+    let mut v = timed(secs, warm, || {
+        let t = Instant::now();
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+        Ok(t.elapsed().as_nanos() as u64)
+    })
+    .unwrap_or_default(); // the closure never fails
+    Summary::of(&mut v)
 }
 
 /// Half of each round trip.
@@ -545,21 +570,6 @@ impl Harness {
     }
 
     /// The copy baseline over a Unix stream socket (abstract name: nothing on disk).
-    /// One `memcpy` of `size` bytes between two warm buffers of this process
-    /// (not halved: it is a one-way cost already).
-    fn memcpy(&mut self, size: usize) -> Result<Summary, BoxError> {
-        let src = vec![0x5Au8; size];
-        let mut dst = vec![0u8; size];
-        let warm = (self.budget.warm_park / 10).max(3);
-        let mut v = timed(self.budget.copy, warm, || {
-            let t = Instant::now();
-            dst.copy_from_slice(std::hint::black_box(&src));
-            std::hint::black_box(&mut dst);
-            Ok(t.elapsed().as_nanos() as u64)
-        })?;
-        Ok(Summary::of(&mut v))
-    }
-
     fn uds(&mut self, size: usize) -> Result<Summary, BoxError> {
         let name = self.name("uds");
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;

@@ -568,26 +568,16 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Median time of a `memcpy` of `size` bytes between two buffers already
-/// faulted in, and how many copies were timed (at least 5, at most 31, about
-/// 300 ms in all). `None` for frames over 256 MiB (not worth the memory).
-fn memcpy_cost(size: usize) -> Option<(Duration, usize)> {
+/// What one memcpy of a `size`-byte frame costs here, measured now (the
+/// same measure as bips-bench's `memcpy` rows): the median and how many
+/// copies were timed, about 300 ms in all. `None` for frames over 256 MiB
+/// (not worth the memory).
+fn memcpy_cost(size: usize) -> Option<(Duration, u64)> {
     if size > 256 << 20 {
         return None;
     }
-    let src = vec![0x5Au8; size];
-    let mut dst = vec![0u8; size];
-    dst.copy_from_slice(&src); // fault in, warm up
-    let mut times = Vec::new();
-    let start = Instant::now();
-    while times.len() < 31 && (times.len() < 5 || start.elapsed() < Duration::from_millis(300)) {
-        let t = Instant::now();
-        dst.copy_from_slice(std::hint::black_box(&src));
-        std::hint::black_box(&mut dst);
-        times.push(t.elapsed());
-    }
-    times.sort_unstable();
-    Some((times[times.len() / 2], times.len()))
+    let s = bips_bench::harness::memcpy_cost(size, 0.3, 1);
+    Some((Duration::from_nanos(s.median), s.n))
 }
 
 fn write_frame(buf: &mut [u8], seq: u64) {
