@@ -386,6 +386,14 @@ impl<'a> Region<'a> {
         self.producer.sleepers[word].load(Relaxed) & bit != 0
     }
 
+    /// Clears consumer entry `idx`'s bit in `sleepers` (idempotent). Only
+    /// for an entry no live consumer can be sleeping on: its owner claiming
+    /// or leaving it, or a reclaimer with the entry `ATTACHING`.
+    fn clear_sleeper(&self, idx: u32) {
+        let (word, bit) = sleeper_bit(idx);
+        self.producer.sleepers[word].fetch_and(!bit, Relaxed);
+    }
+
     fn slot(&self, seq: u64) -> &RingSlot {
         // ring_capacity is a validated power of two.
         &self.ring[(seq & (self.layout.geometry.ring_capacity as u64 - 1)) as usize]
@@ -802,8 +810,7 @@ impl<'a> Consumer<'a> {
         e.received.store(0, Relaxed);
         let p = region.producer;
         // A stale bit (a hostile write) would only cost wake-ups; start clean.
-        let (word, bit) = sleeper_bit(idx);
-        p.sleepers[word].fetch_and(!bit, Relaxed);
+        region.clear_sleeper(idx);
         let head = p.head.load(Acquire);
         let tail = p.tail.load(Acquire);
         if head >= SEQ_LIMIT || tail >= SEQ_LIMIT {
@@ -1075,8 +1082,7 @@ impl<'a> Consumer<'a> {
             for h in &e.held {
                 h.store(0, Release);
             }
-            let (word, bit) = sleeper_bit(self.idx as u32);
-            self.r.producer.sleepers[word].fetch_and(!bit, Relaxed);
+            self.r.clear_sleeper(self.idx as u32);
             e.state.store(entry_word(generation, ENTRY_FREE), Release);
         }
         self.r.notify_producer(wake);
@@ -1136,8 +1142,7 @@ pub fn reclaim_consumer(region: &Region<'_>, idx: u32, observed: u32, wake: &imp
     }
     // It may have died asleep, or anywhere in `Consumer::recv`'s sleep: its
     // bit alone says so, and clearing a clear bit is harmless.
-    let (word, bit) = sleeper_bit(idx);
-    region.producer.sleepers[word].fetch_and(!bit, Relaxed);
+    region.clear_sleeper(idx);
     e.state.store(entry_word(generation, ENTRY_FREE), Release);
     region.notify_producer(wake);
     true
