@@ -8,6 +8,8 @@
 //! 768           ConsumerEntry x max_consumers (128 B each)
 //! ...           RingSlot      x ring_capacity  (32 B each)   seq stamp, buffer index, len, timestamp
 //! ...           BufferDesc    x buffer_count   (64 B each)   state, seq (producer's bookkeeping)
+//! ...           TypeBlock     (512 B)   the channel's payload type, written once at format
+//! ...           descriptor    x buffer_count   (320 B each)  each sample's frame/tensor descriptor
 //! ...           meta area     x buffer_count   (meta_stride each, 64-B aligned)
 //! data_offset   buffers       x buffer_count   (buffer_stride each, `alignment`-aligned)
 //! ```
@@ -18,12 +20,13 @@
 //! region is validated, into a process-local [`Geometry`]; all indices taken from
 //! the region afterwards are bounded against that local copy (invariant S3).
 
+use crate::descriptor::{DescriptorError, PayloadType, DESCRIPTOR_SIZE, PAYLOAD_TYPE_SIZE};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// `b"BIPSRING"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"BIPSRING");
 /// Layout version; bumped on any change of the shared layout or protocol.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Samples one consumer may hold at once (announced in its [`ConsumerEntry`]).
 pub const MAX_HELD: usize = 8;
 /// Cache-line padding unit: 128 B covers x86-64 (adjacent-line prefetch) and
@@ -151,6 +154,9 @@ pub enum LayoutError {
         /// The field's name.
         field: &'static str,
     },
+    /// The channel's payload type is malformed, or its fixed descriptor does
+    /// not fit a buffer.
+    BadPayloadType(DescriptorError),
 }
 
 impl core::fmt::Display for LayoutError {
@@ -177,6 +183,7 @@ impl core::fmt::Display for LayoutError {
             LayoutError::Inconsistent { field } => {
                 write!(f, "header field `{field}` disagrees with the geometry")
             }
+            LayoutError::BadPayloadType(e) => write!(f, "bad payload type: {e}"),
         }
     }
 }
@@ -251,6 +258,37 @@ pub struct ProducerBlock {
     /// so that a consumer killed anywhere in its sleep leaves at most its own
     /// bit set, which reclaiming its entry clears (idempotently).
     pub sleepers: [AtomicU64; SLEEPER_WORDS],
+}
+
+/// The channel's [`PayloadType`] in its wire form (see
+/// [`crate::descriptor`]), as words: written once by [`crate::Region::format_typed`]
+/// before the header's magic, read when a region is attached.
+#[repr(C, align(128))]
+#[cfg_attr(not(loom), derive(bytemuck::Zeroable))]
+pub struct TypeBlock {
+    /// The encoded type, little-endian words.
+    pub words: [AtomicU64; PAYLOAD_TYPE_SIZE / 8],
+}
+
+impl TypeBlock {
+    /// Stores an encoded type (all zero: untyped).
+    pub fn write(&self, t: Option<&PayloadType>) {
+        let bytes = PayloadType::encode_block(t);
+        for (w, c) in self.words.iter().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            w.store(u64::from_le_bytes(b), Ordering::Relaxed);
+        }
+    }
+
+    /// Loads and parses the type; `Ok(None)` for an untyped channel.
+    pub fn read(&self) -> Result<Option<PayloadType>, DescriptorError> {
+        let mut bytes = [0u8; PAYLOAD_TYPE_SIZE];
+        for (w, c) in self.words.iter().zip(bytes.chunks_exact_mut(8)) {
+            c.copy_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+        PayloadType::decode(&bytes)
+    }
 }
 
 /// Words of [`ProducerBlock::sleepers`]: one bit per possible consumer entry.
@@ -394,6 +432,8 @@ mod pinned {
     const_assert_eq!(offset_of!(RingSlot, buf), 8);
     const_assert_eq!(offset_of!(RingSlot, len), 16);
     const_assert_eq!(offset_of!(RingSlot, timestamp), 24);
+    const_assert_eq!(size_of::<TypeBlock>(), PAYLOAD_TYPE_SIZE);
+    const_assert_eq!(DESCRIPTOR_SIZE % 64, 0);
     const_assert_eq!(size_of::<BufferDesc>(), 64);
     const_assert_eq!(align_of::<BufferDesc>(), 64);
     const_assert_eq!(offset_of!(BufferDesc, state), 0);
@@ -414,6 +454,10 @@ pub struct Layout {
     pub ring_offset: usize,
     /// Offset of the buffer descriptors.
     pub buffers_offset: usize,
+    /// Offset of the [`TypeBlock`].
+    pub type_offset: usize,
+    /// Offset of the per-sample frame descriptors ([`DESCRIPTOR_SIZE`] bytes each).
+    pub desc_offset: usize,
     /// Offset of the metadata area.
     pub meta_offset: usize,
     /// Bytes between two metadata areas (`meta_size` rounded up to 64).
@@ -504,7 +548,12 @@ impl Layout {
             core::mem::size_of::<RingSlot>() as u64,
         )?;
         let buffers = align_up(add(ring, ring_bytes)?, line)?;
-        let meta = align_up(add(buffers, mul(g.buffer_count.into(), 64)?)?, line)?;
+        let types = align_up(add(buffers, mul(g.buffer_count.into(), 64)?)?, line)?;
+        let descs = add(types, PAYLOAD_TYPE_SIZE as u64)?;
+        let meta = align_up(
+            add(descs, mul(g.buffer_count.into(), DESCRIPTOR_SIZE as u64)?)?,
+            line,
+        )?;
         let meta_stride = align_up(g.meta_size.into(), 64)?;
         let meta_end = add(meta, mul(meta_stride, g.buffer_count.into())?)?;
         let align = u64::from(g.alignment);
@@ -517,6 +566,8 @@ impl Layout {
             consumers_offset: to_usize(consumers)?,
             ring_offset: to_usize(ring)?,
             buffers_offset: to_usize(buffers)?,
+            type_offset: to_usize(types)?,
+            desc_offset: to_usize(descs)?,
             meta_offset: to_usize(meta)?,
             meta_stride: to_usize(meta_stride)?,
             data_offset: to_usize(data)?,
@@ -632,6 +683,7 @@ constructors! {
         state: a32(), _reserved0: a32(), cursor: a64(), lost: a64(), received: a64(),
         held: core::array::from_fn(|_| a64()), _pad: core::array::from_fn(|_| a64()),
     }
+    TypeBlock { words: core::array::from_fn(|_| a64()) }
     RingSlot { stamp: a64(), buf: a32(), _pad: a32(), len: a64(), timestamp: a64() }
     BufferDesc {
         state: a32(), _pad0: a32(), seq: a64(),

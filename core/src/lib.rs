@@ -6,6 +6,8 @@
 //! memory mapped by the `bips` crate, or plain heap memory in tests) and waits
 //! through the [`Wait`]/[`Wake`] traits.
 //!
+//! * [`descriptor`]: what a sample's bytes are (frame/tensor descriptor,
+//!   payload type, typed views), parsed from untrusted bytes;
 //! * [`layout`]: the `repr(C)` types, offsets and validation of a region;
 //! * [`protocol`]: the producer and consumer state machines (all the
 //!   atomics and orderings, in one file);
@@ -49,6 +51,8 @@ compile_error!(
 // Everything below needs `AtomicU64`: without it, only the compile_error!
 // above is reported (not a cascade of unresolved imports after it).
 #[cfg(target_has_atomic = "64")]
+pub mod descriptor;
+#[cfg(target_has_atomic = "64")]
 pub mod layout;
 #[cfg(target_has_atomic = "64")]
 pub mod protocol;
@@ -57,6 +61,8 @@ mod sync;
 #[cfg(target_has_atomic = "64")]
 pub mod wait;
 
+#[cfg(target_has_atomic = "64")]
+pub use descriptor::{DType, Descriptor, DescriptorError, PayloadType, Plane, View, ViewMut};
 #[cfg(target_has_atomic = "64")]
 pub use layout::{Geometry, Layout, LayoutError, Policy, MAX_HELD};
 #[cfg(target_has_atomic = "64")]

@@ -34,6 +34,7 @@
 
 use core::cell::Cell;
 
+use crate::descriptor::{PayloadType, DESCRIPTOR_SIZE};
 use crate::layout::*;
 use crate::sync::{fence, AtomicU64, Ordering::*};
 use crate::wait::{Wait, Wake};
@@ -103,6 +104,7 @@ pub struct Region<'a> {
     consumers: &'a [ConsumerEntry],
     ring: &'a [RingSlot],
     buffers: &'a [BufferDesc],
+    types: Option<&'a TypeBlock>,
     base: *mut u8,
 }
 
@@ -151,14 +153,37 @@ impl<'a> Region<'a> {
         geometry: Geometry,
         epoch: u64,
     ) -> Result<Region<'a>, LayoutError> {
+        // SAFETY: the caller's contract is ours.
+        unsafe { Region::format_typed(base, len, geometry, epoch, None) }
+    }
+
+    /// [`Region::format`] of a channel that declares a payload type (its
+    /// fixed descriptor, if any, must fit a buffer).
+    ///
+    /// # Safety
+    /// As for [`Region::format`].
+    pub unsafe fn format_typed(
+        base: *mut u8,
+        len: usize,
+        geometry: Geometry,
+        epoch: u64,
+        payload: Option<&PayloadType>,
+    ) -> Result<Region<'a>, LayoutError> {
         let layout = Layout::new(geometry)?;
         check_region(base, len, &layout)?;
+        if let Some(d) = payload.and_then(|t| t.descriptor()) {
+            d.validate(geometry.buffer_size)
+                .map_err(LayoutError::BadPayloadType)?;
+        }
         // SAFETY: `check_region` proved `data_offset <= total_size <= len`, and
         // the caller gives us exclusive use of those bytes.
         unsafe { core::ptr::write_bytes(base, 0, layout.data_offset) };
         // SAFETY: the bytes are zeroed (a valid value of every atomic), aligned
         // (checked above) and valid for 'a (caller's contract).
         let region = unsafe { Region::view(base, layout) };
+        if let Some(t) = region.types {
+            t.write(payload);
+        }
         region.init(epoch);
         Ok(region)
     }
@@ -190,7 +215,9 @@ impl<'a> Region<'a> {
         check_region(base, len, &layout)?;
         // SAFETY: the layout was validated against `len` and the alignment
         // above; the caller guarantees validity for 'a.
-        Ok(unsafe { Region::view(base, layout) })
+        let region = unsafe { Region::view(base, layout) };
+        region.payload_type()?;
+        Ok(region)
     }
 
     /// Builds a region from separately allocated parts (heap, tests, loom),
@@ -218,6 +245,7 @@ impl<'a> Region<'a> {
             consumers,
             ring,
             buffers,
+            types: None,
             base: core::ptr::null_mut(),
         };
         region.init(0);
@@ -249,6 +277,7 @@ impl<'a> Region<'a> {
                     base.add(layout.buffers_offset) as *const BufferDesc,
                     g.buffer_count as usize,
                 ),
+                types: Some(&*(base.add(layout.type_offset) as *const TypeBlock)),
                 base,
             }
         }
@@ -299,6 +328,31 @@ impl<'a> Region<'a> {
         }
         self.base
             .wrapping_add(self.layout.meta_offset + idx as usize * self.layout.meta_stride)
+    }
+
+    /// Pointer to the frame descriptor of buffer `idx` ([`DESCRIPTOR_SIZE`]
+    /// bytes, see [`crate::descriptor`]), or null as for [`Region::buffer_ptr`].
+    pub fn desc_ptr(&self, idx: u32) -> *mut u8 {
+        if self.base.is_null() || idx >= self.layout.geometry.buffer_count {
+            return core::ptr::null_mut();
+        }
+        self.base
+            .wrapping_add(self.layout.desc_offset + idx as usize * DESCRIPTOR_SIZE)
+    }
+
+    /// The channel's payload type, read from the region and checked again
+    /// (form, and that a fixed descriptor fits a buffer); `Ok(None)` for an
+    /// untyped channel (and for [`Region::from_parts`] regions).
+    pub fn payload_type(&self) -> Result<Option<PayloadType>, LayoutError> {
+        let Some(block) = self.types else {
+            return Ok(None);
+        };
+        let t = block.read().map_err(LayoutError::BadPayloadType)?;
+        if let Some(d) = t.as_ref().and_then(|t| t.descriptor()) {
+            d.validate(self.layout.geometry.buffer_size)
+                .map_err(LayoutError::BadPayloadType)?;
+        }
+        Ok(t)
     }
 
     /// Published sequence count (`head`) and oldest retained sequence (`tail`).

@@ -284,7 +284,9 @@ fn layout_with_64k_alignment_puts_data_and_every_buffer_on_a_64k_boundary() {
     .unwrap();
     let l64 = Layout::new(geometry_64k(5, 65_537, Policy::Block)).unwrap();
     check_layout(&l4, 4096);
-    assert_eq!((l4.data_offset, l4.buffer_stride), (4096, 69_632));
+    // Control part: 4288 bytes (header, producer block, 3 entries, 8 slots,
+    // 5 buffer words, the type block, 5 frame descriptors, 5 x 64 B meta).
+    assert_eq!((l4.data_offset, l4.buffer_stride), (8192, 69_632));
     assert_eq!(
         (l64.data_offset, l64.buffer_stride),
         (PAGE_64K, 2 * PAGE_64K)

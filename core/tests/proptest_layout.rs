@@ -28,8 +28,10 @@ mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
+use bips_core::descriptor::DESCRIPTOR_SIZE;
 use bips_core::layout::{
-    limits, BufferDesc, ConsumerEntry, Header, ProducerBlock, RingSlot, LINE, MAGIC, VERSION,
+    limits, BufferDesc, ConsumerEntry, Header, ProducerBlock, RingSlot, TypeBlock, LINE, MAGIC,
+    VERSION,
 };
 use bips_core::{
     reclaim_consumer, Consumer, Geometry, Layout, LayoutError, NoWake, Policy, Producer, Received,
@@ -191,7 +193,7 @@ fn check_layout(g: &Geometry, l: &Layout) -> Result<(), TestCaseError> {
     prop_assert!(l.buffer_stride as u128 >= u128::from(g.buffer_size));
     prop_assert!((l.buffer_stride as u128) < u128::from(g.buffer_size) + align);
     // (name, offset, bytes, required alignment), in region order.
-    let parts: [(&str, usize, u128, u128); 7] = [
+    let parts: [(&str, usize, u128, u128); 9] = [
         ("header", 0, size_of::<Header>() as u128, line),
         (
             "producer",
@@ -215,6 +217,18 @@ fn check_layout(g: &Geometry, l: &Layout) -> Result<(), TestCaseError> {
             "descriptors",
             l.buffers_offset,
             n * size_of::<BufferDesc>() as u128,
+            line,
+        ),
+        (
+            "type block",
+            l.type_offset,
+            size_of::<TypeBlock>() as u128,
+            line,
+        ),
+        (
+            "frame descriptors",
+            l.desc_offset,
+            n * DESCRIPTOR_SIZE as u128,
             line,
         ),
         ("meta", l.meta_offset, n * l.meta_stride as u128, line),

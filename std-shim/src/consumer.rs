@@ -4,9 +4,11 @@ use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::time::{Duration, Instant};
 
+use bips_core::descriptor::{Descriptor, Element, PayloadType, View};
 use bips_core::{LayoutError, Received, Region};
 
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::options::{ConsumerOptions, WaitStrategy};
 use crate::os::lock;
 use crate::os::shm::{ChannelName, Segment};
@@ -53,6 +55,8 @@ pub struct Consumer {
     /// Process-unique identity, so a [`RawSample`] is only ever released to
     /// the consumer that received it (an address could be reused).
     id: u64,
+    /// The channel's payload type, read and checked once at open.
+    payload: Option<PayloadType>,
 }
 
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -78,6 +82,11 @@ impl Consumer {
     pub fn open_with(name: &str, options: &ConsumerOptions) -> Result<Consumer> {
         let name = ChannelName::new(name)?;
         let (seg, region) = map_ready(&name, options)?;
+        let payload = region.payload_type().map_err(|source| Error::Layout {
+            name: name.as_str().to_owned(),
+            source,
+        })?;
+        frame::check_type(name.as_str(), payload.as_ref(), options.require.as_ref())?;
         let fd = seg.fd();
         if !lock::is_locked_by_other(fd, PRODUCER_LOCK_BYTE).map_err(|e| io(&name, e))? {
             // Its producer died without removing the name.
@@ -101,6 +110,7 @@ impl Consumer {
                         wait: options.wait,
                         last_check: Cell::new(coarse_now_ns()),
                         id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                        payload,
                     })
                 }
                 Err(_) => {
@@ -109,6 +119,25 @@ impl Consumer {
             }
         }
         Err(Error::TooManyConsumers { max })
+    }
+
+    /// The payload type the channel declares, if any.
+    pub fn payload_type(&self) -> Option<&PayloadType> {
+        self.payload.as_ref()
+    }
+
+    /// The descriptor of a raw sample (as [`Sample::descriptor`]).
+    ///
+    /// # Panics
+    /// When `raw` was received by another consumer.
+    pub fn raw_descriptor(&self, raw: &RawSample) -> Result<Option<Descriptor>> {
+        assert_eq!(raw.owner, self.id, "RawSample of another consumer");
+        frame::read(
+            self.core.region(),
+            raw.r.buffer(),
+            raw.r.len() as usize,
+            self.payload.as_ref(),
+        )
     }
 
     /// The channel name.
@@ -378,6 +407,45 @@ impl Sample<'_> {
         // SAFETY: as for `as_slice`: the metadata area belongs to the held
         // buffer and lies in bounds of the mapping.
         unsafe { std::slice::from_raw_parts(region.meta_ptr(self.r.buffer()), n) }
+    }
+
+    /// What this sample's bytes are: the descriptor its producer set, else
+    /// the one the channel fixes, else `None`. Read from shared memory,
+    /// copied, parsed and checked against [`Sample::len`] at each call:
+    /// [`Error::Descriptor`] for one that is malformed or reaches past the
+    /// sample (a buggy or hostile producer).
+    ///
+    /// ```
+    /// # use bips::{Consumer, DType, Descriptor, Options, Producer};
+    /// # let name = format!("doc-desc-{}", std::process::id());
+    /// # let producer = Producer::create(&name, &Options::new(2, 2 * 3 * 4))?;
+    /// # let consumer = Consumer::open(&name)?;
+    /// # let mut s = producer.loan()?;
+    /// # s.set_descriptor(&Descriptor::image(2, 3, 4, DType::U8)?.with_format("RGBA")?)?;
+    /// # s.publish()?;
+    /// let sample = consumer.recv()?;
+    /// if let Some(d) = sample.descriptor()? {
+    ///     assert_eq!((d.dtype(), d.shape(), d.format()), (DType::U8, &[2, 3, 4][..], Some("RGBA")));
+    ///     let px = sample.view::<u8>()?;
+    ///     let _alpha = px[[1, 2, 3]];
+    /// }
+    /// # Ok::<(), bips::Error>(())
+    /// ```
+    pub fn descriptor(&self) -> Result<Option<Descriptor>> {
+        frame::read(
+            self.consumer.core.region(),
+            self.r.buffer(),
+            self.len(),
+            self.consumer.payload.as_ref(),
+        )
+    }
+
+    /// The payload as a typed, shaped view, as [`Sample::descriptor`] says:
+    /// `view[[y, x, c]]`, `view.as_slice()` when densely packed. Fails when
+    /// the sample has no descriptor, or one of another element type.
+    pub fn view<T: Element>(&self) -> Result<View<'_, T>> {
+        let d = self.descriptor()?.ok_or_else(frame::missing)?;
+        Ok(View::new(self.as_slice(), &d)?)
     }
 
     /// The payload viewed as a slice of `T`. Fails when the length is not a

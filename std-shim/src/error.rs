@@ -189,6 +189,26 @@ pub enum Error {
         source: bips_core::LayoutError,
     },
 
+    /// The channel does not carry the payload type this consumer requires.
+    #[error(
+        "channel {name:?} carries {found}, but this consumer requires {required}; \
+         open the right channel, or update the producer or the consumer"
+    )]
+    TypeMismatch {
+        /// The channel name.
+        name: String,
+        /// The type the consumer requires.
+        required: String,
+        /// The channel's type.
+        found: String,
+    },
+
+    /// A frame/tensor descriptor is unusable: one set on a loan does not fit
+    /// its buffer, one read from a sample is malformed or reaches past the
+    /// sample (a buggy or hostile producer), or a typed view does not match.
+    #[error("sample descriptor: {0}")]
+    Descriptor(#[from] bips_core::DescriptorError),
+
     /// A value in the shared segment is impossible: a buggy or hostile process
     /// wrote into it. No memory was touched out of bounds; samples may be lost.
     #[error(

@@ -49,6 +49,7 @@
 mod cleanup;
 mod consumer;
 pub mod error;
+mod frame;
 pub mod monitor;
 mod options;
 pub(crate) mod os;
@@ -57,6 +58,9 @@ pub mod raw;
 pub mod trust;
 mod waiting;
 
+pub use bips_core::descriptor::{
+    DType, Descriptor, DescriptorError, Element, PayloadType, Plane, View, ViewMut,
+};
 pub use bips_core::{Geometry, LayoutError, Start, MAX_HELD};
 #[cfg(feature = "signals")]
 pub use cleanup::cleanup_on_signals;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use bips_core::descriptor::PayloadType;
 use bips_core::Geometry;
 
 use crate::error::{Error, Result};
@@ -73,6 +74,7 @@ pub struct Options {
     pub(crate) mode: u32,
     pub(crate) map: MapOptions,
     pub(crate) owner: OwnerPolicy,
+    pub(crate) payload: Option<PayloadType>,
 }
 
 impl Options {
@@ -92,7 +94,27 @@ impl Options {
             mode: 0o600,
             map: MapOptions::default(),
             owner: OwnerPolicy::default(),
+            payload: None,
         }
+    }
+
+    /// Declares what the channel carries: a type name and version, and
+    /// optionally one descriptor every sample has. Consumers see it
+    /// ([`crate::Consumer::payload_type`], `bips list`) and may require it
+    /// ([`ConsumerOptions::require_type`]). A fixed descriptor must fit a
+    /// buffer.
+    ///
+    /// ```
+    /// use bips::{DType, Descriptor, Options, PayloadType};
+    /// let frame = Descriptor::image(480, 640, 3, DType::U8)?.with_format("BGR")?;
+    /// let opts = Options::new(4, 480 * 640 * 3)
+    ///     .payload_type(PayloadType::new("image/bgr8", 1)?.with_descriptor(frame));
+    /// # let _ = opts;
+    /// # Ok::<(), bips::DescriptorError>(())
+    /// ```
+    pub fn payload_type(mut self, t: PayloadType) -> Options {
+        self.payload = Some(t);
+        self
     }
 
     /// Sets the backpressure policy.
@@ -244,6 +266,7 @@ pub struct ConsumerOptions {
     pub(crate) wait: WaitStrategy,
     pub(crate) map: MapOptions,
     pub(crate) owner: OwnerPolicy,
+    pub(crate) require: Option<PayloadType>,
 }
 
 impl ConsumerOptions {
@@ -297,6 +320,21 @@ impl ConsumerOptions {
     /// local users are all trusted.
     pub fn trust_any_owner(mut self) -> ConsumerOptions {
         self.owner = OwnerPolicy::Any;
+        self
+    }
+
+    /// Opens only a channel that declares this payload type: same name and
+    /// version, and the same fixed descriptor if `t` has one. Any other
+    /// channel (an untyped one included) gives [`crate::Error::TypeMismatch`].
+    ///
+    /// ```
+    /// use bips::{ConsumerOptions, PayloadType};
+    /// let opts = ConsumerOptions::new().require_type(PayloadType::new("image/bgr8", 1)?);
+    /// # let _ = opts;
+    /// # Ok::<(), bips::DescriptorError>(())
+    /// ```
+    pub fn require_type(mut self, t: PayloadType) -> ConsumerOptions {
+        self.require = Some(t);
         self
     }
 

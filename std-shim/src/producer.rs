@@ -4,9 +4,11 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bips_core::descriptor::{Descriptor, Element, PayloadType, ViewMut};
 use bips_core::Region;
 
 use crate::error::{Error, Result};
+use crate::frame;
 use crate::options::{Options, WaitStrategy};
 use crate::os::lock;
 use crate::os::shm::{page_size, Access, ChannelName, MapOptions, Object, Publish, Segment};
@@ -54,6 +56,11 @@ pub struct Producer {
     /// When sleepers were last checked for being alive after wakes that
     /// found nobody (see [`Producer::after_publish`]).
     last_sleeper_check: Cell<Option<Instant>>,
+    /// The channel's declared payload type.
+    payload: Option<PayloadType>,
+    /// Per buffer: whether its descriptor slot holds a descriptor from an
+    /// earlier sample, to clear when a later sample of it sets none.
+    desc_in_slot: Box<[Cell<bool>]>,
 }
 
 /// Wakes that must find nobody before the producer checks whether the
@@ -108,9 +115,16 @@ impl Producer {
             // find it before `publish`). The region borrows the mapping for
             // 'static, but it lives in `Producer` next to the `Segment` and is
             // dropped first (field order).
-            let region: Region<'static> =
-                unsafe { Region::format(seg.as_ptr(), seg.len(), geometry, epoch) }
-                    .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+            let region: Region<'static> = unsafe {
+                Region::format_typed(
+                    seg.as_ptr(),
+                    seg.len(),
+                    geometry,
+                    epoch,
+                    options.payload.as_ref(),
+                )
+            }
+            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
             for _ in 0..8 {
                 match seg.publish()? {
                     Publish::Done => {
@@ -124,6 +138,10 @@ impl Producer {
                             last_reap: Cell::new(Instant::now()),
                             doorbell: DoorbellWake::default(),
                             last_sleeper_check: Cell::new(None),
+                            payload: options.payload,
+                            desc_in_slot: (0..geometry.buffer_count)
+                                .map(|_| Cell::new(false))
+                                .collect(),
                         });
                     }
                     // A live producer answers ChannelBusy; a stale one is removed.
@@ -162,6 +180,11 @@ impl Producer {
     /// The channel geometry.
     pub fn geometry(&self) -> &bips_core::Geometry {
         self.core.region().geometry()
+    }
+
+    /// The payload type this channel declares ([`Options::payload_type`]).
+    pub fn payload_type(&self) -> Option<&PayloadType> {
+        self.payload.as_ref()
     }
 
     /// Consumers attached right now.
@@ -259,8 +282,26 @@ impl Producer {
             buf,
             len: self.buffer_size(),
             timestamp: None,
+            desc_extent: None,
             done: false,
         }
+    }
+
+    /// Before publishing buffer `buf`: a descriptor set on the loan (its
+    /// slot written already, `extent` bytes needed) must fit the published
+    /// length; a loan that set none clears the slot if an earlier sample of
+    /// the buffer left one there (only then: channels without descriptors
+    /// never touch the slot).
+    fn stage_descriptor(&self, buf: u32, extent: Option<u64>, len: usize) -> Result<()> {
+        frame::check_len(extent, len)?;
+        let Some(held) = self.desc_in_slot.get(buf as usize) else {
+            return Ok(());
+        };
+        if extent.is_none() && held.get() {
+            frame::write(self.core.region(), buf, None);
+        }
+        held.set(extent.is_some());
+        Ok(())
     }
 
     /// Publishes a loan detached with [`SampleMut::into_raw`]; returns its
@@ -270,6 +311,10 @@ impl Producer {
     /// When `raw` was loaned by another producer.
     pub fn publish_raw(&self, raw: RawLoan) -> Result<u64> {
         self.check_owner(&raw);
+        if let Err(e) = self.stage_descriptor(raw.buf, raw.desc_extent, raw.len) {
+            let _ = self.core.unloan(raw.buf);
+            return Err(e);
+        }
         let ts = raw.timestamp.unwrap_or_else(now_ns);
         let seq = self
             .core
@@ -316,6 +361,33 @@ impl Producer {
             .filter(|&i| r.is_sleeper(i))
             .filter(|&i| self.reap_if_dead(i))
             .count()
+    }
+
+    /// Sets the frame/tensor descriptor of a raw loan (as
+    /// [`SampleMut::set_descriptor`]).
+    ///
+    /// # Panics
+    /// When `raw` was loaned by another producer.
+    pub fn set_raw_descriptor(&self, raw: &mut RawLoan, d: &Descriptor) -> Result<()> {
+        self.check_owner(raw);
+        let extent = frame::check_set(d, raw.capacity, self.payload.as_ref())?;
+        frame::write(self.core.region(), raw.buf, Some(d));
+        raw.desc_extent = Some(extent);
+        Ok(())
+    }
+
+    /// The descriptor of a raw loan: the one set on it, else the channel's
+    /// fixed one, else `None`.
+    ///
+    /// # Panics
+    /// When `raw` was loaned by another producer.
+    pub fn raw_descriptor(&self, raw: &RawLoan) -> Option<Descriptor> {
+        self.check_owner(raw);
+        let fixed = || self.payload.as_ref().and_then(|t| t.descriptor().copied());
+        match raw.desc_extent {
+            Some(_) => frame::read_own(self.core.region(), raw.buf).or_else(fixed),
+            None => fixed(),
+        }
     }
 
     /// Gives back, unpublished, a loan detached with [`SampleMut::into_raw`].
@@ -466,6 +538,8 @@ pub struct SampleMut<'p> {
     buf: u32,
     len: usize,
     timestamp: Option<u64>,
+    /// Bytes the descriptor set on this loan needs (its slot is written).
+    desc_extent: Option<u64>,
     done: bool,
 }
 
@@ -540,6 +614,55 @@ impl<'p> SampleMut<'p> {
         unsafe { std::slice::from_raw_parts_mut(r.meta_ptr(self.buf), n) }
     }
 
+    /// Says what this sample's bytes are: its frame/tensor descriptor, read
+    /// by consumers with [`crate::Sample::descriptor`]. It must fit the
+    /// buffer (and, at publish, the published length); on a channel that
+    /// fixes a descriptor ([`Options::payload_type`]) it must be that one
+    /// (such a channel's samples need not set it at all).
+    ///
+    /// ```
+    /// # use bips::{Consumer, DType, Descriptor, Options, Producer};
+    /// # let name = format!("doc-setdesc-{}", std::process::id());
+    /// let producer = Producer::create(&name, &Options::new(2, 4 * 6 * 2))?;
+    /// let consumer = Consumer::open(&name)?;
+    /// let mut s = producer.loan()?;
+    /// s.set_descriptor(&Descriptor::image(4, 6, 1, DType::U16)?.with_format("GRAY16_LE")?)?;
+    /// s.view_mut::<u16>()?[[3, 5]] = 4095; // (h, w) of u16, in place
+    /// s.publish()?;
+    /// let got = consumer.recv()?;
+    /// assert_eq!(got.descriptor()?.unwrap().shape(), &[4, 6]);
+    /// assert_eq!(got.view::<u16>()?[[3, 5]], 4095);
+    /// # Ok::<(), bips::Error>(())
+    /// ```
+    pub fn set_descriptor(&mut self, d: &Descriptor) -> Result<()> {
+        let extent = frame::check_set(d, self.capacity(), self.producer.payload.as_ref())?;
+        frame::write(self.producer.core.region(), self.buf, Some(d));
+        self.desc_extent = Some(extent);
+        Ok(())
+    }
+
+    /// This sample's descriptor: the one set on it, else the channel's fixed
+    /// one, else `None`.
+    pub fn descriptor(&self) -> Option<Descriptor> {
+        let fixed = || {
+            self.producer
+                .payload
+                .as_ref()
+                .and_then(|t| t.descriptor().copied())
+        };
+        match self.desc_extent {
+            Some(_) => frame::read_own(self.producer.core.region(), self.buf).or_else(fixed),
+            None => fixed(),
+        }
+    }
+
+    /// The buffer as a typed, shaped, writable view, as its descriptor
+    /// ([`SampleMut::descriptor`]) says: `view[[y, x, c]] = v`.
+    pub fn view_mut<T: Element>(&mut self) -> Result<ViewMut<'_, T>> {
+        let d = self.descriptor().ok_or_else(frame::missing)?;
+        Ok(ViewMut::new(self.as_mut_slice(), &d)?)
+    }
+
     /// Copies a slice of plain-old-data values to the start of the buffer
     /// and sets the length to its size in bytes.
     pub fn write_pod<T: bytemuck::NoUninit>(&mut self, values: &[T]) -> Result<()> {
@@ -587,12 +710,18 @@ impl<'p> SampleMut<'p> {
             buf: self.buf,
             len: self.len,
             timestamp: self.timestamp,
+            desc_extent: self.desc_extent,
         }
     }
 
     /// Publishes the sample: consumers see exactly the bytes written so far.
     /// Returns its sequence number.
+    ///
+    /// Fails with [`Error::Descriptor`] when the sample's descriptor reaches
+    /// past the published length; the buffer then goes back unpublished.
     pub fn publish(mut self) -> Result<u64> {
+        self.producer
+            .stage_descriptor(self.buf, self.desc_extent, self.len)?;
         self.done = true;
         let ts = self.timestamp.unwrap_or_else(now_ns);
         let seq = self
@@ -643,6 +772,8 @@ pub struct RawLoan {
     buf: u32,
     len: usize,
     timestamp: Option<u64>,
+    /// Bytes the descriptor set on this loan needs (its slot is written).
+    desc_extent: Option<u64>,
 }
 
 // SAFETY: a RawLoan is a buffer index plus pointers into a mapping that is
