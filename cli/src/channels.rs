@@ -94,6 +94,7 @@ fn info_json(i: &ChannelInfo) -> Value {
             "meta_size": g.meta_size,
         },
         "policy": policy(i),
+        "payload_type": i.payload_type.as_ref().map(payload_json),
         "head": i.head,
         "tail": i.tail,
         "closed": i.closed,
@@ -112,6 +113,32 @@ fn info_json(i: &ChannelInfo) -> Value {
         })).collect::<Vec<_>>(),
         "buffer_states": i.buffer_states,
     })
+}
+
+fn payload_json(t: &bips::PayloadType) -> Value {
+    json!({
+        "name": t.name(),
+        "version": t.version(),
+        "descriptor": t.descriptor().map(|d| json!({
+            "dtype": d.dtype().name(),
+            "shape": d.shape(),
+            "strides": d.strides(),
+            "offset": d.offset(),
+            "format": d.format(),
+            "colorimetry": d.colorimetry(),
+            "planes": d.planes().iter().map(|p| json!({
+                "offset": p.offset, "stride": p.stride, "rows": p.rows, "row_bytes": p.row_bytes,
+            })).collect::<Vec<_>>(),
+        })),
+    })
+}
+
+/// `TYPE` column of `bips list`: `image/rgb8 v1`, or `-`.
+fn type_cell(i: &ChannelInfo) -> String {
+    i.payload_type.as_ref().map_or_else(
+        || "-".to_owned(),
+        |t| format!("{} v{}", t.name(), t.version()),
+    )
 }
 
 /// `bips list`.
@@ -142,7 +169,7 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}",
+        "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}  TYPE",
         "NAME", "BUFFERS x SIZE", "RING", "POLICY", "PRODUCER", "CONSUMERS", "SIZE", "STATE"
     );
     for (n, r) in &snaps {
@@ -158,7 +185,7 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
                     "stale"
                 };
                 println!(
-                    "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}",
+                    "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}  {}",
                     n,
                     format!("{} x {}", g.buffer_count, human_bytes(g.buffer_size)),
                     g.ring_capacity,
@@ -166,7 +193,8 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
                     if i.producer_alive { "alive" } else { "dead" },
                     format!("{alive}/{}", g.max_consumers),
                     human_bytes(i.size_bytes),
-                    state
+                    state,
+                    type_cell(i)
                 );
             }
             Err(e) => println!("{n:<28} (unreadable: {e})"),
@@ -230,6 +258,10 @@ pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
         owner_note(i.owner_uid)
     );
     println!("  policy     {}", policy(&i));
+    match &i.payload_type {
+        Some(t) => println!("  type       {t}"),
+        None => println!("  type       none declared"),
+    }
     println!(
         "  producer   {}{}",
         if i.producer_alive {

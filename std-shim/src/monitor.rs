@@ -16,6 +16,7 @@
 use std::fmt;
 use std::os::fd::AsFd;
 
+use bips_core::descriptor::PayloadType;
 use bips_core::layout::{BUF_FREE, BUF_LOANED, BUF_PUBLISHED, BUF_RETIRED};
 use bips_core::{Geometry, LayoutError, Region};
 use rustix::fs::{self as rfs, FileType};
@@ -43,6 +44,8 @@ pub struct ChannelInfo {
     pub name: String,
     /// Geometry from the (validated) header.
     pub geometry: Geometry,
+    /// The payload type the producer declared, if any.
+    pub payload_type: Option<PayloadType>,
     /// Bytes of the shared-memory object.
     pub size_bytes: u64,
     /// Owner (uid) of the shared-memory object. Consumers refuse a channel
@@ -105,6 +108,10 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
     let fd = seg.fd();
     let locked = |byte| lock::is_locked_by_other(fd, byte).unwrap_or(false);
     let g = *region.geometry();
+    let payload_type = region.payload_type().map_err(|source| Error::Layout {
+        name: name.as_str().to_owned(),
+        source,
+    })?;
     let (head, tail) = region.head_tail();
     let consumers = (0..g.max_consumers)
         .filter_map(|i| {
@@ -135,6 +142,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
     Ok(ChannelInfo {
         name: name.as_str().to_owned(),
         geometry: g,
+        payload_type,
         size_bytes: seg.len() as u64,
         owner_uid: crate::trust::owner_of(seg.fd(), &name)?,
         epoch: region.epoch(),
