@@ -6,11 +6,14 @@
 //! * [`name`]: channel names and their rules;
 //! * [`shm`]: the POSIX shared-memory [`Segment`](shm::Segment) (create, open,
 //!   map, stage, publish, unlink);
+//! * [`map`]: mapping an object's fd ([`MapOptions`](map::MapOptions): prefault,
+//!   `mlock`, huge pages), for every backend;
 //! * [`dir`]: what is in `/dev/shm` (channels, staging objects);
 //! * [`lock`]: OFD liveness locks; [`futex`]: shared-futex waits.
 
 pub(crate) mod dir;
 pub(crate) mod futex;
 pub(crate) mod lock;
+pub(crate) mod map;
 pub(crate) mod name;
 pub(crate) mod shm;
