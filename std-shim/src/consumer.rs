@@ -82,6 +82,12 @@ impl Consumer {
     pub fn open_with(name: &str, options: &ConsumerOptions) -> Result<Consumer> {
         let name = ChannelName::new(name)?;
         let (seg, region) = map_ready(&name, options)?;
+        // A consumer never writes the payload: map it read-only, so that a
+        // stray write (a bug, a raw pointer misused) faults here instead of
+        // corrupting a frame other consumers read. Only the control part
+        // (its entry, the sleeper bits, the space bell) stays writable. Needs
+        // page-aligned buffers (the default alignment).
+        seg.protect_read_only_from(region.layout().data_offset)?;
         let payload = region.payload_type().map_err(|source| Error::Layout {
             name: name.as_str().to_owned(),
             source,

@@ -211,6 +211,27 @@ impl Mapping {
         }
     }
 
+    /// Makes bytes `from..len` of the mapping read-only (`PROT_READ`), so
+    /// that this process cannot write them (a write faults). Only when `from`
+    /// is page-aligned (protection is per page); returns whether it did.
+    pub(crate) fn protect_read_only_from(&self, from: usize) -> std::io::Result<bool> {
+        if from >= self.len || from % page_size() != 0 {
+            return Ok(false);
+        }
+        // SAFETY: the range lies inside our live mapping (checked above) and
+        // starts on a page boundary; removing write permission changes no
+        // byte. Nothing of this process writes that range afterwards: the
+        // caller maps it for reading only (a consumer's payload).
+        unsafe {
+            mm::mprotect(
+                self.ptr.as_ptr().add(from).cast(),
+                self.len - from,
+                mm::MprotectFlags::READ,
+            )
+        }?;
+        Ok(true)
+    }
+
     /// Start of the mapping (page-aligned).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()

@@ -346,6 +346,14 @@ impl Segment {
         unlink_if_same_reporting(self.fd.as_fd(), &self.name)
     }
 
+    /// Makes the mapping read-only from byte `from` on (a consumer's view
+    /// of the payload), when `from` is page-aligned; returns whether it did.
+    pub fn protect_read_only_from(&self, from: usize) -> Result<bool> {
+        self.map
+            .protect_read_only_from(from)
+            .map_err(|e| from_io("mprotect", self.name.as_str(), self.len() as u64, e))
+    }
+
     /// The object's fd (for [`lock`](super::lock) and `fstat`).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
