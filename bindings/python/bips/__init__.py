@@ -25,12 +25,17 @@ Blocking calls release the GIL. A sample stays held (the producer never
 rewrites its buffer) while the ``Sample`` or any view of it is alive;
 ``Sample.release()`` gives it back early and raises ``BufferError`` while views
 exist. Errors are subclasses of :class:`bips.Error`.
+
+The BIPS API's spelling works too (``bips._seed`` says what its arguments
+mean)::
+
+    producer = bips.Producer(bips.Backends.kShm, "/example", 10, 1024, True)
+    buf = producer.Pull(); ...; producer.Push(buf)
 """
 
 from ._bips import (
     MAX_HELD,
     ChannelBusy,
-    Consumer,
     Corrupt,
     Disconnected,
     Error,
@@ -41,7 +46,6 @@ from ._bips import (
     NoSpace,
     NotFound,
     PermissionDenied,
-    Producer,
     Sample,
     SampleMut,
     Timeout,
@@ -51,9 +55,11 @@ from ._bips import (
     list_channels,
     now_ns,
 )
+from ._seed import Backends, Consumer, Producer
 
 __all__ = [
     "MAX_HELD",
+    "Backends",
     "ChannelBusy",
     "Consumer",
     "Corrupt",

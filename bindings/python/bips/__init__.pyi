@@ -1,9 +1,10 @@
 """Type stubs of bips (zero-copy shared-memory buffers between processes)."""
 
+import enum
 import sys
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Literal, final
+from typing import Any, Literal, final, overload
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -17,6 +18,11 @@ MAX_HELD: int
 Backpressure = Literal["block", "drop_oldest", "drop-oldest"]
 WaitStrategy = Literal["spin_then_park", "spin-then-park", "spin", "park"]
 StartAt = Literal["newest", "oldest", "next"]
+
+class Backends(enum.IntEnum):
+    """The transports of the BIPS API; bips has one, POSIX shared memory."""
+
+    kShm = 0
 
 class Error(Exception):
     """Base class of every bips error."""
@@ -146,6 +152,20 @@ class Producer:
     ``trust_any_owner=True``; otherwise :class:`UntrustedOwner`.
     """
 
+    @overload
+    def __init__(
+        self,
+        backend: Backends,
+        name: str,
+        buffers: int,
+        size: int,
+        in_order: bool = True,
+        /,
+        **options: Any,
+    ) -> None:
+        """The BIPS spelling: ``in_order`` True is ``backpressure="block"``, False
+        ``"drop_oldest"``; a leading ``/`` in ``name`` is dropped."""
+    @overload
     def __init__(
         self,
         name: str,
@@ -219,6 +239,21 @@ class Consumer:
     or ``trust_any_owner=True`` trusts it.
     """
 
+    @overload
+    def __init__(
+        self,
+        backend: Backends,
+        name: str,
+        buffers: int,
+        size: int,
+        in_order: bool = True,
+        /,
+        **options: Any,
+    ) -> None:
+        """The BIPS spelling: raises LayoutMismatch unless the channel has ``buffers``
+        buffers of ``size`` bytes and, with ``in_order`` True, is lossless
+        (``"block"``); a leading ``/`` in ``name`` is dropped."""
+    @overload
     def __init__(
         self,
         name: str,
@@ -239,6 +274,9 @@ class Consumer:
     def meta_size(self) -> int: ...
     @property
     def max_consumers(self) -> int: ...
+    @property
+    def backpressure(self) -> Literal["block", "drop_oldest"]:
+        """The channel's policy, set by its producer."""
     @property
     def closed(self) -> bool: ...
     def recv(self, timeout: float | None = None) -> Sample:
@@ -268,6 +306,7 @@ def now_ns() -> int:
 
 __all__ = [
     "MAX_HELD",
+    "Backends",
     "ChannelBusy",
     "Consumer",
     "Corrupt",

@@ -75,6 +75,7 @@ pub(crate) struct Consumer {
     buffer_size: u64,
     meta_size: u32,
     max_consumers: u32,
+    backpressure: &'static str,
 }
 
 impl Consumer {
@@ -184,6 +185,10 @@ impl Consumer {
             buffer_size: g.buffer_size,
             meta_size: g.meta_size,
             max_consumers: g.max_consumers,
+            backpressure: match g.policy {
+                bips::Backpressure::Block => "block",
+                bips::Backpressure::DropOldest => "drop_oldest",
+            },
         })
     }
 
@@ -294,6 +299,12 @@ impl Consumer {
     #[getter]
     fn max_consumers(&self) -> u32 {
         self.max_consumers
+    }
+
+    /// The channel's policy, set by its producer: ``"block"`` or ``"drop_oldest"``.
+    #[getter]
+    fn backpressure(&self) -> &'static str {
+        self.backpressure
     }
 
     fn __repr__(&self) -> String {
