@@ -68,6 +68,15 @@ body_test() {
 body_demo() {
     run cargo run --release -p bips-cli -- demo --seconds 1
     run cargo run --release -p bips-cli -- demo --seconds 1 --policy drop-oldest --consumers 3 --rate 2000
+    # The sealed memfd backend, served from a socket directory of its own; the producer
+    # removes its socket and lock file when it leaves.
+    local sockdir="$ROOT/target/demo-sockets"
+    rm -rf "$sockdir"
+    run env BIPS_SOCKET_DIR="$sockdir" cargo run --release -p bips-cli -- demo --seconds 1 --backend memfd
+    if [[ -n $(ls -A "$sockdir") ]]; then
+        echo "demo: FAILED: the memfd demo left files in $sockdir: $(ls -A "$sockdir")"
+        return 1
+    fi
 }
 
 # cli: `bips list`, `bips inspect`, `bips clean` against a live producer and consumer, then

@@ -94,6 +94,7 @@ fn info_json(i: &ChannelInfo) -> Value {
             "meta_size": g.meta_size,
         },
         "policy": policy(i),
+        "backend": backend(i),
         "payload_type": i.payload_type.as_ref().map(payload_json),
         "head": i.head,
         "tail": i.tail,
@@ -133,6 +134,13 @@ fn payload_json(t: &bips::PayloadType) -> Value {
     })
 }
 
+fn backend(i: &ChannelInfo) -> &'static str {
+    match i.backend {
+        bips::Backend::Memfd => "memfd",
+        _ => "shm",
+    }
+}
+
 /// `TYPE` column of `bips list`: `image/rgb8 v1`, or `-`.
 fn type_cell(i: &ChannelInfo) -> String {
     i.payload_type.as_ref().map_or_else(
@@ -169,8 +177,16 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}  TYPE",
-        "NAME", "BUFFERS x SIZE", "RING", "POLICY", "PRODUCER", "CONSUMERS", "SIZE", "STATE"
+        "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10} {:>7}  TYPE",
+        "NAME",
+        "BUFFERS x SIZE",
+        "RING",
+        "POLICY",
+        "PRODUCER",
+        "CONSUMERS",
+        "SIZE",
+        "STATE",
+        "BACKEND"
     );
     for (n, r) in &snaps {
         match r {
@@ -185,7 +201,7 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
                     "stale"
                 };
                 println!(
-                    "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}  {}",
+                    "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10} {:>7}  {}",
                     n,
                     format!("{} x {}", g.buffer_count, human_bytes(g.buffer_size)),
                     g.ring_capacity,
@@ -194,9 +210,13 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
                     format!("{alive}/{}", g.max_consumers),
                     human_bytes(i.size_bytes),
                     state,
+                    backend(i),
                     type_cell(i)
                 );
             }
+            Err(bips::Error::Disconnected) => println!(
+                "{n:<28} (stale memfd channel: its producer died; `bips clean` removes the socket)"
+            ),
             Err(e) => println!("{n:<28} (unreadable: {e})"),
         }
     }
@@ -258,6 +278,7 @@ pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
         owner_note(i.owner_uid)
     );
     println!("  policy     {}", policy(&i));
+    println!("  backend    {}", backend(&i));
     match &i.payload_type {
         Some(t) => println!("  type       {t}"),
         None => println!("  type       none declared"),

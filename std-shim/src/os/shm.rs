@@ -20,6 +20,7 @@ pub use super::map::{Access, MapOptions};
 pub(crate) use super::name::ChannelName;
 use super::name::{SHM_DIR, STAGING_PREFIX};
 use crate::error::{from_errno, from_io, Error, Result};
+use crate::options::Backend;
 use crate::trust::OwnerPolicy;
 
 /// The segment already exists (`EEXIST` from `shm_open(O_CREAT | O_EXCL)`).
@@ -53,6 +54,9 @@ pub struct Segment {
     staged: Option<String>,
     /// Whether the mapping may be written ([`Access::ReadOnly`]: `PROT_READ`).
     access: Access,
+    /// Where the segment lives: a `/dev/shm` object, or a sealed memfd
+    /// without a name (served over a socket, see [`super::socket`]).
+    backend: Backend,
 }
 
 /// What [`Segment::publish`] found.
@@ -310,7 +314,28 @@ impl Segment {
             name,
             staged: None,
             access,
+            backend: Backend::Shm,
         })
+    }
+
+    /// Maps a sealed memfd (see [`super::memfd`]) of `len` bytes as channel
+    /// `name`'s segment. `created`: made by this process just now.
+    pub fn from_memfd(
+        fd: OwnedFd,
+        len: usize,
+        name: &ChannelName,
+        opts: &MapOptions,
+        created: bool,
+        access: Access,
+    ) -> Result<Segment> {
+        let mut seg = Self::map_with(fd, len, name.clone(), opts, created, access)?;
+        seg.backend = Backend::Memfd;
+        Ok(seg)
+    }
+
+    /// Where the segment lives.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Removes `/dev/shm/bips.<name>`. A missing object is not an error.
@@ -343,7 +368,8 @@ impl Segment {
     /// created anew under the same name since we opened it). Returns whether
     /// it did.
     pub fn unlink_if_same(&self) -> bool {
-        unlink_if_same_reporting(self.fd.as_fd(), &self.name)
+        // A memfd has no name to remove (its socket is its server's).
+        self.backend == Backend::Shm && unlink_if_same_reporting(self.fd.as_fd(), &self.name)
     }
 
     /// Makes the mapping read-only from byte `from` on (a consumer's view
