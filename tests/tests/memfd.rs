@@ -19,7 +19,11 @@ const TAG: u64 = 0x3FD;
 /// Children of this file start here (a no-op in a normal test run).
 #[test]
 fn child_entry() {
-    bips_tests::child_entry(&[("producer", producer_role), ("sweeper", sweeper_role)]);
+    bips_tests::child_entry(&[
+        ("producer", producer_role),
+        ("sweeper", sweeper_role),
+        ("boxed-consumer", boxed_consumer_role),
+    ]);
 }
 
 /// A socket directory of its own, removed on drop.
@@ -410,4 +414,89 @@ fn bips_clean_removes_a_stale_memfd_socket_and_keeps_a_live_one() {
     );
     assert!(!sock_path(&dir.0, ch.name()).exists());
     assert!(!dir.0.join(format!("bips.{}.lock", ch.name())).exists());
+}
+
+/// A consumer in a "container": its own mount (a fresh, empty /dev/shm),
+/// IPC and PID namespaces; it shares only the socket directory.
+fn boxed_consumer_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let dir: String = env("BIPS_DIR");
+    let shm_entries = std::fs::read_dir("/dev/shm").unwrap().count();
+    let consumer = Consumer::open_with(&name, &consumer_options(Path::new(&dir))).unwrap();
+    say(format!(
+        "READY pid={} shm_entries={shm_entries}",
+        std::process::id()
+    ));
+    let mut scratch = Vec::new();
+    let mut next = 0;
+    loop {
+        match consumer.recv_timeout(Duration::from_secs(10)) {
+            Ok(s) => {
+                check_sample(&s, next, TAG, 4096, &mut scratch).unwrap();
+                next += 1;
+            }
+            Err(Error::Disconnected) => break,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+    say(format!("RESULT received={next}"));
+}
+
+/// Why the namespaces of a "container" cannot be made here, if they cannot.
+fn namespaces_unavailable() -> Option<String> {
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount", "--ipc", "--kill-child"])
+        .args(["sh", "-c", "mount -t tmpfs tmpfs /dev/shm"])
+        .output();
+    match out {
+        Err(e) => Some(format!("cannot run unshare: {e}")),
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "unshare --pid --mount --ipc with a tmpfs on /dev/shm is not permitted here: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+    }
+}
+
+#[test]
+fn a_consumer_in_its_own_namespaces_sharing_only_the_socket_directory_receives() {
+    if let Some(why) = namespaces_unavailable() {
+        skip(
+            "a_consumer_in_its_own_namespaces_sharing_only_the_socket_directory_receives",
+            &why,
+        );
+        return;
+    }
+    let dir = Dir::new("mfdn");
+    let ch = Channel::new("mfdn");
+    let producer = Producer::create(ch.name(), &memfd_options(&dir.0)).unwrap();
+    let mut c = spawn(ENTRY, "boxed-consumer")
+        .env("BIPS_CHANNEL", ch.name())
+        .env("BIPS_DIR", dir.0.display())
+        .wrapper([
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--ipc",
+            "--kill-child",
+            "sh",
+            "-c",
+            "mount -t tmpfs tmpfs /dev/shm && exec \"$@\"",
+            "sh",
+        ])
+        .start();
+    let ready = c.expect_line("READY", Duration::from_secs(10));
+    assert!(
+        ready.contains("pid=1 ") && ready.contains("shm_entries=0"),
+        "a PID namespace and an empty /dev/shm of its own: {ready}"
+    );
+    await_consumers(&producer, 1, Duration::from_secs(10));
+    for seq in 0..N {
+        publish_checked(&producer, seq, TAG);
+    }
+    drop(producer);
+    let r = c.expect_result(Duration::from_secs(20));
+    c.expect_success(Duration::from_secs(10));
+    assert_eq!(r.u64("received"), N);
 }

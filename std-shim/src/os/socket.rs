@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 use rustix::net::{
-    recvmsg, sendmsg, sockopt, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
 };
 
 use super::lock;
@@ -371,7 +371,7 @@ pub(crate) fn fetch(dir: &Path, name: &ChannelName) -> Result<Fetched> {
         }
     })?;
     let io = |op, e| from_io(op, name.as_str(), 0, e);
-    let cred = sockopt::socket_peercred(&stream).map_err(|e| io("SO_PEERCRED", e.into()))?;
+    let uid = peer_uid(stream.as_fd()).map_err(|e| io("SO_PEERCRED", e))?;
     stream
         .set_read_timeout(Some(FETCH_TIMEOUT))
         .map_err(|e| io("setsockopt", e))?;
@@ -414,8 +414,36 @@ pub(crate) fn fetch(dir: &Path, name: &ChannelName) -> Result<Fetched> {
     Ok(Fetched {
         fd: fds.remove(0),
         size: u64::from_le_bytes(size),
-        uid: cred.uid.as_raw(),
+        uid,
     })
+}
+
+/// The uid of the process at the other end of a Unix stream socket
+/// (`SO_PEERCRED`). Through libc: a peer outside our PID namespace (a
+/// container's consumer, a producer on the host) has pid 0 there, which
+/// rustix's `UCred` cannot represent.
+fn peer_uid(sock: BorrowedFd<'_>) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are live locals of the right types; the
+    // kernel writes at most `len` bytes into `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
 }
 
 fn handshake(name: &ChannelName, why: &str) -> Error {
