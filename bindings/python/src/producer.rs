@@ -108,6 +108,7 @@ impl Producer {
             .as_mut()
             .expect("a Loaned holds its loan until it ends");
         let raw = &mut loan.raw;
+        let shaped = desc.is_some();
         let desc = core
             .run(py, move |p| {
                 if let Some(d) = desc {
@@ -123,13 +124,13 @@ impl Producer {
                 capacity: loaned.loan.as_ref().map_or(0, |l| l.raw.capacity()),
                 meta_size: self.meta_size as usize,
                 geom,
+                shaped,
                 state: StdMutex::new(LoanState {
                     loaned: Some(loaned),
                     exports: 0,
                     discard_when_unexported: false,
                     seq: None,
                     frame: None,
-                    keep: None,
                 }),
             },
         )
@@ -556,9 +557,19 @@ struct LoanState {
     /// The frame array `with`/`.array` handed out (shaped loans), weakly:
     /// bips made it, so at publish it can tell its references from others.
     frame: Option<Py<PyWeakrefReference>>,
-    /// After publish while that array lives: keeps the producer's mapping
-    /// (which the read-only array still points into) until its export ends.
-    keep: Option<Arc<Core>>,
+}
+
+/// Keeps a producer (and its mapping) alive for a sealed frame array: held
+/// by a `weakref.finalize` of the array's `base`, dropped when it dies.
+#[pyclass(frozen, module = "bips")]
+pub(crate) struct MappingKeeper {
+    _core: Arc<Core>,
+}
+
+#[pymethods]
+impl MappingKeeper {
+    /// Called by the finalizer; dropping the finalizer's reference is what counts.
+    fn __call__(&self) {}
 }
 
 /// A loaned buffer, writable in place through the buffer protocol
@@ -579,6 +590,8 @@ pub(crate) struct SampleMut {
     meta_size: usize,
     /// The descriptor set at loan time (or the channel's fixed one).
     geom: Option<Geom>,
+    /// Loaned with a descriptor (`loan(shape=...)`): `with` binds the array.
+    shaped: bool,
 }
 
 impl SampleMut {
@@ -603,17 +616,21 @@ impl SampleMut {
 
     /// Before publishing a shaped loan whose bips-made array lives: checks
     /// that nothing but that one array object (bound to names in running
-    /// frames) reaches the buffer, then makes it read-only. `frame` is the
-    /// caller's strong reference.
-    fn seal_frame(py: Python<'_>, frame: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// frames) reaches the buffer, then seals it: makes it (and its `base`)
+    /// read-only, ends its buffer export (the `base`'s memoryview is
+    /// released, so NumPy can never make the array writable again), and
+    /// keeps the mapping alive while the `base` lives, by a finalizer that
+    /// holds `core`. `frame` is the caller's strong reference.
+    fn seal_frame(py: Python<'_>, frame: &Bound<'_, PyAny>, core: Arc<Core>) -> PyResult<()> {
         // References to the array `base` (bips's, made with the buffer export):
         // the frame's `base` and ours below. Every view, slice or reshape of
         // the frame references it too (NumPy collapses view bases to it).
         let base = frame.getattr("base")?;
         // SAFETY: a live object (we hold a reference); reads its count.
         let base_refs = unsafe { ffi::Py_REFCNT(base.as_ptr()) };
-        // References to the frame: ours (`frame`) and at most one more, which
-        // must be a name bound in a running frame (the `with` target).
+        // References to the frame: ours (`frame`) and at most one more: the
+        // `with` target (or `.array`'s name). Any other (an alias, a
+        // memoryview, a tensor) is refused.
         // SAFETY: as above.
         let frame_refs = unsafe { ffi::Py_REFCNT(frame.as_ptr()) };
         let refused = |what: String| {
@@ -629,16 +646,25 @@ impl SampleMut {
                 base_refs - 2
             )));
         }
-        if frame_refs > 2 || (frame_refs == 2 && !bound_in_a_running_frame(py, frame)?) {
+        if frame_refs > 2 {
             return Err(refused(format!(
                 "{} other reference(s) to the frame array (aliases, memoryviews, tensors) \
                  are alive and",
-                if frame_refs > 2 { frame_refs - 2 } else { 1 }
+                frame_refs - 2
             )));
         }
         for a in [frame, &base] {
             a.getattr("flags")?.setattr("writeable", false)?;
         }
+        let keeper = Bound::new(py, MappingKeeper { _core: core })?;
+        py.import("weakref")?
+            .getattr("finalize")?
+            .call1((&base, keeper))?;
+        // NumPy's memoryview of our export: releasing it ends the export
+        // (`__releasebuffer__`); the arrays keep pointing at the bytes, which
+        // the keeper keeps mapped, read-only for good (NumPy asks that
+        // memoryview before it lets `writeable` become True again).
+        base.getattr("base")?.call_method0("release")?;
         Ok(())
     }
 
@@ -691,21 +717,20 @@ impl SampleMut {
         }
         let frame = self.managed_frame(py);
         let own_exports = usize::from(frame.is_some());
-        {
+        let core = {
             let st = self.state();
             if st.loaned.is_some() && st.exports > own_exports {
                 return Err(self.exports_error("publish", st.exports - own_exports));
             }
-        }
-        if let Some(f) = &frame {
-            if !self.done() {
-                SampleMut::seal_frame(py, f)?;
-            }
+            st.loaned.as_ref().map(|l| l.core.clone())
+        };
+        if let (Some(f), Some(core)) = (&frame, core) {
+            SampleMut::seal_frame(py, f, core)?;
         }
         let mut loaned = {
             let mut st = self.state();
-            if st.exports > own_exports {
-                return Err(self.exports_error("publish", st.exports - own_exports));
+            if st.exports > 0 {
+                return Err(self.exports_error("publish", st.exports));
             }
             match st.loaned.take() {
                 Some(loaned) => loaned,
@@ -735,18 +760,12 @@ impl SampleMut {
             area[meta.len()..].fill(0);
             producer.publish_raw(raw)
         });
-        let keep = loaned.core.clone();
         drop(loaned); // its `Arc` of the producer: a closed producer may go now
         let seq = published.py_err()?;
         {
             let mut st = self.state();
             st.seq = Some(seq);
             st.frame = None;
-            if st.exports > 0 {
-                // The sealed (read-only) frame array still points into the
-                // mapping: keep it mapped until the array goes.
-                st.keep = Some(keep);
-            }
         }
         drop(frame);
         Ok(seq)
@@ -858,9 +877,10 @@ impl SampleMut {
         self.geom.as_ref().map(|g| PyDescriptor { d: g.d })
     }
 
-    /// ``self``; for a shaped loan, the NumPy array of its buffer (``.array``).
+    /// ``self``; for a loan made with ``shape=``/``descriptor=``, the NumPy
+    /// array of its buffer (``.array``).
     fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        if slf.get().geom.is_some() {
+        if slf.get().shaped {
             return SampleMut::array(slf);
         }
         Ok(slf.clone().into_any())
@@ -927,8 +947,8 @@ impl SampleMut {
             // SAFETY: `view` is CPython's; the loan's buffer (`capacity`
             // bytes, the descriptor validated against them at loan time) is
             // ours until publish, which refuses while exports other than the
-            // sealed bips-made array live; `view.obj` keeps this object (its
-            // `geom`, its `Arc` of the producer, and after publish `keep`)
+            // bips-made array live (and seals that one first); `view.obj`
+            // keeps this object (its `geom` and its `Arc` of the producer)
             // alive while the export lives.
             unsafe { geom.fill(view, slf.as_any(), loaned.ptr(), false, flags, "this loan")? };
             st.exports += 1;
@@ -960,39 +980,16 @@ impl SampleMut {
     /// # Safety
     /// Called by CPython for a view that `__getbuffer__` filled.
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
-        let (loaned, keep) = {
+        let loaned = {
             let mut st = self.state();
             st.exports = st.exports.saturating_sub(1);
-            if st.exports == 0 {
-                let loaned = if st.discard_when_unexported {
-                    st.loaned.take()
-                } else {
-                    None
-                };
-                (loaned, st.keep.take())
+            if st.exports == 0 && st.discard_when_unexported {
+                st.loaned.take()
             } else {
-                (None, None)
+                None
             }
         };
-        // `Loaned::drop` gives the buffer back without waiting; the last
-        // `Arc` of a closed producer closes it here.
+        // `Loaned::drop` gives the buffer back without waiting.
         drop(loaned);
-        drop(keep);
     }
-}
-
-/// Whether `obj` is bound to a name in a running Python frame (locals of a
-/// function, or a module's globals), from the innermost frame outwards.
-fn bound_in_a_running_frame(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let mut frame = py.import("sys")?.getattr("_getframe")?.call0()?;
-    while !frame.is_none() {
-        let locals = frame.getattr("f_locals")?;
-        for v in locals.call_method0("values")?.try_iter()? {
-            if v?.is(obj) {
-                return Ok(true);
-            }
-        }
-        frame = frame.getattr("f_back")?;
-    }
-    Ok(false)
 }
