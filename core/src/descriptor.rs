@@ -980,16 +980,21 @@ impl Geometry {
 
     /// Byte offset of element `idx`, `None` when `idx` is out of the shape.
     fn at(&self, idx: &[usize]) -> Option<usize> {
-        if idx.len() != self.ndim {
+        // Every coordinate is checked before any arithmetic: an empty array
+        // (a dimension of 0) was validated without bounds on its strides and
+        // offset, so the partial sums of its leading coordinates may overflow.
+        if idx.len() != self.ndim || idx.iter().zip(&self.shape).any(|(&i, &n)| i >= n) {
             return None;
         }
+        // Not empty, validated: every element, and so every partial sum (an
+        // element with trailing coordinates 0), lies inside the borrowed
+        // bytes (at most `isize::MAX`), and each term `i * s` is at most
+        // `(n - 1) * |s|`, a span of the extent (or 0 when `s` is 0): no
+        // overflow. Wrapping ops only because `i as isize` may wrap when `s`
+        // is 0 (a broadcast dimension longer than `isize::MAX`).
         let mut off = self.offset as isize;
-        for ((&i, &n), &s) in idx.iter().zip(&self.shape).zip(&self.strides) {
-            if i >= n {
-                return None;
-            }
-            // In bounds of the validated extent: cannot overflow.
-            off += i as isize * s;
+        for (&i, &s) in idx.iter().zip(&self.strides) {
+            off += (i as isize).wrapping_mul(s);
         }
         Some(off as usize)
     }

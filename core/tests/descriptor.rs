@@ -1,0 +1,124 @@
+//! Tests of the frame/tensor descriptor (`bips_core::descriptor`, issue 16):
+//! a descriptor comes from another process and is untrusted.
+#![cfg(not(loom))]
+
+use bips_core::descriptor::{DType, Descriptor, DescriptorError, View, ViewMut};
+
+// ---------------------------------------------------------------------------
+// Named cases
+// ---------------------------------------------------------------------------
+
+/// The module docs' examples of hostile descriptors, each refused with its
+/// typed error.
+#[test]
+fn hostile_descriptors_are_refused() {
+    // An element before the start (negative stride from offset 0).
+    let neg = Descriptor::new(DType::U8, &[2])
+        .unwrap()
+        .with_strides(&[-1])
+        .unwrap();
+    assert_eq!(
+        neg.validate(100),
+        Err(DescriptorError::OutOfBounds {
+            what: "array",
+            end: u64::MAX,
+            len: 100
+        })
+    );
+    assert_eq!(neg.with_offset(1).validate(2), Ok(()));
+    // Spans overflowing 64 bits.
+    let huge = Descriptor::new(DType::U8, &[4])
+        .unwrap()
+        .with_strides(&[i64::MAX])
+        .unwrap();
+    assert_eq!(huge.validate(u64::MAX), Err(DescriptorError::Overflow));
+    // The offset near u64::MAX.
+    let far = Descriptor::new(DType::U16, &[])
+        .unwrap()
+        .with_offset(u64::MAX - 1);
+    assert!(far.validate(u64::MAX).is_err());
+    // Unknown version, dtype, too many dims / planes, bad text.
+    let mut w = Descriptor::new(DType::U8, &[1]).unwrap().encode();
+    w[0] = 2;
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::UnknownVersion(2))
+    );
+    w[0] = 1;
+    w[1] = 16;
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::UnknownDType(16))
+    );
+    w[1] = 0;
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::UnknownDType(0))
+    );
+    w[1] = 1;
+    w[2] = 9;
+    assert_eq!(Descriptor::decode(&w), Err(DescriptorError::TooManyDims(9)));
+    w[2] = 1;
+    w[3] = 5;
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::TooManyPlanes(5))
+    );
+    w[3] = 0;
+    w[144] = b' ';
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::BadText("format"))
+    );
+    w[144] = 0;
+    w[150] = b'A'; // text after the NUL
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::BadText("format"))
+    );
+    w[150] = 0;
+    w[160..176].copy_from_slice(b"ABCDEFGHIJKLMNOP"); // no NUL
+    assert_eq!(
+        Descriptor::decode(&w),
+        Err(DescriptorError::BadText("colorimetry"))
+    );
+}
+
+/// Found by `structured_wire_stays_inside`: an empty array (a dimension of
+/// 0) is valid whatever its strides and offset, since it addresses nothing;
+/// `View::get` summed the leading, in-shape coordinates times their huge
+/// strides before reaching the empty dimension, an `isize` overflow (a
+/// panic in debug builds, where a `None` is due).
+#[test]
+fn empty_array_with_huge_strides_gets_none() {
+    let cases = [
+        (
+            vec![2u64, 2, 0],
+            vec![i64::MAX, i64::MAX, 1],
+            0,
+            vec![1usize, 1, 0],
+        ),
+        (vec![2, 0], vec![i64::MIN, 1], u64::MAX, vec![1, 0]),
+        (vec![3, 0], vec![i64::MAX / 2 + 1, 0], 0, vec![2, 5]),
+    ];
+    for (shape, strides, offset, idx) in cases {
+        let d = Descriptor::new(DType::U8, &vec![0; shape.len()])
+            .unwrap()
+            .with_strides(&strides)
+            .unwrap()
+            .with_offset(offset);
+        // `new` refuses such strides on non-empty shapes: set the shape by wire.
+        let mut w = d.encode();
+        for (i, n) in shape.iter().enumerate() {
+            w[16 + 8 * i..24 + 8 * i].copy_from_slice(&n.to_le_bytes());
+        }
+        let d = Descriptor::decode(&w).unwrap().unwrap();
+        assert_eq!(d.shape(), &shape[..]);
+        assert_eq!(d.validate(0), Ok(()));
+        let v = View::<u8>::new(&[], &d).unwrap();
+        assert_eq!(v.get(&idx), None, "{d:?}");
+        let mut none = [0u8; 0];
+        let mut vm = ViewMut::<u8>::new(&mut none, &d).unwrap();
+        assert_eq!(vm.get_mut(&idx), None, "{d:?}");
+    }
+}
