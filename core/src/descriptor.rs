@@ -963,8 +963,15 @@ impl Geometry {
         }
         let mut g = Geometry {
             // Validated: every element lies inside `len` bytes, so the offset,
-            // each dimension and each span fit in `usize`/`isize`.
-            offset: usize::try_from(d.offset).map_err(|_| DescriptorError::Overflow)?,
+            // each dimension and each span fit in `usize`/`isize`. An empty
+            // array addresses no byte and its offset is not validated (it may
+            // lie anywhere): its view starts at the buffer's start, so that
+            // `as_slice` is an empty slice inside the borrowed bytes.
+            offset: if d.is_empty() {
+                0
+            } else {
+                usize::try_from(d.offset).map_err(|_| DescriptorError::Overflow)?
+            },
             shape: [0; MAX_DIMS],
             strides: [0; MAX_DIMS],
             ndim: d.ndim(),

@@ -122,3 +122,37 @@ fn empty_array_with_huge_strides_gets_none() {
         assert_eq!(vm.get_mut(&idx), None, "{d:?}");
     }
 }
+
+/// Found by `validate_matches_brute_force`: an empty array's offset is not
+/// bounded by `validate` (nothing is addressed), yet `View::as_slice` built
+/// its empty slice at `buffer + offset`, past the buffer: `ptr::add` out of
+/// the allocation is undefined behaviour (Miri reports it), and the slice's
+/// address lies outside the bytes the view borrows.
+#[test]
+fn empty_array_far_offset_slices_inside() {
+    let mut bytes = [0u8; 4];
+    let base = bytes.as_ptr() as usize;
+    for (shape, offset) in [(vec![0u64], 39u64), (vec![2, 0], 1 << 40), (vec![0, 3], 5)] {
+        let d = Descriptor::new(DType::U8, &shape)
+            .unwrap()
+            .with_offset(offset);
+        assert!(d.is_c_contiguous());
+        assert_eq!(d.validate(4), Ok(()));
+        let v = View::<u8>::new(&bytes, &d).unwrap();
+        let s = v.as_slice().expect("an empty array is contiguous");
+        assert!(s.is_empty());
+        let p = s.as_ptr() as usize;
+        assert!(
+            p >= base && p <= base + 4,
+            "{d:?}: slice at +{}",
+            p.wrapping_sub(base)
+        );
+        let mut vm = ViewMut::<u8>::new(&mut bytes, &d).unwrap();
+        let p = vm.as_mut_slice().unwrap().as_ptr() as usize;
+        assert!(
+            p >= base && p <= base + 4,
+            "{d:?}: slice at +{}",
+            p.wrapping_sub(base)
+        );
+    }
+}
