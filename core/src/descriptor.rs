@@ -616,6 +616,9 @@ impl Descriptor {
 
     /// Number of elements (the product of the shape).
     pub fn len(&self) -> Result<u64, DescriptorError> {
+        if self.is_empty() {
+            return Ok(0);
+        }
         self.shape()
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -961,6 +964,7 @@ impl Geometry {
         if misaligned {
             return Err(DescriptorError::Misaligned { align });
         }
+        let contiguous = d.is_c_contiguous();
         let mut g = Geometry {
             // Validated: every element lies inside `len` bytes, so the offset,
             // each dimension and each span fit in `usize`/`isize`. An empty
@@ -975,8 +979,15 @@ impl Geometry {
             shape: [0; MAX_DIMS],
             strides: [0; MAX_DIMS],
             ndim: d.ndim(),
-            contiguous: d.is_c_contiguous(),
-            len: usize::try_from(d.len()?).map_err(|_| DescriptorError::Overflow)?,
+            contiguous,
+            // Only `as_slice` needs the count, and only when contiguous:
+            // then all `len` elements lie inside the buffer (no overflow). A
+            // broadcast (stride 0) may count more than 64 bits hold.
+            len: if contiguous {
+                usize::try_from(d.len()?).map_err(|_| DescriptorError::Overflow)?
+            } else {
+                0
+            },
         };
         for i in 0..g.ndim {
             g.shape[i] = usize::try_from(d.shape[i]).map_err(|_| DescriptorError::Overflow)?;

@@ -156,3 +156,40 @@ fn empty_array_far_offset_slices_inside() {
         );
     }
 }
+
+/// Found by `structured_wire_stays_inside`: `Descriptor::len` multiplied the
+/// shape left to right with overflow checks, so an empty array with a huge
+/// leading dimension (`[2^63, 3, 0]`) had `Overflow` elements instead of 0,
+/// and `View::new` refused validated descriptors whose element count
+/// overflows 64 bits (broadcast dimensions of stride 0), though a view needs
+/// that count only for `as_slice` of a contiguous array.
+#[test]
+fn validated_descriptors_with_huge_counts_get_views() {
+    let wire = |shape: &[u64], strides: &[i64]| {
+        let mut w = Descriptor::new(DType::U8, &vec![1; shape.len()])
+            .unwrap()
+            .with_strides(strides)
+            .unwrap()
+            .encode();
+        for (i, n) in shape.iter().enumerate() {
+            w[16 + 8 * i..24 + 8 * i].copy_from_slice(&n.to_le_bytes());
+        }
+        Descriptor::decode(&w).unwrap().unwrap()
+    };
+    let bytes = [7u8; 3];
+    let empty = wire(&[1 << 63, 3, 0], &[1, 1, 1]);
+    assert_eq!(empty.len(), Ok(0));
+    assert_eq!(empty.validate(0), Ok(()));
+    let v = View::<u8>::new(&bytes, &empty).unwrap();
+    assert_eq!(v.get(&[0, 0, 0]), None);
+    // Every element of a broadcast is byte 2.
+    let broadcast = wire(&[u64::MAX, u64::MAX], &[0, 0]).with_offset(2);
+    assert_eq!(broadcast.len(), Err(DescriptorError::Overflow));
+    assert_eq!(broadcast.validate(3), Ok(()));
+    assert_eq!(broadcast.validate(2).is_err(), true);
+    let v = View::<u8>::new(&bytes, &broadcast).unwrap();
+    let last = (u64::MAX - 1) as usize;
+    assert!(std::ptr::eq(v.get(&[last, last]).unwrap(), &bytes[2]));
+    assert!(std::ptr::eq(&v[[0, last]], &bytes[2]));
+    assert_eq!(v.as_slice(), None);
+}
