@@ -364,6 +364,9 @@ impl Plane {
             .checked_mul(self.stride.into())?
             .checked_add(self.row_bytes.into())?
             .checked_add(self.offset)
+            // u64::MAX marks "before the start" in OutOfBounds; no buffer
+            // has that many bytes anyway.
+            .filter(|&end| end != u64::MAX)
     }
 }
 
@@ -670,7 +673,12 @@ impl Descriptor {
             let hi = hi
                 .checked_add(self.dtype.size() as i128)
                 .ok_or(DescriptorError::Overflow)?;
-            end = u64::try_from(hi).map_err(|_| DescriptorError::Overflow)?;
+            // An end of u64::MAX would read as "before the start" in
+            // OutOfBounds (and no buffer has that many bytes): overflow.
+            end = u64::try_from(hi)
+                .ok()
+                .filter(|&end| end != u64::MAX)
+                .ok_or(DescriptorError::Overflow)?;
         }
         for p in self.planes() {
             end = end.max(p.end().ok_or(DescriptorError::Overflow)?);

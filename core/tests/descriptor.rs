@@ -193,3 +193,42 @@ fn validated_descriptors_with_huge_counts_get_views() {
     assert!(std::ptr::eq(&v[[0, last]], &bytes[2]));
     assert_eq!(v.as_slice(), None);
 }
+
+/// Review: `OutOfBounds { end: u64::MAX }` means "an element before the
+/// buffer's start", but an array or plane ending exactly at `u64::MAX`
+/// (offset `u64::MAX - 1`, one byte) produced that same error, and its
+/// message told the user the descriptor reached before the start. Such an
+/// end is now `Overflow` (no buffer has `u64::MAX` bytes).
+#[test]
+fn an_end_at_u64_max_is_not_before_the_start() {
+    let far = Descriptor::new(DType::U8, &[])
+        .unwrap()
+        .with_offset(u64::MAX - 1);
+    let plane = Descriptor::new(DType::U8, &[0])
+        .unwrap()
+        .with_planes(&[bips_core::Plane {
+            offset: u64::MAX - 1,
+            stride: 0,
+            rows: 1,
+            row_bytes: 1,
+        }]);
+    for d in [far, plane.unwrap()] {
+        let e = d.validate(10).unwrap_err();
+        assert!(!e.to_string().contains("before the start"), "{d:?}: {e}");
+        assert_eq!(e, DescriptorError::Overflow, "{d:?}");
+        assert_eq!(d.extent(), Err(DescriptorError::Overflow));
+    }
+    // One byte less is a plain "needs N bytes".
+    let e = Descriptor::new(DType::U8, &[])
+        .unwrap()
+        .with_offset(u64::MAX - 2)
+        .validate(10)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "descriptor array needs {} bytes, the sample has 10",
+            u64::MAX - 1
+        )
+    );
+}
