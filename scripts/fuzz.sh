@@ -13,6 +13,11 @@
 #   hostile_peer      a formatted segment + a script of producer/consumer operations and
 #                     hostile peer writes into the control part; every call answers Ok or a
 #                     typed error, every sample/loan lies inside the data area (S3), S4 holds.
+#                     Typed channels too: a peer rewriting the type block is refused by attach.
+#   descriptor        a frame/tensor descriptor wire, sample lengths and a type block from
+#                     another process: decode never panics, validate accepts only descriptors
+#                     whose elements lie inside (own i128 check), typed views over an exactly
+#                     sized allocation never reach past it (every element touched).
 # Built with AddressSanitizer, debug assertions and overflow checks (cargo-fuzz defaults).
 #
 # Corpus: the committed seeds in core/fuzz/corpus/<target>/ are read only; what the fuzzer
@@ -40,7 +45,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZ_DIR="$ROOT/core/fuzz"
 SECS=${BIPS_FUZZ_SECONDS:-30}
 EXTRA=${BIPS_FUZZ_ARGS:-}
-ALL_TARGETS=(validate_segment hostile_peer)
+ALL_TARGETS=(validate_segment hostile_peer descriptor)
 if (($#)); then TARGETS=("$@"); else TARGETS=("${ALL_TARGETS[@]}"); fi
 
 [[ $SECS =~ ^[0-9]+$ && $SECS -gt 0 ]] || {

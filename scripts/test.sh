@@ -185,7 +185,7 @@ body_miri() {
 # in-process tests of bips-core and bips; any report fails the stage.
 body_tsan() { run bash "$ROOT/scripts/tsan.sh"; }
 
-# fuzz: the cargo-fuzz targets of bips-core (validate_segment, hostile_peer) for 30 s each
+# fuzz: the cargo-fuzz targets of bips-core (validate_segment, hostile_peer, descriptor) for 30 s each
 # (BIPS_FUZZ_SECONDS) under AddressSanitizer; a crash, hang or report fails the stage.
 body_fuzz() { run bash "$ROOT/scripts/fuzz.sh"; }
 

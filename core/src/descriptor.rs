@@ -364,6 +364,9 @@ impl Plane {
             .checked_mul(self.stride.into())?
             .checked_add(self.row_bytes.into())?
             .checked_add(self.offset)
+            // u64::MAX marks "before the start" in OutOfBounds; no buffer
+            // has that many bytes anyway.
+            .filter(|&end| end != u64::MAX)
     }
 }
 
@@ -616,6 +619,9 @@ impl Descriptor {
 
     /// Number of elements (the product of the shape).
     pub fn len(&self) -> Result<u64, DescriptorError> {
+        if self.is_empty() {
+            return Ok(0);
+        }
         self.shape()
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
@@ -667,7 +673,12 @@ impl Descriptor {
             let hi = hi
                 .checked_add(self.dtype.size() as i128)
                 .ok_or(DescriptorError::Overflow)?;
-            end = u64::try_from(hi).map_err(|_| DescriptorError::Overflow)?;
+            // An end of u64::MAX would read as "before the start" in
+            // OutOfBounds (and no buffer has that many bytes): overflow.
+            end = u64::try_from(hi)
+                .ok()
+                .filter(|&end| end != u64::MAX)
+                .ok_or(DescriptorError::Overflow)?;
         }
         for p in self.planes() {
             end = end.max(p.end().ok_or(DescriptorError::Overflow)?);
@@ -961,15 +972,30 @@ impl Geometry {
         if misaligned {
             return Err(DescriptorError::Misaligned { align });
         }
+        let contiguous = d.is_c_contiguous();
         let mut g = Geometry {
             // Validated: every element lies inside `len` bytes, so the offset,
-            // each dimension and each span fit in `usize`/`isize`.
-            offset: usize::try_from(d.offset).map_err(|_| DescriptorError::Overflow)?,
+            // each dimension and each span fit in `usize`/`isize`. An empty
+            // array addresses no byte and its offset is not validated (it may
+            // lie anywhere): its view starts at the buffer's start, so that
+            // `as_slice` is an empty slice inside the borrowed bytes.
+            offset: if d.is_empty() {
+                0
+            } else {
+                usize::try_from(d.offset).map_err(|_| DescriptorError::Overflow)?
+            },
             shape: [0; MAX_DIMS],
             strides: [0; MAX_DIMS],
             ndim: d.ndim(),
-            contiguous: d.is_c_contiguous(),
-            len: usize::try_from(d.len()?).map_err(|_| DescriptorError::Overflow)?,
+            contiguous,
+            // Only `as_slice` needs the count, and only when contiguous:
+            // then all `len` elements lie inside the buffer (no overflow). A
+            // broadcast (stride 0) may count more than 64 bits hold.
+            len: if contiguous {
+                usize::try_from(d.len()?).map_err(|_| DescriptorError::Overflow)?
+            } else {
+                0
+            },
         };
         for i in 0..g.ndim {
             g.shape[i] = usize::try_from(d.shape[i]).map_err(|_| DescriptorError::Overflow)?;
@@ -980,16 +1006,21 @@ impl Geometry {
 
     /// Byte offset of element `idx`, `None` when `idx` is out of the shape.
     fn at(&self, idx: &[usize]) -> Option<usize> {
-        if idx.len() != self.ndim {
+        // Every coordinate is checked before any arithmetic: an empty array
+        // (a dimension of 0) was validated without bounds on its strides and
+        // offset, so the partial sums of its leading coordinates may overflow.
+        if idx.len() != self.ndim || idx.iter().zip(&self.shape).any(|(&i, &n)| i >= n) {
             return None;
         }
+        // Not empty, validated: every element, and so every partial sum (an
+        // element with trailing coordinates 0), lies inside the borrowed
+        // bytes (at most `isize::MAX`), and each term `i * s` is at most
+        // `(n - 1) * |s|`, a span of the extent (or 0 when `s` is 0): no
+        // overflow. Wrapping ops only because `i as isize` may wrap when `s`
+        // is 0 (a broadcast dimension longer than `isize::MAX`).
         let mut off = self.offset as isize;
-        for ((&i, &n), &s) in idx.iter().zip(&self.shape).zip(&self.strides) {
-            if i >= n {
-                return None;
-            }
-            // In bounds of the validated extent: cannot overflow.
-            off += i as isize * s;
+        for (&i, &s) in idx.iter().zip(&self.strides) {
+            off += (i as isize).wrapping_mul(s);
         }
         Some(off as usize)
     }

@@ -33,6 +33,10 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use arbitrary::{Arbitrary, Unstructured};
+use bips_core::descriptor::{
+    DType, Descriptor, DescriptorError, Element, PayloadType, Plane, View, ViewMut,
+    DESCRIPTOR_SIZE, PAYLOAD_TYPE_SIZE,
+};
 use bips_core::layout::{
     BufferDesc, ConsumerEntry, Header, ProducerBlock, RingSlot, SLEEPER_WORDS,
 };
@@ -106,6 +110,17 @@ impl Segment {
     pub fn format(&self, geometry: Geometry, epoch: u64) -> Result<Region<'_>, LayoutError> {
         // SAFETY: as in `attach`; nothing else uses the segment yet.
         unsafe { Region::format(self.ptr, self.len, geometry, epoch) }
+    }
+
+    /// Formats the segment for `geometry`, declaring `payload`.
+    pub fn format_typed(
+        &self,
+        geometry: Geometry,
+        epoch: u64,
+        payload: Option<&PayloadType>,
+    ) -> Result<Region<'_>, LayoutError> {
+        // SAFETY: as in `attach`; nothing else uses the segment yet.
+        unsafe { Region::format_typed(self.ptr, self.len, geometry, epoch, payload) }
     }
 
     /// A peer's 32-bit store at `off` (must be 4-aligned and in bounds).
@@ -315,13 +330,52 @@ fn check_layout(l: &Layout, len: usize) {
     assert!(l.producer_offset < l.consumers_offset);
     assert!(l.consumers_offset < l.ring_offset);
     assert!(l.ring_offset < l.buffers_offset);
-    assert!(l.buffers_offset < l.meta_offset);
+    assert!(l.buffers_offset < l.type_offset);
+    assert!(l.type_offset + PAYLOAD_TYPE_SIZE <= l.desc_offset);
+    assert!(l.desc_offset + DESCRIPTOR_SIZE * g.buffer_count as usize <= l.meta_offset);
     assert!(l.meta_offset + l.meta_stride * g.buffer_count as usize <= l.data_offset);
     assert_eq!(
         l.data_offset + l.buffer_stride * g.buffer_count as usize,
         l.total_size
     );
     assert_eq!(l.data_offset % g.alignment as usize, 0);
+}
+
+/// The segment's type block as `attach` must judge it: it parses, and a
+/// fixed descriptor fits a buffer (`LayoutError::BadPayloadType` otherwise).
+fn expected_type(seg: &Segment, l: &Layout) -> Result<Option<PayloadType>, DescriptorError> {
+    let mut block = [0u8; PAYLOAD_TYPE_SIZE];
+    for (i, c) in block.chunks_exact_mut(8).enumerate() {
+        c.copy_from_slice(&seg.peek64(l.type_offset + 8 * i).to_le_bytes());
+    }
+    let t = PayloadType::decode(&block)?;
+    if let Some(d) = t.as_ref().and_then(|t| t.descriptor()) {
+        d.validate(l.geometry.buffer_size)?;
+    }
+    Ok(t)
+}
+
+/// An accepted region's payload type is what its type block says, and its
+/// fixed descriptor (if any) fits a buffer; a refused one was refused for a
+/// type block that does not parse or fit.
+fn check_attach_type(seg: &Segment, got: &Result<Region<'_>, LayoutError>) {
+    match got {
+        Ok(r) => {
+            let t = r.payload_type().expect("an accepted region's type parses");
+            assert_eq!(Ok(t), expected_type(seg, r.layout()));
+            if let Some(t) = t {
+                assert!(!t.to_string().is_empty());
+            }
+        }
+        Err(LayoutError::BadPayloadType(e)) => {
+            // SAFETY: attach got this far, so the segment holds a 128-aligned
+            // header; every field is an atomic.
+            let h = unsafe { &*(seg.ptr() as *const Header) };
+            let l = Layout::from_header(h).expect("refused for its type, so the header was fine");
+            assert_eq!(expected_type(seg, &l), Err(*e));
+        }
+        Err(_) => {}
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -332,7 +386,9 @@ fn check_layout(l: &Layout, len: usize) {
 /// page-aligned allocation of exactly `data.len()` bytes).
 pub fn validate_segment(data: &[u8]) {
     let seg = Segment::from_bytes(data);
-    let region = match seg.attach() {
+    let attached = seg.attach();
+    check_attach_type(&seg, &attached);
+    let region = match attached {
         Ok(r) => r,
         Err(e) => return check_layout_error(&e, data.len()),
     };
@@ -406,7 +462,7 @@ pub fn validate_segment(data: &[u8]) {
 /// | byte | meaning |
 /// |---|---|
 /// | 0 | `buffer_count = 1 + b % 8` |
-/// | 1 | bits 0-1: alignment 64/128/256/4096; bits 2-3: ring = `buffer_count.next_power_of_two() << (v % 3)`; bit 4: `DropOldest`; bits 5-6: `max_consumers - 1` |
+/// | 1 | bits 0-1: alignment 64/128/256/4096; bits 2-3: ring = `buffer_count.next_power_of_two() << (v % 3)`; bit 4: `DropOldest`; bits 5-6: `max_consumers - 1`; bit 7: a typed channel (see [`Shape::payload_type`]) |
 /// | 2-3 | `buffer_size = 1 + u16 % 1024` (little-endian) |
 /// | 4 | `meta_size = b % 129` |
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -432,6 +488,26 @@ impl Shape {
         }
     }
 
+    /// The payload type the channel is formatted with (bit 7 of byte 1):
+    /// `"fuzz/bytes" v1` fixing every sample to `buffer_size` bytes of `u8`.
+    pub fn payload_type(&self) -> Option<PayloadType> {
+        (self.0[1] & 0x80 != 0).then(|| {
+            let d = Descriptor::new(DType::U8, &[self.geometry().buffer_size])
+                .expect("a small shape")
+                .with_format("GRAY8")
+                .expect("valid text");
+            PayloadType::new("fuzz/bytes", 1)
+                .expect("valid name")
+                .with_descriptor(d)
+        })
+    }
+
+    /// The same shape on a typed channel.
+    pub fn typed(mut self) -> Shape {
+        self.0[1] |= 0x80;
+        self
+    }
+
     /// Encodes a shape (inverse of [`Shape::geometry`] for small values).
     pub fn new(buffers: u32, size: u16, align_idx: u8, consumers: u8, policy: Policy) -> Shape {
         let drop = u8::from(policy == Policy::DropOldest) << 4;
@@ -454,7 +530,7 @@ impl<'a> Arbitrary<'a> for Shape {
 
 /// A named protocol word, for [`Step::Aim`] (a peer that knows the layout).
 /// `index` picks the entry / slot / descriptor / hold, modulo their count.
-const AIM_FIELDS: u8 = 18;
+const AIM_FIELDS: u8 = 20;
 
 /// One step of a `hostile_peer` script: an opcode byte (`% 15`), then its
 /// operands, little-endian. Entry indices: `255` means one past the consumer
@@ -534,7 +610,7 @@ pub enum Step {
         value: u64,
     },
     /// 13 `field:u8 index:u8 value:u64`: peer stores into named word
-    /// `field % 18` (see `aim_offset`); with `field & 0x80`, the value is
+    /// `field % 20` (see `aim_offset`); with `field & 0x80`, the value is
     /// `head + (value as i8)` (a plausible wrong sequence / stamp / hold).
     Aim {
         /// Field (and relative flag).
@@ -676,7 +752,15 @@ fn aim_offset(l: &Layout, field: u8, index: u8) -> (usize, bool) {
         14 => (s + offset_of!(RingSlot, len), true),
         15 => (offset_of!(Header, buffer_count), false),
         16 => (offset_of!(Header, total_size), true),
-        _ => (p + offset_of!(ProducerBlock, space_bell), false),
+        17 => (p + offset_of!(ProducerBlock, space_bell), false),
+        // Word `index % 64` of the type block (flags, version, name, the
+        // fixed descriptor's words).
+        18 => (l.type_offset + 8 * (i % (PAYLOAD_TYPE_SIZE / 8)), true),
+        // Word `index` of the frame descriptor slots (40 words per buffer).
+        _ => (
+            l.desc_offset + 8 * (i % (g.buffer_count as usize * DESCRIPTOR_SIZE / 8)),
+            true,
+        ),
     }
 }
 
@@ -690,7 +774,9 @@ pub fn hostile_peer(data: &[u8]) {
     let geometry = shape.geometry();
     let layout = Layout::new(geometry).expect("Shape makes valid geometries");
     let seg = Segment::zeroed(layout.total_size);
-    let pr = seg.format(geometry, 1).expect("formatting a fresh segment");
+    let pr = seg
+        .format_typed(geometry, 1, shape.payload_type().as_ref())
+        .expect("formatting a fresh segment");
     let producer = Producer::new(pr);
     // The consumers' view, validated like another process would.
     let mut cview = seg.attach().expect("attaching a fresh segment");
@@ -814,13 +900,17 @@ pub fn hostile_peer(data: &[u8]) {
                     seg.poke32(off, v as u32);
                 }
             }
-            Step::Reattach => match seg.attach() {
-                Ok(v) => {
-                    check_layout(v.layout(), seg.len());
-                    cview = v;
+            Step::Reattach => {
+                let r = seg.attach();
+                check_attach_type(&seg, &r);
+                match r {
+                    Ok(v) => {
+                        check_layout(v.layout(), seg.len());
+                        cview = v;
+                    }
+                    Err(e) => check_layout_error(&e, seg.len()),
                 }
-                Err(e) => check_layout_error(&e, seg.len()),
-            },
+            }
         }
         monitor(&pr);
         monitor(&cview);
@@ -828,6 +918,356 @@ pub fn hostile_peer(data: &[u8]) {
     for r in readers.into_iter().flatten() {
         r.detach();
     }
+}
+
+// ---------------------------------------------------------------------------
+// Target 3: descriptor
+// ---------------------------------------------------------------------------
+
+/// Largest sample the `descriptor` target builds views over.
+const DESC_BUF: usize = 4096;
+
+/// Elements a view touches one by one; beyond, [`DESC_SAMPLES`] sampled ones.
+const DESC_ENUMERATE: u128 = 4096;
+
+/// Elements sampled on a large array (the corners, then pseudo-random).
+const DESC_SAMPLES: usize = 64;
+
+/// Input of the `descriptor` target, fixed offsets (missing bytes read 0):
+///
+/// | bytes | meaning |
+/// |---|---|
+/// | 0..320 | a descriptor's wire form ([`Descriptor::decode`]) |
+/// | 320..322 | sample length `u16`: bits 0-14 `% 4097` bytes; bit 15: the sample starts 1 byte past an aligned address |
+/// | 322..330 | another length (`u64`) to validate against, no view |
+/// | 330..842 | a type block ([`PayloadType::decode`]) |
+pub struct DescInput;
+
+impl DescInput {
+    /// Offset of the sample length.
+    pub const LEN: usize = DESCRIPTOR_SIZE;
+    /// Offset of the validate-only length.
+    pub const FAR: usize = DESCRIPTOR_SIZE + 2;
+    /// Offset of the type block.
+    pub const TYPE: usize = DESCRIPTOR_SIZE + 10;
+    /// Bytes of a full input.
+    pub const SIZE: usize = DescInput::TYPE + PAYLOAD_TYPE_SIZE;
+
+    /// An input from its parts.
+    pub fn encode(
+        wire: &[u8; DESCRIPTOR_SIZE],
+        len: u16,
+        far: u64,
+        block: Option<&[u8; PAYLOAD_TYPE_SIZE]>,
+    ) -> Vec<u8> {
+        let mut v = wire.to_vec();
+        v.extend(len.to_le_bytes());
+        v.extend(far.to_le_bytes());
+        if let Some(b) = block {
+            v.extend_from_slice(b);
+        }
+        v
+    }
+}
+
+/// Byte address of element `idx` by our own arithmetic (i128).
+fn element_addr(d: &Descriptor, idx: &[u64]) -> i128 {
+    i128::from(d.offset())
+        + idx
+            .iter()
+            .zip(d.strides())
+            .map(|(&i, &s)| i128::from(i) * i128::from(s))
+            .sum::<i128>()
+}
+
+/// The indices a view touches: all of a small array, else the corners and
+/// samples drawn from `seed`.
+fn element_indices(d: &Descriptor, mut seed: u64) -> Vec<Vec<u64>> {
+    let shape = d.shape();
+    if shape.contains(&0) {
+        return Vec::new();
+    }
+    let count = shape
+        .iter()
+        .fold(1u128, |a, &n| a.saturating_mul(u128::from(n)));
+    let mut out = Vec::new();
+    if count <= DESC_ENUMERATE {
+        let mut idx = vec![0u64; shape.len()];
+        'all: loop {
+            out.push(idx.clone());
+            for k in (0..shape.len()).rev() {
+                idx[k] += 1;
+                if idx[k] < shape[k] {
+                    continue 'all;
+                }
+                idx[k] = 0;
+            }
+            return out;
+        }
+    }
+    out.push(vec![0; shape.len()]);
+    out.push(shape.iter().map(|n| n - 1).collect());
+    for _ in 0..DESC_SAMPLES {
+        out.push(
+            shape
+                .iter()
+                .map(|&n| {
+                    // splitmix64
+                    seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    let mut z = seed;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    (z ^ (z >> 31)) % n
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Views of `T` over `len` bytes (an allocation of exactly that size, so
+/// AddressSanitizer sees any byte past it) starting `skew` bytes past an
+/// aligned address: refused with a typed error, or every element they hand
+/// out is the reference's, inside, and readable / writable.
+fn touch_views<T: Element>(d: &Descriptor, len: usize, skew: usize, seed: u64) {
+    let seg = Segment::zeroed(len + skew);
+    // SAFETY: `seg` owns `len + skew` bytes, unused by anyone else.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(seg.ptr().add(skew), len) };
+    let base = bytes.as_ptr() as usize;
+    let size = core::mem::size_of::<T>();
+    let valid = d.validate(len as u64).is_ok();
+    let checked = if valid {
+        element_indices(d, seed)
+    } else {
+        Vec::new()
+    };
+    let refusal = |e: DescriptorError| {
+        assert!(!e.to_string().is_empty());
+        match e {
+            DescriptorError::WrongDType { wanted, found } => {
+                assert!(wanted == T::DTYPE && found == d.dtype() && found != wanted)
+            }
+            DescriptorError::Misaligned { align } => assert_eq!(align, core::mem::align_of::<T>()),
+            e => assert!(!valid, "a descriptor valid for {len} bytes refused: {e:?}"),
+        }
+    };
+    match View::<T>::new(bytes, d) {
+        Ok(v) => {
+            assert!(valid && d.dtype() == T::DTYPE, "a view of a refused {d:?}");
+            for idx in &checked {
+                let ui: Vec<usize> = idx.iter().map(|&i| i as usize).collect();
+                let r = v.get(&ui).expect("an index inside the shape");
+                let at = element_addr(d, idx);
+                assert!(at >= 0 && at as usize + size <= len, "{d:?} {idx:?}");
+                assert_eq!(r as *const T as usize - base, at as usize, "{d:?} {idx:?}");
+                std::hint::black_box(*r);
+            }
+            let shape = v.shape().to_vec();
+            for k in 0..shape.len() {
+                let mut idx: Vec<usize> = shape.iter().map(|n| n.saturating_sub(1)).collect();
+                idx[k] = shape[k];
+                assert!(v.get(&idx).is_none());
+            }
+            assert!(v.get(&vec![0; shape.len() + 1]).is_none());
+            if let Some(s) = v.as_slice() {
+                let p = s.as_ptr() as usize;
+                assert!(p >= base && p + std::mem::size_of_val(s) <= base + len);
+                std::hint::black_box(s.iter().fold(0u8, |a, x| a ^ bytemuck::bytes_of(x)[0]));
+            }
+        }
+        Err(e) => refusal(e),
+    }
+    match ViewMut::<T>::new(bytes, d) {
+        Ok(mut v) => {
+            for idx in checked.iter().take(DESC_SAMPLES) {
+                let ui: Vec<usize> = idx.iter().map(|&i| i as usize).collect();
+                let r = v.get_mut(&ui).expect("an index inside the shape");
+                *r = T::zeroed();
+                assert_eq!(r as *mut T as usize - base, element_addr(d, idx) as usize);
+            }
+            if let Some(s) = v.as_mut_slice() {
+                let p = s.as_ptr() as usize;
+                assert!(p >= base && p + std::mem::size_of_val(s) <= base + len);
+                s.fill(T::zeroed());
+            }
+        }
+        Err(e) => refusal(e),
+    }
+}
+
+/// Everything a decoded descriptor must survive (see [`descriptor`]).
+fn check_descriptor(d: &Descriptor, len: usize, skew: usize, far: u64, seed: u64) {
+    assert!(!d.to_string().is_empty() && !format!("{d:?}").is_empty());
+    let _ = std::hint::black_box((d.is_c_contiguous(), d.len(), d.is_empty()));
+    // The wire round-trips.
+    let w = d.encode();
+    assert_eq!(Descriptor::decode(&w), Ok(Some(*d)));
+    for l in [far, len as u64] {
+        match d.validate(l) {
+            Ok(()) => {
+                let end = d.extent().expect("a valid descriptor has an extent");
+                assert!(end <= l);
+                let size = d.dtype().size() as i128;
+                for idx in element_indices(d, seed).iter().take(2 + DESC_SAMPLES) {
+                    let at = element_addr(d, idx);
+                    assert!(
+                        at >= 0 && at + size <= i128::from(l),
+                        "{d:?} {idx:?} in {l}"
+                    );
+                }
+            }
+            Err(DescriptorError::OutOfBounds { len: got, .. }) => assert_eq!(got, l),
+            Err(DescriptorError::Overflow) => {}
+            Err(e) => panic!("validate answered {e:?}"),
+        }
+    }
+    // The views the brief names, whatever the dtype (WrongDType otherwise),
+    // and the view of the descriptor's own type.
+    touch_views::<u8>(d, len, skew, seed);
+    touch_views::<u16>(d, len, skew, seed);
+    touch_views::<f32>(d, len, skew, seed);
+    match d.dtype() {
+        DType::I8 => touch_views::<i8>(d, len, skew, seed),
+        DType::I16 => touch_views::<i16>(d, len, skew, seed),
+        DType::U32 => touch_views::<u32>(d, len, skew, seed),
+        DType::I32 => touch_views::<i32>(d, len, skew, seed),
+        DType::U64 => touch_views::<u64>(d, len, skew, seed),
+        DType::I64 => touch_views::<i64>(d, len, skew, seed),
+        DType::F64 => touch_views::<f64>(d, len, skew, seed),
+        _ => {}
+    }
+}
+
+/// The `descriptor` target: a descriptor wire, sample lengths and a type
+/// block from another process (layout on [`DescInput`]). Decoding never
+/// panics; what decodes round-trips; `validate` accepts only descriptors
+/// whose elements all lie inside (by our own i128 arithmetic); views over an
+/// exactly-sized allocation answer a typed error or hand out exactly the
+/// reference's elements, all touched (AddressSanitizer checks the bytes).
+/// The type block parses or is refused with a typed error; a parsed one
+/// round-trips and its fixed descriptor gets the same checks.
+pub fn descriptor(data: &[u8]) {
+    let mut input = [0u8; DescInput::SIZE];
+    let n = data.len().min(DescInput::SIZE);
+    input[..n].copy_from_slice(&data[..n]);
+    let wire: [u8; DESCRIPTOR_SIZE] = input[..DESCRIPTOR_SIZE].try_into().expect("320 bytes");
+    let raw_len = u16::from_le_bytes([input[DescInput::LEN], input[DescInput::LEN + 1]]);
+    let len = usize::from(raw_len & 0x7fff) % (DESC_BUF + 1);
+    let skew = usize::from(raw_len >> 15);
+    let far = u64::from_le_bytes(
+        input[DescInput::FAR..DescInput::TYPE]
+            .try_into()
+            .expect("8 bytes"),
+    );
+    let seed = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    match Descriptor::decode(&wire) {
+        Ok(Some(d)) => check_descriptor(&d, len, skew, far, seed),
+        Ok(None) => assert_eq!(wire[0], 0),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+    let block: [u8; PAYLOAD_TYPE_SIZE] = input[DescInput::TYPE..].try_into().expect("512 bytes");
+    match PayloadType::decode(&block) {
+        Ok(Some(t)) => {
+            assert!(!t.name().is_empty() && t.to_string().starts_with(t.name()));
+            assert_eq!(PayloadType::decode(&t.encode()), Ok(Some(t)));
+            if let Some(d) = t.descriptor() {
+                check_descriptor(d, len, skew, far, seed);
+            }
+        }
+        Ok(None) => assert_eq!(block[..4], [0; 4]),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+/// Seeds of the `descriptor` target: a valid descriptor of each element
+/// type, padded rows, planes, negative and zero strides, a scalar, an empty
+/// array with a far offset, near misses, and typed channels' type blocks.
+fn descriptor_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut add = |name: &str, d: &Descriptor, len: u64, block: Option<PayloadType>| {
+        let b = block.map(|t| t.encode());
+        out.push((
+            format!("{name}.desc"),
+            DescInput::encode(&d.encode(), len as u16, len, b.as_ref()),
+        ));
+    };
+    for t in DType::ALL {
+        let d = Descriptor::new(t, &[3, 5]).expect("small");
+        add(
+            &format!("c-{}", t.name()),
+            &d,
+            d.extent().expect("small"),
+            None,
+        );
+    }
+    // 4x5 RGB, rows padded to 16 bytes.
+    let padded = Descriptor::image(4, 5, 3, DType::U8)
+        .and_then(|d| d.with_strides(&[16, 3, 1]))
+        .and_then(|d| d.with_format("RGB"))
+        .and_then(|d| d.with_colorimetry("sRGB"))
+        .expect("valid");
+    add("padded-rgb", &padded, 3 * 16 + 15, None);
+    // The same flipped vertically: the first row last, a negative row stride.
+    let flipped = padded
+        .with_strides(&[-16, 3, 1])
+        .expect("3 strides")
+        .with_offset(48);
+    add("flipped-rgb", &flipped, 64, None);
+    // Mirrored u16 columns, negative innermost stride.
+    let mirrored = Descriptor::new(DType::U16, &[2, 4])
+        .and_then(|d| d.with_strides(&[8, -2]))
+        .expect("valid")
+        .with_offset(6);
+    add("mirrored-u16", &mirrored, 16, None);
+    // NV12 4x4: the luma plane as the array, plus both planes.
+    let nv12 = Descriptor::image(4, 4, 1, DType::U8)
+        .and_then(|d| d.with_format("NV12"))
+        .and_then(|d| {
+            d.with_planes(&[
+                Plane {
+                    offset: 0,
+                    stride: 4,
+                    rows: 4,
+                    row_bytes: 4,
+                },
+                Plane {
+                    offset: 16,
+                    stride: 4,
+                    rows: 2,
+                    row_bytes: 4,
+                },
+            ])
+        })
+        .expect("valid");
+    add("nv12-planes", &nv12, 24, None);
+    add("nv12-short", &nv12, 23, None);
+    // A broadcast row (stride 0), a scalar, an empty array far away.
+    let broadcast = Descriptor::new(DType::F32, &[1000, 4])
+        .and_then(|d| d.with_strides(&[0, 4]))
+        .expect("valid");
+    add("broadcast-f32", &broadcast, 16, None);
+    let scalar = Descriptor::new(DType::F64, &[])
+        .expect("valid")
+        .with_offset(8);
+    add("scalar-f64", &scalar, 16, None);
+    let empty = Descriptor::new(DType::U8, &[0, 7])
+        .expect("valid")
+        .with_offset(u64::MAX - 1);
+    add("empty-far", &empty, 0, None);
+    // Near misses: one byte short, before the start, misaligned.
+    add("padded-short", &padded, 3 * 16 + 14, None);
+    add("flipped-before", &flipped.with_offset(47), 64, None);
+    add("misaligned-u16", &mirrored.with_offset(5), 16, None);
+    // Typed channels: the type block fixes a descriptor.
+    let fixed = PayloadType::new("image/rgb8", 2)
+        .expect("valid")
+        .with_descriptor(padded);
+    add("typed-padded", &padded, 64, Some(fixed));
+    let untyped_desc = PayloadType::new("tensor/any", 1).expect("valid");
+    add("typed-nodesc", &scalar, 16, Some(untyped_desc));
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -843,6 +1283,9 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes) in peer_seeds() {
         out.push(("hostile_peer", name, bytes));
+    }
+    for (name, bytes) in descriptor_seeds() {
+        out.push(("descriptor", name, bytes));
     }
     out
 }
@@ -913,6 +1356,33 @@ fn segment_seeds() -> Vec<(String, Vec<u8>)> {
         // `held` (if any) stays announced in the segment: a consumer that
         // holds a sample, as a crashed one would leave it.
     }
+    // A typed channel (its type block fixes a descriptor), with one sample,
+    // and near misses in its type block: unknown flags, a fixed descriptor
+    // larger than a buffer, a name that is not text.
+    let g = small(2, 64, 64, 1, Policy::Block);
+    let l = Layout::new(g).unwrap();
+    let seg = Segment::zeroed(l.total_size);
+    let t = Shape::new(2, 64, 0, 1, Policy::Block)
+        .typed()
+        .payload_type()
+        .unwrap();
+    let r = seg.format_typed(g, 0x5eed, Some(&t)).unwrap();
+    let p = Producer::new(r);
+    if let Ok(Some(b)) = p.try_loan() {
+        p.publish(b, 64, 0, &NoWake).unwrap();
+    }
+    let bytes = seg.bytes();
+    out.push(("typed.seg".into(), bytes.clone()));
+    let mut flags = bytes.clone();
+    flags[l.type_offset] = 7;
+    out.push(("typed-badflags.seg".into(), flags));
+    let mut big = bytes.clone();
+    // The fixed descriptor's shape[0] (type block offset 128, wire offset 16).
+    big[l.type_offset + 128 + 16] = 65;
+    out.push(("typed-badsize.seg".into(), big));
+    let mut name = bytes;
+    name[l.type_offset + 8] = b' ';
+    out.push(("typed-badname.seg".into(), name));
     out.push(("header-only.seg".into(), b"BIPSRING".to_vec()));
     out
 }
@@ -1034,7 +1504,52 @@ fn peer_seeds() -> Vec<(String, Vec<u8>)> {
         Publish { which: 9, len: 1 },
     ];
 
+    // A typed channel: a peer rewrites its type block (flags, the fixed
+    // descriptor's shape and dtype) and its frame descriptor slots; every
+    // reattach must refuse the hostile type block or agree with it.
+    let typed = vec![
+        Claim { idx: 0, start: 0 },
+        Loan,
+        Publish { which: 0, len: 16 },
+        Reattach,
+        Aim {
+            field: 18,
+            index: 18, // the fixed descriptor's shape[0] (type block word 16 + 2)
+            value: 1 << 20,
+        },
+        Reattach,
+        Aim {
+            field: 18,
+            index: 18,
+            value: 8,
+        },
+        Reattach,
+        Aim {
+            field: 18,
+            index: 16, // version, dtype, ndim, nplanes of the fixed descriptor
+            value: 0x0000_0000_0009_0101,
+        },
+        Reattach,
+        Aim {
+            field: 18,
+            index: 0, // flags: unknown bits
+            value: 0xff,
+        },
+        Reattach,
+        Aim {
+            field: 19,
+            index: 3,
+            value: u64::MAX,
+        },
+        Recv { idx: 0 },
+        Claim { idx: 1, start: 0 },
+    ];
+
     vec![
+        (
+            "typed.script".into(),
+            enc(Shape::new(2, 64, 0, 2, Policy::Block).typed(), &typed),
+        ),
         (
             "block-2c.script".into(),
             enc(Shape::new(2, 64, 0, 2, Policy::Block), &block),
@@ -1073,6 +1588,7 @@ mod tests {
         for (target, run) in [
             ("validate_segment", validate_segment as fn(&[u8])),
             ("hostile_peer", hostile_peer),
+            ("descriptor", descriptor),
         ] {
             let dir = corpus_dir(target);
             for f in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
@@ -1084,6 +1600,23 @@ mod tests {
         assert!(n >= 8, "seed corpus missing ({n} files)");
     }
 
+    /// Every generated seed is committed, byte for byte. A layout change
+    /// (v2 -> v3 moved every part) leaves committed segment seeds that no
+    /// longer attach, so the fuzzer starts from inputs it refuses at once;
+    /// this test names them.
+    #[test]
+    fn committed_seeds_are_current() {
+        for (target, name, bytes) in seeds() {
+            let path = corpus_dir(target).join(&name);
+            let committed = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                committed == bytes,
+                "{path:?} is missing or stale: regenerate the seeds with \
+                 cargo test --manifest-path core/fuzz/Cargo.toml -- --ignored write_seeds"
+            );
+        }
+    }
+
     /// The generated seeds run clean (also when not yet written).
     #[test]
     fn generated_seeds_run_clean() {
@@ -1093,12 +1626,21 @@ mod tests {
                     // The well-formed seeds are accepted (else they would
                     // not lead the fuzzer past validation).
                     let near_miss = ["short", "bad", "header-only"];
+                    // The typed near misses are refused for their type block.
+                    if name.starts_with("typed-") {
+                        let seg = Segment::from_bytes(&bytes);
+                        assert!(
+                            matches!(seg.attach(), Err(LayoutError::BadPayloadType(_))),
+                            "{name}"
+                        );
+                    }
                     if !near_miss.iter().any(|m| name.contains(m)) {
                         let seg = Segment::from_bytes(&bytes);
                         assert!(seg.attach().is_ok(), "{name}");
                     }
                     validate_segment(&bytes)
                 }
+                "descriptor" => descriptor(&bytes),
                 _ => hostile_peer(&bytes),
             }
         }
