@@ -11,6 +11,7 @@
 
 use bips_core::descriptor::{Descriptor, DescriptorError, PayloadType, DESCRIPTOR_SIZE};
 use bips_core::Region;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::error::{Error, Result};
 
@@ -26,13 +27,10 @@ pub(crate) fn read(
     if p.is_null() {
         return Ok(None);
     }
-    let mut wire = [0u8; DESCRIPTOR_SIZE];
-    // SAFETY: `p` addresses the DESCRIPTOR_SIZE-byte slot of a buffer this
-    // process holds (a received sample) or has loaned, inside the mapping,
-    // which outlives the call. The bytes are copied out before they are
-    // parsed, so a concurrent (hostile) writer can at worst make the copy
-    // inconsistent, which decoding and validation then refuse.
-    unsafe { std::ptr::copy_nonoverlapping(p, wire.as_mut_ptr(), DESCRIPTOR_SIZE) };
+    // The slot is copied out before it is parsed, so a concurrent (hostile)
+    // writer can at worst make the copy inconsistent, which decoding and
+    // validation then refuse.
+    let wire = load(p);
     let own = Descriptor::decode(&wire).map_err(Error::Descriptor)?;
     let d = match own.or_else(|| payload.and_then(|t| t.descriptor().copied())) {
         Some(d) => d,
@@ -52,11 +50,40 @@ pub(crate) fn write(region: &Region<'_>, buf: u32, d: Option<&Descriptor>) {
         Some(d) => d.encode(),
         None => [0u8; DESCRIPTOR_SIZE],
     };
-    let n = if d.is_some() { DESCRIPTOR_SIZE } else { 1 };
-    // SAFETY: the slot of a buffer loaned to this producer: no consumer
-    // holds it, nobody else writes it; DESCRIPTOR_SIZE bytes inside the
-    // mapping. Clearing writes only the version byte (0 = no descriptor).
-    unsafe { std::ptr::copy_nonoverlapping(wire.as_ptr(), p, n) };
+    // Clearing writes only the first word (its first byte is the version:
+    // 0 = no descriptor).
+    let n = if d.is_some() { WORDS } else { 1 };
+    for (w, c) in slot(p).iter().zip(wire.chunks_exact(8)).take(n) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        w.store(u64::from_le_bytes(b), Relaxed);
+    }
+}
+
+/// Words of a descriptor slot.
+const WORDS: usize = DESCRIPTOR_SIZE / 8;
+
+/// The descriptor slot at `p` as words. Shared memory is accessed through
+/// atomics only (another process may write it at any time: a plain access
+/// would be a data race); the publish's Release and the receive's Acquire
+/// order these Relaxed accesses.
+fn slot<'a>(p: *mut u8) -> &'a [AtomicU64; WORDS] {
+    // SAFETY: callers pass `Region::desc_ptr` of a valid buffer index (not
+    // null): DESCRIPTOR_SIZE bytes inside the mapping, which outlives the
+    // borrow (the caller holds the sample or the loan, and the mapping lives
+    // as long as its producer or consumer); 64-aligned (the slots start on a
+    // 128-byte line and are 320 bytes each), so aligned for `AtomicU64`; any
+    // bit pattern is a valid atomic.
+    unsafe { &*(p as *const [AtomicU64; WORDS]) }
+}
+
+/// Copies the slot at `p` out, word by word.
+fn load(p: *mut u8) -> [u8; DESCRIPTOR_SIZE] {
+    let mut wire = [0u8; DESCRIPTOR_SIZE];
+    for (w, c) in slot(p).iter().zip(wire.chunks_exact_mut(8)) {
+        c.copy_from_slice(&w.load(Relaxed).to_le_bytes());
+    }
+    wire
 }
 
 /// The descriptor this producer wrote into the slot of a buffer it has
@@ -66,11 +93,7 @@ pub(crate) fn read_own(region: &Region<'_>, buf: u32) -> Option<Descriptor> {
     if p.is_null() {
         return None;
     }
-    let mut wire = [0u8; DESCRIPTOR_SIZE];
-    // SAFETY: the slot of a buffer loaned to this producer, DESCRIPTOR_SIZE
-    // bytes inside the mapping; copied out before it is parsed.
-    unsafe { std::ptr::copy_nonoverlapping(p, wire.as_mut_ptr(), DESCRIPTOR_SIZE) };
-    Descriptor::decode(&wire).ok().flatten()
+    Descriptor::decode(&load(p)).ok().flatten()
 }
 
 /// Checks a descriptor a producer sets on a loan: it must fit the buffer and,
