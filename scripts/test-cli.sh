@@ -59,12 +59,19 @@ c = chans['$NAME']
 assert c['producer_alive'] is True, c
 assert c['consumers_alive'] == 1, c
 assert c['geometry']['buffers'] == 4 and c['policy'] == 'block', c
+assert c['backend'] == 'shm', c
+t = c['payload_type']
+assert (t['name'], t['version']) == ('image/rgb8', 1), t
+assert t['descriptor']['shape'] == [480, 640, 3] and t['descriptor']['format'] == 'RGB', t
 " || fail "list --json"
-check "list / list --json show the live channel"
+grep -E "^$NAME .* shm  image/rgb8 v1" <<<"$out" >/dev/null ||
+    fail "list does not show the backend and the payload type of $NAME"
+check "list / list --json show the live channel, its backend and payload type"
 
 out=$("$BIPS" inspect "$NAME")
 echo "$out"
 grep -q "producer   alive" <<<"$out" || fail "inspect text"
+grep -qF "type       image/rgb8 v1 (uint8 [480, 640, 3] RGB)" <<<"$out" || fail "inspect does not show the type"
 "$BIPS" inspect "$NAME" --json | python3 -c "
 import json, sys
 c = json.load(sys.stdin)

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Receive camera frames as H x W x 3 NumPy arrays, without copying them.
 
-Each frame is the producer's buffer in shared memory: ``np.frombuffer`` makes
-an array *view* of it, so reading a 1080p frame costs nothing until you touch
-the pixels. The producer writes ``width`` and ``height`` (little-endian u32)
-into the first 8 bytes of each sample's metadata, and a producer that sets a
-frame descriptor makes ``np.asarray(sample)`` the shaped, typed, strided array
-directly (see bindings/python/README.md, "Frames and tensors").
+Each frame is the producer's buffer in shared memory, and the producer says
+what it is (a frame descriptor: shape, dtype, row strides, pixel format), so
+``np.asarray(sample)`` is the shaped, typed, strided array *view* of it:
+reading a 1080p frame costs nothing until you touch the pixels (see
+bindings/python/README.md, "Frames and tensors"). The Rust, C++ and GStreamer
+producers of this repository all set it.
 
 Run it against the Rust example producer::
 
@@ -20,7 +20,6 @@ Needs ``pip install numpy`` and the ``bips`` package
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
 import time
 
@@ -60,13 +59,17 @@ def main() -> int:
         for sample in consumer:  # ends when the producer leaves
             # A view of the shared memory: no copy. Read-only (other consumers
             # see the same bytes); use frame.copy() to get a private one.
-            if sample.descriptor is not None:
-                # The producer described the frame: shape, dtype, row strides.
-                frame = np.asarray(sample)
-                height, width = frame.shape[:2]
-            else:  # an older producer: width and height in the metadata
-                width, height = struct.unpack_from("<II", sample.meta)
-                frame = np.frombuffer(sample, np.uint8, count=height * width * 3).reshape(height, width, 3)
+            if sample.descriptor is None or sample.descriptor.ndim != 3:
+                print(
+                    f"consumer_numpy: #{sample.seq} is not an (h, w, c) frame "
+                    f"({sample.descriptor or 'raw bytes'}); skipped",
+                    flush=True,
+                )
+                frames += 1
+                continue
+            # The producer described the frame: shape, dtype, row strides.
+            frame = np.asarray(sample)
+            height, width = frame.shape[:2]
             if frames % args.every == 0:
                 latency_us = (bips.now_ns() - sample.timestamp_ns) / 1e3
                 mean = frame.reshape(-1, 3).mean(axis=0)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Receive camera frames as PyTorch tensors, without copying them.
 
-``torch.from_dlpack(sample)`` (a producer that sets a frame descriptor), or
-``torch.frombuffer`` (an older one), wraps the producer's buffer in shared memory as a uint8
-tensor (H x W x 3, then permuted to the 3 x H x W layout models expect). Move
+``torch.from_dlpack(sample)`` wraps the producer's buffer in shared memory as
+a tensor shaped by the producer's frame descriptor (H x W x 3 uint8, then
+permuted to the 3 x H x W layout models expect). Move
 it to the GPU (``.to("cuda")``) or convert it (``.float()``) to get a private
 copy; until then it is the shared bytes themselves.
 
@@ -19,7 +19,6 @@ and exits successfully.
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
 import time
 import warnings
@@ -68,17 +67,13 @@ def main() -> int:
         # these tensors.
         warnings.filterwarnings("ignore", message=".*not writable.*")
         for sample in consumer:
-            if sample.descriptor is not None:
-                # DLPack: the tensor has the descriptor's shape, dtype and
-                # strides, and holds the sample until it is deleted.
-                hwc = torch.from_dlpack(sample)
-            else:  # an older producer: width and height in the metadata
-                width, height = struct.unpack_from("<II", sample.meta)
-                # Through a memoryview: the tensor then keeps a buffer export
-                # of the sample alive, so the sample stays held (and
-                # `release()` refuses) for as long as the tensor lives.
-                hwc = torch.frombuffer(memoryview(sample), dtype=torch.uint8, count=height * width * 3)
-                hwc = hwc.view(height, width, 3)
+            if sample.descriptor is None or sample.descriptor.ndim != 3:
+                print(f"consumer_torch: #{sample.seq} is not an (h, w, c) frame; skipped", flush=True)
+                frames += 1
+                continue
+            # DLPack: the tensor has the descriptor's shape, dtype and
+            # strides, and holds the sample until it is deleted.
+            hwc = torch.from_dlpack(sample)
             chw = hwc.permute(2, 0, 1)  # still no copy
             if frames % args.every == 0:
                 mean = chw.float().mean(dim=(1, 2))  # .float() copies; the view does not

@@ -46,17 +46,23 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut frames = 0u64;
     for sample in consumer.iter() {
         let sample = sample?; // the frame, in shared memory: no copy
-        let meta = sample.meta();
-        let width = u32::from_le_bytes(meta[..4].try_into()?);
-        let height = u32::from_le_bytes(meta[4..8].try_into()?);
         let latency_us = bips::now_ns().saturating_sub(sample.timestamp_ns()) / 1000;
         if sample.seq() % 30 == 0 {
+            // What the bytes are: the producer's descriptor (or "raw bytes").
+            let what = match sample.descriptor()? {
+                Some(d) => d.to_string(),
+                None => "raw bytes".to_owned(),
+            };
             println!(
-                "consumer: #{} {width}x{height}, {} bytes, first pixel {:?}, {latency_us} us after publish{}",
+                "consumer: #{} {what}, {} bytes, first pixel {:?}, {latency_us} us after publish{}",
                 sample.seq(),
                 sample.len(),
-                &sample.as_slice()[..3],
-                if sample.lagged() > 0 { format!(", {} lost", sample.lagged()) } else { String::new() }
+                &sample.as_slice()[..3.min(sample.len())],
+                if sample.lagged() > 0 {
+                    format!(", {} lost", sample.lagged())
+                } else {
+                    String::new()
+                }
             );
         }
         frames += 1;

@@ -1,5 +1,8 @@
-//! A producer publishing synthetic 640x480 RGB frames with width/height in
-//! the sample metadata.
+//! A producer publishing synthetic 640x480 RGB frames on a typed channel:
+//! `image/rgb8` v1, whose fixed descriptor says what every sample is
+//! (`(480, 640, 3)` `uint8`, `RGB`), so consumers in any language get a
+//! shaped frame (`Sample::view`, `np.asarray(sample)`) with no metadata
+//! convention of their own.
 //!
 //! ```text
 //! cargo run --release -p bips --example producer -- [CHANNEL] [FRAMES] [FPS]
@@ -10,7 +13,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use bips::{Options, Producer};
+use bips::{DType, Descriptor, Options, PayloadType, Producer};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 480;
@@ -41,7 +44,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // Ctrl-C, SIGTERM and SIGHUP remove our channel before we go.
     bips::cleanup_on_signals()?;
-    let opts = Options::new(4, (WIDTH * HEIGHT * 3) as usize).meta_size(16);
+    let frame = Descriptor::image(HEIGHT.into(), WIDTH.into(), 3, DType::U8)?.with_format("RGB")?;
+    let opts = Options::new(4, (WIDTH * HEIGHT * 3) as usize)
+        .payload_type(PayloadType::new("image/rgb8", 1)?.with_descriptor(frame));
     let producer = Producer::create(&channel, &opts)?;
     println!("producer: channel {channel:?}, {frames} frames at {fps} fps; start a consumer now");
 
@@ -49,14 +54,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut next = Instant::now();
     for n in 0..frames {
         let mut frame = producer.loan()?; // waits while every buffer is in use
-                                          // Fill the frame in place: a moving gradient.
-        for (i, px) in frame.as_mut_slice().chunks_exact_mut(3).enumerate() {
-            let x = (i as u32 % WIDTH) as u8;
-            px.copy_from_slice(&[x.wrapping_add(n as u8), (i / WIDTH as usize) as u8, n as u8]);
+        {
+            // Fill the frame in place, through its (h, w, c) view: a moving gradient.
+            let mut px = frame.view_mut::<u8>()?;
+            for y in 0..HEIGHT as usize {
+                for x in 0..WIDTH as usize {
+                    px[[y, x, 0]] = (x as u8).wrapping_add(n as u8);
+                    px[[y, x, 1]] = y as u8;
+                    px[[y, x, 2]] = n as u8;
+                }
+            }
         }
-        let meta = frame.meta_mut();
-        meta[..4].copy_from_slice(&WIDTH.to_le_bytes());
-        meta[4..8].copy_from_slice(&HEIGHT.to_le_bytes());
         let seq = frame.publish()?;
         if seq % 30 == 0 {
             println!(

@@ -4,7 +4,6 @@ consumer, Python -> Python, and the example programs."""
 from __future__ import annotations
 
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -41,10 +40,12 @@ def test_rust_producer_to_python_consumer(channel):
     try:
         c = open_consumer(channel, start="oldest")
         seqs = []
+        assert c.payload_type == ("image/rgb8", 1)
         for s in c:  # until the producer exits
-            width, height = struct.unpack_from("<II", s.meta)
-            assert (width, height, len(s)) == (WIDTH, HEIGHT, WIDTH * HEIGHT * 3)
-            frame = np.frombuffer(s, np.uint8).reshape(HEIGHT, WIDTH, 3)
+            # The channel's fixed descriptor shapes every sample: no metadata convention.
+            frame = np.asarray(s)
+            assert (frame.shape, frame.dtype, len(s)) == ((HEIGHT, WIDTH, 3), np.uint8, WIDTH * HEIGHT * 3)
+            assert s.descriptor.format == "RGB"
             assert np.array_equal(frame, expected_frame(s.seq)), f"frame #{s.seq} differs"
             seqs.append(s.seq)
         c.close()
@@ -58,7 +59,7 @@ def test_rust_producer_to_python_consumer(channel):
 
 def test_python_producer_to_rust_consumer(channel):
     frames = 90
-    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3, meta_size=16) as p:
+    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3) as p:
         proc = subprocess.Popen(
             [example_binary("consumer"), channel],
             stdout=subprocess.PIPE,
@@ -67,20 +68,20 @@ def test_python_producer_to_rust_consumer(channel):
         )
         try:
             wait_until(lambda: p.consumer_count == 1, what="the Rust consumer to attach")
-            meta = struct.pack("<II", WIDTH, HEIGHT)
             for n in range(frames):
-                with p.loan(timeout=10) as buf:
-                    np.frombuffer(buf, np.uint8).reshape(HEIGHT, WIDTH, 3)[:] = expected_frame(n)
-                    # (`with` publishes the whole buffer; meta needs publish())
-                    assert buf.publish(meta=meta) == n
+                # One step: the frame is copied in and published with its descriptor.
+                assert p.send(expected_frame(n), format="RGB", timeout=10) == n
         finally:
             p.close()
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    # The example prints every 30th frame: "#N 640x480, 921600 bytes, first pixel [N, 0, N]".
-    lines = re.findall(r"#(\d+) (\d+)x(\d+), (\d+) bytes, first pixel \[(\d+), (\d+), (\d+)\]", out)
+    # "#N uint8 [480, 640, 3] RGB, 921600 bytes, first pixel [N, 0, N]": the
+    # Rust consumer reads what the Python producer's descriptor says.
+    lines = re.findall(
+        r"#(\d+) uint8 \[(\d+), (\d+), 3\] RGB, (\d+) bytes, first pixel \[(\d+), (\d+), (\d+)\]", out
+    )
     assert [int(line[0]) for line in lines] == [0, 30, 60], out
-    for seq, w, h, size, r, g, b in lines:
+    for seq, h, w, size, r, g, b in lines:
         n = int(seq)
         assert (int(w), int(h), int(size)) == (WIDTH, HEIGHT, WIDTH * HEIGHT * 3)
         assert (int(r), int(g), int(b)) == (n % 256, 0, n % 256)
@@ -145,8 +146,7 @@ def test_killed_rust_producer_disconnects_python_consumer(channel):
 def run_example(script: str, channel: str, frames: int = 30) -> subprocess.CompletedProcess:
     """Runs an example consumer against a Python producer of the Rust
     example's frames, publishing once the example has attached."""
-    meta = struct.pack("<II", WIDTH, HEIGHT)
-    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3, meta_size=16) as p:
+    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3) as p:
         example = subprocess.Popen(
             [sys.executable, ROOT / "examples" / "python" / script, channel, "--every", "10"],
             stdout=subprocess.PIPE,
@@ -161,9 +161,7 @@ def run_example(script: str, channel: str, frames: int = 30) -> subprocess.Compl
             )
             if example.poll() is None:
                 for n in range(frames):
-                    with p.loan(timeout=30) as buf:
-                        np.frombuffer(buf, np.uint8).reshape(HEIGHT, WIDTH, 3)[:] = expected_frame(n)
-                        buf.publish(meta=meta)
+                    p.send(expected_frame(n), format="RGB", timeout=30)
         finally:
             p.close()
             out, err = example.communicate(timeout=60)
