@@ -1,6 +1,7 @@
 """Type stubs of bips (zero-copy shared-memory buffers between processes)."""
 
 import enum
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from types import TracebackType
@@ -273,6 +274,8 @@ class Producer:
         trust_any_owner: bool = False,
         payload_type: tuple[str, int] | None = None,
         descriptor: Descriptor | None = None,
+        backend: Literal["shm", "memfd"] = "shm",
+        socket_dir: str | os.PathLike[str] | None = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -383,6 +386,7 @@ class Consumer:
         trust_owner: int | Sequence[int] | None = None,
         trust_any_owner: bool = False,
         require_type: tuple[str, int] | None = None,
+        socket_dir: str | os.PathLike[str] | None = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...

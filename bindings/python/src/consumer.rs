@@ -171,7 +171,7 @@ impl Consumer {
     #[new]
     #[pyo3(signature = (
         name, *, start = "newest", wait = "spin_then_park", prefault = false,
-        trust_owner = None, trust_any_owner = false, require_type = None
+        trust_owner = None, trust_any_owner = false, require_type = None, socket_dir = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -183,6 +183,7 @@ impl Consumer {
         trust_owner: Option<&Bound<'_, PyAny>>,
         trust_any_owner: bool,
         require_type: Option<(String, u32)>,
+        socket_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let mut opts = bips::ConsumerOptions::new()
             .start(parse_start(start)?)
@@ -191,6 +192,9 @@ impl Consumer {
             .trust(parse_trust(trust_owner, trust_any_owner)?);
         if let Some((tname, version)) = require_type {
             opts = opts.require_type(crate::payload_type(&tname, version, None)?);
+        }
+        if let Some(d) = socket_dir {
+            opts = opts.socket_dir(d);
         }
         let name = name.to_owned();
         // Opening may wait up to ~1 s for a producer still formatting.

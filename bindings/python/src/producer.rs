@@ -194,7 +194,7 @@ impl Producer {
         name, buffers, size, *, backpressure = "block", max_consumers = 8, meta_size = 64,
         mode = 0o600, wait = "spin_then_park", ring_capacity = None, alignment = None,
         prefault = false, trust_owner = None, trust_any_owner = false, payload_type = None,
-        descriptor = None
+        descriptor = None, backend = "shm", socket_dir = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -214,6 +214,8 @@ impl Producer {
         trust_any_owner: bool,
         payload_type: Option<(String, u32)>,
         descriptor: Option<PyRef<'_, PyDescriptor>>,
+        backend: &str,
+        socket_dir: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let mut opts = bips::Options::new(buffers, size)
             .backpressure(parse_backpressure(backpressure)?)
@@ -222,7 +224,11 @@ impl Producer {
             .mode(mode)
             .wait(parse_wait(wait)?)
             .prefault(prefault)
-            .trust(parse_trust(trust_owner, trust_any_owner)?);
+            .trust(parse_trust(trust_owner, trust_any_owner)?)
+            .backend(parse_backend(backend)?);
+        if let Some(d) = socket_dir {
+            opts = opts.socket_dir(d);
+        }
         if let Some(r) = ring_capacity {
             opts = opts.ring_capacity(r);
         }
@@ -991,5 +997,17 @@ impl SampleMut {
         };
         // `Loaned::drop` gives the buffer back without waiting.
         drop(loaned);
+    }
+}
+
+/// `"shm"` or `"memfd"`.
+fn parse_backend(s: &str) -> PyResult<bips::Backend> {
+    match s {
+        "shm" => Ok(bips::Backend::Shm),
+        "memfd" => Ok(bips::Backend::Memfd),
+        _ => Err(new_err(
+            Kind::InvalidOptions,
+            format!("backend must be \"shm\" or \"memfd\", not {s:?}"),
+        )),
     }
 }

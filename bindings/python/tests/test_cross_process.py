@@ -188,3 +188,39 @@ def test_example_consumer_torch(channel):
     else:
         assert re.search(r"#0 tensor \(3, 480, 640\) torch.uint8", r.stdout), r.stdout
         assert "producer gone after 30 frames" in r.stdout, r.stdout
+
+
+def test_memfd_channel_from_python_to_a_python_consumer_process(channel, tmp_path):
+    """backend="memfd": a sealed memfd served from a socket directory; the
+    consumer finds it by name (no /dev/shm object) and gets shaped frames."""
+    frames = 20
+    with bips.Producer(channel, 4, WIDTH * HEIGHT * 3, backend="memfd", socket_dir=tmp_path) as p:
+        assert not shm_path(channel).exists()
+        assert (tmp_path / f"bips.{channel}.sock").exists()
+        code = (
+            "import sys, numpy as np, bips\n"
+            "c = bips.Consumer(sys.argv[1], start='oldest', socket_dir=sys.argv[2])\n"
+            "print('READY', flush=True)\n"
+            "n = 0\n"
+            "for s in c:\n"
+            "    a = np.asarray(s)\n"
+            "    assert a.shape == (480, 640, 3) and int(a[0, 0, 2]) == s.seq % 256, (a.shape, s.seq)\n"
+            "    n += 1\n"
+            "print('GOT', n, flush=True)\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, channel, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_until(lambda: p.consumer_count == 1 or proc.poll() is not None, what="the consumer to attach")
+            for n in range(frames):
+                p.send(expected_frame(n), format="RGB", timeout=10)
+        finally:
+            p.close()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"GOT {frames}" in out, out
+    assert not (tmp_path / f"bips.{channel}.sock").exists()
