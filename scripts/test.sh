@@ -105,7 +105,7 @@ body_bench() {
         echo "bench: FAILED: results.{csv,json,md} or latency.png missing in $out"
         return 1
     }
-    for sys in "latency,raw atomic,spin,1" "latency,bips,spin,1" "latency,iceoryx2,spin,1" \
+    for sys in "latency,raw atomic,spin,1" "latency,bips,spin,1" "latency,bips memfd,spin,1" "latency,iceoryx2,spin,1" \
         "latency,raw futex,park,1" "latency,bips,park,1" "latency,bips,park,4" \
         "latency,uds copy,park,1" "latency,memcpy,copy,1" "throughput,bips,spin,1" "throughput,bips,park,4"; do
         if (($(grep -c "^$sys," "$csv") != 6)); then

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bips::{Consumer, ConsumerOptions, Options, Producer, Start};
+use bips::{Backend, Consumer, ConsumerOptions, Options, Producer, Start};
 use clap::Args;
 
 use crate::hist::Histogram;
@@ -213,6 +213,15 @@ pub fn default_iceoryx2_peer() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("iceoryx2-peer/target/release/iceoryx2-peer")
 }
 
+/// A socket directory this run made, removed when it ends.
+struct SocketDir(PathBuf);
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Runs the whole benchmark and writes the report. `launcher` starts peers.
 pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
     let machine = Machine::probe();
@@ -224,6 +233,14 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
         return Err("every payload size must be at least 8 bytes (the header)".into());
     }
     let budget = Budget::new(a);
+    // The memfd rows serve their channels from a socket directory: one of
+    // this run's own unless the caller named one (peers inherit it).
+    let own_sockets = std::env::var_os(bips::SOCKET_DIR_ENV).is_none().then(|| {
+        let d = std::env::temp_dir().join(format!("bips-bench-{}", std::process::id()));
+        // Single-threaded still: no other thread reads the environment yet.
+        std::env::set_var(bips::SOCKET_DIR_ENV, &d);
+        SocketDir(d)
+    });
     let allowed = allowed_cpus();
     let cpus: Option<(usize, usize)> = match &a.cpus {
         Some(v) if v.len() == 2 => Some((v[0], v[1])),
@@ -339,6 +356,10 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
         push(Row::latency("raw atomic", "spin", 1, size, h.raw_spin()?));
         let (l, ts) = h.bips_pingpong(s, "spin", 1)?;
         push(Row::latency("bips", "spin", 1, size, l).with_ts(ts));
+        // The same exchange on sealed memfd channels: the hot path does not
+        // know the backend, so this should match the row above.
+        let (l, ts) = h.bips_pingpong_on(s, "spin", 1, Backend::Memfd)?;
+        push(Row::latency("bips memfd", "spin", 1, size, l).with_ts(ts));
         if let Some(p) = &iox {
             push(Row::latency("iceoryx2", "spin", 1, size, h.iceoryx2(p, s)?));
         }
@@ -371,6 +392,7 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
     }
     let took = started.elapsed();
     drop(h);
+    drop(own_sockets);
     remove_new_iox_entries(&iox_before);
 
     let mut report = Report::new(machine, notes, rows, took);
@@ -615,11 +637,33 @@ impl Harness {
         wait: &str,
         fan: u32,
     ) -> Result<(Summary, Summary), BoxError> {
+        self.bips_pingpong_on(size, wait, fan, Backend::Shm)
+    }
+
+    /// [`Harness::bips_pingpong`] with every channel on `backend`.
+    fn bips_pingpong_on(
+        &mut self,
+        size: usize,
+        wait: &str,
+        fan: u32,
+        backend: Backend,
+    ) -> Result<(Summary, Summary), BoxError> {
         let w = wait_strategy(wait)?;
         let ping = self.name("ping");
-        let producer = Producer::create(&ping, &Options::new(4, size).max_consumers(fan).wait(w))?;
+        let producer = Producer::create(
+            &ping,
+            &Options::new(4, size)
+                .max_consumers(fan)
+                .wait(w)
+                .backend(backend),
+        )?;
+        let suffix = if backend == Backend::Memfd {
+            " memfd"
+        } else {
+            ""
+        };
         for i in 0..fan as usize {
-            let cmd = format!("bips-pp {size} {wait} {ping} {ping}-pong{i}");
+            let cmd = format!("bips-pp {size} {wait} {ping} {ping}-pong{i}{suffix}");
             self.peers[i].send(&cmd)?;
         }
         let mut pongs = Vec::new();

@@ -13,7 +13,7 @@ use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bips::{Consumer, ConsumerOptions, Options, Producer, Start};
+use bips::{Backend, Consumer, ConsumerOptions, Options, Producer, Start};
 use clap::Args;
 
 use crate::hist::Histogram;
@@ -56,7 +56,10 @@ pub fn peer_main(a: &PeerArgs) -> Result<(), BoxError> {
             ["raw-chain", path] => raw_chain(path, &mut out),
             ["uds", name, size] => uds(name, size.parse()?, &mut out),
             ["bips-pp", size, wait, ping, pong] => {
-                bips_pingpong(size.parse()?, wait, ping, pong, &mut out)
+                bips_pingpong(size.parse()?, wait, ping, pong, Backend::Shm, &mut out)
+            }
+            ["bips-pp", size, wait, ping, pong, "memfd"] => {
+                bips_pingpong(size.parse()?, wait, ping, pong, Backend::Memfd, &mut out)
             }
             ["bips-tp", wait, chan] => bips_throughput(wait, chan, &mut out),
             _ => Err(format!("unknown command {line:?}").into()),
@@ -192,10 +195,17 @@ fn bips_pingpong(
     wait: &str,
     ping: &str,
     pong: &str,
+    backend: Backend,
     out: &mut impl Write,
 ) -> Result<(), BoxError> {
     let wait = wait_strategy(wait)?;
-    let producer = Producer::create(pong, &Options::new(4, size).max_consumers(1).wait(wait))?;
+    let producer = Producer::create(
+        pong,
+        &Options::new(4, size)
+            .max_consumers(1)
+            .wait(wait)
+            .backend(backend),
+    )?;
     let consumer = Consumer::open_with(
         ping,
         &ConsumerOptions::new().start(Start::Oldest).wait(wait),

@@ -23,6 +23,7 @@ fn child_entry() {
         ("producer", producer_role),
         ("sweeper", sweeper_role),
         ("boxed-consumer", boxed_consumer_role),
+        ("rt-producer", rt_producer_role),
     ]);
 }
 
@@ -499,4 +500,77 @@ fn a_consumer_in_its_own_namespaces_sharing_only_the_socket_directory_receives()
     let r = c.expect_result(Duration::from_secs(20));
     c.expect_success(Duration::from_secs(10));
     assert_eq!(r.u64("received"), N);
+}
+
+/// A real-time producer as a robotics loop runs it: SCHED_FIFO, pinned to
+/// one CPU, spinning (never sleeping) until its consumer comes.
+fn rt_producer_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let dir: String = env("BIPS_DIR");
+    // SAFETY: sched_* calls on this thread (pid 0) with local arguments.
+    let rt = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let pinned = libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) == 0;
+        let param = libc::sched_param { sched_priority: 10 };
+        pinned && libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0
+    };
+    if !rt {
+        say(format!(
+            "RESULT rt=0 why={}",
+            std::io::Error::last_os_error()
+        ));
+        return;
+    }
+    let producer = Producer::create(
+        &name,
+        &memfd_options(Path::new(&dir)).wait(bips::WaitStrategy::Spin),
+    )
+    .unwrap();
+    say("READY");
+    let t = std::time::Instant::now();
+    while producer.consumer_count() == 0 {
+        std::hint::spin_loop(); // never yields the CPU
+        assert!(t.elapsed() < Duration::from_secs(20), "no consumer came");
+    }
+    publish_checked(&producer, 0, TAG);
+    drop(producer);
+    say("RESULT rt=1");
+}
+
+#[test]
+fn a_spinning_real_time_producer_still_serves_its_memfd_channel() {
+    let dir = Dir::new("mfdrt");
+    let ch = Channel::new("mfdrt");
+    let mut p = spawn(ENTRY, "rt-producer")
+        .env("BIPS_CHANNEL", ch.name())
+        .env("BIPS_DIR", dir.0.display())
+        .start();
+    let line = p.expect_line_at("RE", Duration::from_secs(10)).1; // READY or RESULT
+    if line.starts_with("RESULT rt=0") {
+        p.expect_success(Duration::from_secs(10));
+        skip(
+            "a_spinning_real_time_producer_still_serves_its_memfd_channel",
+            &format!("SCHED_FIFO is not permitted here: {line}"),
+        );
+        return;
+    }
+    assert_eq!(line, "READY");
+    // The producer's thread spins at SCHED_FIFO on CPU 0; its socket server
+    // inherited that priority: it must still answer (within the 2 s a
+    // client waits).
+    let consumer = Consumer::open_with(ch.name(), &consumer_options(&dir.0))
+        .expect("open a channel whose producer spins at real-time priority");
+    let mut scratch = Vec::new();
+    check_sample(
+        &consumer.recv_timeout(Duration::from_secs(10)).unwrap(),
+        0,
+        TAG,
+        4096,
+        &mut scratch,
+    )
+    .unwrap();
+    let r = p.expect_result(Duration::from_secs(20));
+    assert_eq!(r.u64("rt"), 1);
+    p.expect_success(Duration::from_secs(10));
 }

@@ -219,6 +219,7 @@ impl Claim {
             .name(format!("bips-serve-{}", self.name.as_str()))
             .spawn(move || serve_loop(listener, stop_rx, memfd, size))
             .map_err(|e| io("spawn", e))?;
+        above_creator(&thread);
         Ok(Server {
             claim: self,
             sock_id,
@@ -283,6 +284,33 @@ impl Drop for Server {
         }
         // Still holding the lock: the files are ours to remove.
         self.files().remove();
+    }
+}
+
+/// A real-time producer (SCHED_FIFO/RR, which its threads inherit) that
+/// spins on its CPU would starve its own server thread at the same
+/// priority: consumers could never open the channel. The server sleeps in
+/// `poll` and works a few microseconds per client, so it runs one step above
+/// its creator (set by the creator, since a starved thread could not set it
+/// itself; when the limits refuse, it stays where it is).
+fn above_creator(thread: &JoinHandle<()>) {
+    use std::os::unix::thread::JoinHandleExt;
+    // SAFETY: reads the calling thread's scheduling (pid 0) into locals, and
+    // sets that of `thread`, a live thread we just spawned (its handle is
+    // borrowed, so it is not joined or detached meanwhile).
+    unsafe {
+        let policy = libc::sched_getscheduler(0);
+        if policy != libc::SCHED_FIFO && policy != libc::SCHED_RR {
+            return;
+        }
+        let mut param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_getparam(0, &mut param) != 0 {
+            return;
+        }
+        if param.sched_priority < libc::sched_get_priority_max(policy) {
+            param.sched_priority += 1;
+            let _ = libc::pthread_setschedparam(thread.as_pthread_t(), policy, &param);
+        }
     }
 }
 
