@@ -11,6 +11,9 @@
 #   C++ producer -> Rust consumer, C++ producer -> Python consumer (NumPy view, zero copy),
 #   Rust producer -> C99 consumer, C++ producer and C consumer built by CMake,
 #   C++ producer under ASan+UBSan -> C consumer under ASan+UBSan,
+#   frames (bindings/c/tests/c/frames.h): C++ producer setting descriptors -> C consumer
+#   (bips_descriptor) and C++ consumer (typed views), and the in-process checks of
+#   cpp_frames.cpp (C++17, and C++23 under ASan+UBSan),
 #   examples/cpp/capture_producer -> examples/cpp/consume.py;
 # the misuse tests in C (plain, and under -fsanitize=address,undefined) and the C++ wrapper
 # tests (C++17 and C++20, under ASan+UBSan). Needs gcc, g++, pkg-config, cmake (apt) and
@@ -126,6 +129,8 @@ build_pkgconfig() {
     run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_producer.cpp" -o "$BIN/cpp_producer" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse" $libs $rp -lpthread &&
+        run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_frames.cpp" -o "$BIN/cpp_frames" $libs $rp &&
+        run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_frames.c" -o "$BIN/c_frames" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_static" $static &&
         run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags "$EX/capture_producer.cpp" -o "$BIN/capture_producer" $libs $rp &&
         run readelf -d "$BIN/cpp_producer" | grep -q 'NEEDED.*libbips.so.0' &&
@@ -141,7 +146,8 @@ build_sanitized() {
         run gcc -std=c99 -Wall -Wextra -Werror "${SAN[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer_asan" $static &&
         run gcc -std=c99 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_asan" $static &&
         run g++ -std=c++17 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper17_asan" $static &&
-        run g++ -std=c++20 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper20_asan" $static
+        run g++ -std=c++20 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper20_asan" $static &&
+        run g++ -std=c++23 -Wall -Wextra -Werror "${SAN[@]}" $cflags -I"$SRC" "$SRC/cpp_frames.cpp" -o "$BIN/cpp_frames23_asan" $static
 }
 
 build_cmake() {
@@ -220,6 +226,8 @@ check misuse-c-static "$BIN/misuse_static" "$TAG-m2"
 check misuse-c-asan "$BIN/misuse_asan" "$TAG-m3"
 check cpp-wrapper-17-asan "$BIN/cpp_wrapper17_asan" "$TAG-w17"
 check cpp-wrapper-20-asan "$BIN/cpp_wrapper20_asan" "$TAG-w20"
+check cpp-frames-checks "$BIN/cpp_frames" checks "$TAG-f17"
+check cpp-frames-23-asan "$BIN/cpp_frames23_asan" checks "$TAG-f23"
 
 RUST_CONSUMER="$TARGET_DIR/release/examples/checksum_consumer"
 RUST_PRODUCER="$TARGET_DIR/release/examples/checksum_producer"
@@ -228,6 +236,8 @@ check cpp-to-python pair "$TAG-p2" 500 "$BIN/cpp_producer" -- "$PY $SRC/py_consu
 check rust-to-c pair "$TAG-p3" 500 "$RUST_PRODUCER" -- "$BIN/c_consumer"
 check cpp-to-rust-python-c pair "$TAG-p4" 300 "$BIN/cpp_producer" -- "$RUST_CONSUMER" -- \
     "$PY $SRC/py_consumer.py" -- "$BIN/c_consumer"
+check cpp-frames-to-c-cpp pair "$TAG-f1" 300 "$BIN/cpp_frames producer" -- "$BIN/c_frames" -- \
+    "$BIN/cpp_frames consumer"
 check cmake-cpp-to-c pair "$TAG-p5" 300 "$BIN/cmake_cpp_producer" -- "$BIN/cmake_c_consumer"
 check asan-cpp-to-c pair "$TAG-p6" 300 "$BIN/cpp_producer_asan" -- "$BIN/c_consumer_asan"
 check capture-example-to-python capture_to_python

@@ -273,7 +273,12 @@ pub(crate) unsafe fn payload_type_args(
     })?;
     // SAFETY: null or readable (the caller's contract).
     Ok(match unsafe { fixed.as_ref() } {
-        Some(d) => t.with_descriptor(descriptor_from_c(d)?),
+        Some(d) => {
+            let d = descriptor_from_c(d)?;
+            // Sizes that overflow are refused now; the fit in a buffer at create.
+            d.extent().map_err(descriptor_fail)?;
+            t.with_descriptor(d)
+        }
         None => t,
     })
 }
