@@ -11,13 +11,13 @@
 #   C++ producer -> Rust consumer, C++ producer -> Python consumer (NumPy view, zero copy),
 #   Rust producer -> C99 consumer, C++ producer and C consumer built by CMake,
 #   C++ producer under ASan+UBSan -> C consumer under ASan+UBSan,
-#   frames (bindings/c/tests/c/frames.h): C++ producer setting descriptors -> C consumer
-#   (bips_descriptor) and C++ consumer (typed views), and the in-process checks of
-#   cpp_frames.cpp (C++17, and C++23 under ASan+UBSan),
 #   examples/cpp/capture_producer -> examples/cpp/consume.py;
 # the misuse tests in C (plain, and under -fsanitize=address,undefined) and the C++ wrapper
 # tests (C++17 and C++20, under ASan+UBSan). Needs gcc, g++, pkg-config, cmake (apt) and
 # .venv with the bips Python module (made here with maturin if `import bips` fails).
+# Frames (bindings/c/tests/c/frames.h): a C++ producer setting descriptors -> a C consumer
+# (bips_descriptor) and a C++ consumer (typed views), and the in-process checks of
+# cpp_frames.cpp (C++17, and C++23 under ASan+UBSan).
 #
 # Channel names carry this script's pid; nothing may be left in /dev/shm. Each check's
 # output goes to target/test-c/NAME.log. Ends with `N passed, M failed`; exit 1 on failure.
@@ -236,10 +236,10 @@ check cpp-to-python pair "$TAG-p2" 500 "$BIN/cpp_producer" -- "$PY $SRC/py_consu
 check rust-to-c pair "$TAG-p3" 500 "$RUST_PRODUCER" -- "$BIN/c_consumer"
 check cpp-to-rust-python-c pair "$TAG-p4" 300 "$BIN/cpp_producer" -- "$RUST_CONSUMER" -- \
     "$PY $SRC/py_consumer.py" -- "$BIN/c_consumer"
-check cpp-frames-to-c-cpp pair "$TAG-f1" 300 "$BIN/cpp_frames producer" -- "$BIN/c_frames" -- \
-    "$BIN/cpp_frames consumer"
 check cmake-cpp-to-c pair "$TAG-p5" 300 "$BIN/cmake_cpp_producer" -- "$BIN/cmake_c_consumer"
 check asan-cpp-to-c pair "$TAG-p6" 300 "$BIN/cpp_producer_asan" -- "$BIN/c_consumer_asan"
+check cpp-frames-to-c-cpp pair "$TAG-f1" 300 "$BIN/cpp_frames producer" -- "$BIN/c_frames" -- \
+    "$BIN/cpp_frames consumer"
 check capture-example-to-python capture_to_python
 check shm-clean shm_clean
 
