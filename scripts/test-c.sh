@@ -17,6 +17,9 @@
 # the misuse tests in C (plain, and under -fsanitize=address,undefined) and the C++ wrapper
 # tests (C++17 and C++20, under ASan+UBSan). Needs gcc, g++, pkg-config, cmake (apt) and
 # .venv with the bips Python module (made here with maturin if `import bips` fails).
+# Frames (bindings/c/tests/c/frames.h): a C++ producer setting descriptors -> a C consumer
+# (bips_descriptor) and a C++ consumer (typed views), and the in-process checks of
+# cpp_frames.cpp (C++17, and C++23 under ASan+UBSan).
 #
 # Channel names carry this script's pid; nothing may be left in /dev/shm. Each check's
 # output goes to target/test-c/NAME.log. Ends with `N passed, M failed`; exit 1 on failure.
@@ -129,6 +132,8 @@ build_pkgconfig() {
         run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer" $libs $rp &&
         run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_seed.cpp" -o "$BIN/cpp_seed" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse" $libs $rp -lpthread &&
+        run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_frames.cpp" -o "$BIN/cpp_frames" $libs $rp &&
+        run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_frames.c" -o "$BIN/c_frames" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_static" $static &&
         run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags "$EX/capture_producer.cpp" -o "$BIN/capture_producer" $libs $rp &&
         run readelf -d "$BIN/cpp_producer" | grep -q 'NEEDED.*libbips.so.0' &&
@@ -144,7 +149,8 @@ build_sanitized() {
         run gcc -std=c99 -Wall -Wextra -Werror "${SAN[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer_asan" $static &&
         run gcc -std=c99 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_asan" $static &&
         run g++ -std=c++17 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper17_asan" $static &&
-        run g++ -std=c++20 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper20_asan" $static
+        run g++ -std=c++20 -Wall -Wextra -Werror "${SAN[@]}" $cflags "$SRC/cpp_wrapper.cpp" -o "$BIN/cpp_wrapper20_asan" $static &&
+        run g++ -std=c++23 -Wall -Wextra -Werror "${SAN[@]}" $cflags -I"$SRC" "$SRC/cpp_frames.cpp" -o "$BIN/cpp_frames23_asan" $static
 }
 
 build_cmake() {
@@ -223,6 +229,8 @@ check misuse-c-static "$BIN/misuse_static" "$TAG-m2"
 check misuse-c-asan "$BIN/misuse_asan" "$TAG-m3"
 check cpp-wrapper-17-asan "$BIN/cpp_wrapper17_asan" "$TAG-w17"
 check cpp-wrapper-20-asan "$BIN/cpp_wrapper20_asan" "$TAG-w20"
+check cpp-frames-checks "$BIN/cpp_frames" checks "$TAG-f17"
+check cpp-frames-23-asan "$BIN/cpp_frames23_asan" checks "$TAG-f23"
 
 RUST_CONSUMER="$TARGET_DIR/release/examples/checksum_consumer"
 RUST_PRODUCER="$TARGET_DIR/release/examples/checksum_producer"
@@ -239,6 +247,8 @@ check cpp-seed-to-c-python pair "$TAG-s2" 300 "$BIN/cpp_seed producer" -- "$BIN/
     "$PY $SRC/py_consumer.py"
 check cmake-cpp-to-c pair "$TAG-p5" 300 "$BIN/cmake_cpp_producer" -- "$BIN/cmake_c_consumer"
 check asan-cpp-to-c pair "$TAG-p6" 300 "$BIN/cpp_producer_asan" -- "$BIN/c_consumer_asan"
+check cpp-frames-to-c-cpp pair "$TAG-f1" 300 "$BIN/cpp_frames producer" -- "$BIN/c_frames" -- \
+    "$BIN/cpp_frames consumer"
 check capture-example-to-python capture_to_python
 check shm-clean shm_clean
 

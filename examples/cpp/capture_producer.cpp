@@ -1,15 +1,18 @@
 // capture_producer.cpp — a capture-style producer: synthetic RGB frames (a
-// moving gradient) written straight into shared memory at a set rate, with
-// width/height/stride/format in each sample's metadata (frame_meta.h).
+// moving gradient) written straight into shared memory at a set rate. Each
+// frame carries its descriptor: a (height, width, 3) uint8 image, format
+// "RGB", rows padded to 64 bytes (the row stride); the channel declares the
+// payload type "image/rgb8" v1. Any bips consumer reads the frame from that
+// alone: NumPy's np.asarray(sample) is the (height, width, 3) array,
+// bips::Sample::view<uint8_t, 3>() in C++, Sample::view::<u8>() in Rust.
 //
 //   capture_producer CHANNEL [--width 1280] [--height 720] [--fps 30]
 //                    [--frames 0 (forever)] [--policy drop-oldest|block]
-//                    [--wait-consumers 0] [--no-crc]
+//                    [--wait-consumers 0]
 //
 // A real capture program (V4L2, GStreamer appsink, a camera SDK) does the same
 // with its DMA/memcpy into frame.data() instead of the gradient loop.
 #include "bips.hpp"
-#include "frame_meta.h"
 
 #include <chrono>
 #include <csignal>
@@ -20,20 +23,6 @@
 #include <thread>
 
 static volatile std::sig_atomic_t stop = 0;
-
-static uint32_t crc32(const uint8_t* p, size_t n) {
-    static uint32_t table[256];
-    if (!table[1]) {
-        for (uint32_t i = 0; i < 256; i++) {
-            uint32_t c = i;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-            table[i] = c;
-        }
-    }
-    uint32_t c = 0xFFFFFFFFu;
-    for (size_t i = 0; i < n; i++) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
-}
 
 // The moving gradient: R follows x, G follows y, B the diagonal; all shift with t.
 static void draw(uint8_t* img, uint32_t w, uint32_t h, uint32_t stride, uint32_t t) {
@@ -51,13 +40,13 @@ static void draw(uint8_t* img, uint32_t w, uint32_t h, uint32_t stride, uint32_t
 int main(int argc, char** argv) {
     if (argc < 2) {
         std::fprintf(stderr, "usage: %s CHANNEL [--width W] [--height H] [--fps F] [--frames N] "
-                             "[--policy drop-oldest|block] [--wait-consumers K] [--no-crc]\n", argv[0]);
+                             "[--policy drop-oldest|block] [--wait-consumers K]\n", argv[0]);
         return 2;
     }
     const std::string channel = argv[1];
     uint32_t width = 1280, height = 720, frames = 0, wait_consumers = 0;
     double fps = 30;
-    bool block = false, with_crc = true;
+    bool block = false;
     for (int i = 2; i < argc; i++) {
         std::string a = argv[i];
         auto next = [&]() -> const char* {
@@ -70,7 +59,6 @@ int main(int argc, char** argv) {
         else if (a == "--frames") frames = std::strtoul(next(), nullptr, 10);
         else if (a == "--wait-consumers") wait_consumers = std::strtoul(next(), nullptr, 10);
         else if (a == "--policy") block = std::string(next()) == "block";
-        else if (a == "--no-crc") with_crc = false;
         else { std::fprintf(stderr, "unknown option %s\n", a.c_str()); return 2; }
     }
     if (width == 0 || height == 0 || fps <= 0) {
@@ -79,11 +67,16 @@ int main(int argc, char** argv) {
     }
     const uint32_t stride = (width * 3 + 63) / 64 * 64;  // rows 64-byte aligned, as many ISPs do
     const size_t frame_bytes = static_cast<size_t>(stride) * height;
+    // What every frame is: a (height, width, 3) uint8 image, RGB, padded rows.
+    const bips::Descriptor rgb = bips::Descriptor::image(height, width, 3, bips::DType::U8)
+                                     .strides({static_cast<int64_t>(stride), 3, 1})
+                                     .format("RGB");
     std::signal(SIGINT, [](int) { stop = 1; });
     std::signal(SIGTERM, [](int) { stop = 1; });
     try {
         bips::Options opts(4, frame_bytes);
-        opts.meta_size(FRAME_META_SIZE).policy(block ? BIPS_POLICY_BLOCK : BIPS_POLICY_DROP_OLDEST);
+        opts.policy(block ? BIPS_POLICY_BLOCK : BIPS_POLICY_DROP_OLDEST)
+            .payload_type("image/rgb8", 1);  // consumers may require it when they open
         bips::Producer producer(channel, opts);
         std::printf("capture_producer: channel %s, %ux%u RGB24, stride %u, %.1f fps, %s\n", channel.c_str(),
                     width, height, stride, fps, block ? "block" : "drop-oldest");
@@ -99,10 +92,8 @@ int main(int argc, char** argv) {
             bips::SampleMut frame = producer.loan();  // a free buffer in shared memory
             draw(frame.data(), width, height, stride, t);  // "capture" straight into it
             frame.set_size(frame_bytes);
-            frame_meta m{FRAME_META_VERSION, width, height, stride, FORMAT_RGB24, t,
-                         with_crc ? crc32(frame.data(), frame_bytes) : 0, 0};
-            frame_meta_write(frame.meta(), &m);
-            frame.publish();  // every consumer sees it now, no copy made
+            frame.set_descriptor(rgb);  // what the bytes are (travels with the frame)
+            frame.publish();            // every consumer sees it now, no copy made
         }
         std::printf("capture_producer: done\n");
     } catch (const bips::Error& e) {

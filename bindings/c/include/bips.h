@@ -42,6 +42,28 @@
 #define BIPS_MAX_HELD 8
 
 /**
+ * Most dimensions of a descriptor.
+ */
+#define BIPS_MAX_DIMS 8
+
+/**
+ * Most planes of a descriptor's plane table.
+ */
+#define BIPS_MAX_PLANES 4
+
+/**
+ * Bytes of a descriptor's text fields (`format`, `colorimetry`), the
+ * terminating NUL included: at most 15 characters.
+ */
+#define BIPS_TEXT_SIZE 16
+
+/**
+ * Bytes of a payload type name, the terminating NUL included: at most 63
+ * characters.
+ */
+#define BIPS_TYPE_NAME_SIZE 64
+
+/**
  * `flags` bit: fault every page in at create/open (`MAP_POPULATE`).
  */
 #define BIPS_FLAG_PREFAULT 1
@@ -133,6 +155,23 @@ typedef enum bips_status {
    * A bug in bips (a caught panic); the message says where.
    */
   BIPS_E_INTERNAL = 14,
+  /**
+   * The channel does not carry the payload type the consumer requires
+   * (`bips_consumer_options_require_type`); the message names both.
+   */
+  BIPS_E_TYPE_MISMATCH = 15,
+  /**
+   * A frame/tensor descriptor is malformed (unknown dtype, more than
+   * `BIPS_MAX_DIMS` dimensions, bad text, ...) or does not fit its buffer:
+   * one given by the caller, or one read from a sample (a buggy or hostile
+   * producer). The message says which check failed.
+   */
+  BIPS_E_DESCRIPTOR = 16,
+  /**
+   * Not a failure: the sample (or loan) carries no descriptor and its
+   * channel fixes none (`bips_sample_descriptor`).
+   */
+  BIPS_E_NO_DESCRIPTOR = 17,
 } bips_status;
 
 /**
@@ -156,6 +195,114 @@ typedef uint32_t bips_start;
  * How a blocking call waits (`wait` fields): one of `BIPS_WAIT_*`.
  */
 typedef uint32_t bips_wait;
+
+/**
+ * Element type of a descriptor (`bips_descriptor.dtype`): one of
+ * `BIPS_DTYPE_*`, the wire codes of the Rust `bips::DType`.
+ */
+typedef uint32_t bips_dtype;
+
+/**
+ * One plane of a planar frame (I420, NV12, ...): plane 0 is the luma plane
+ * the array fields describe; the table lists every plane, plane 0 included.
+ */
+typedef struct bips_plane {
+  /**
+   * Bytes from the buffer's start to the plane's first row.
+   */
+  uint64_t offset;
+  /**
+   * Bytes between two rows.
+   */
+  uint32_t stride;
+  /**
+   * Rows.
+   */
+  uint32_t rows;
+  /**
+   * Bytes of pixels per row (`<= stride`).
+   */
+  uint32_t row_bytes;
+  /**
+   * 0 (ignored).
+   */
+  uint32_t reserved;
+} bips_plane;
+
+/**
+ * What a sample's bytes are: element type, shape, byte strides, byte offset,
+ * and optionally a pixel format, a colorimetry and a plane table. Make one
+ * with `bips_descriptor_image` / `bips_descriptor_contiguous`, adjust the
+ * fields (e.g. `strides[0]` for padded rows), name the format with
+ * `bips_descriptor_set_format`; `bips_descriptor_validate` checks it.
+ */
+typedef struct bips_descriptor {
+  /**
+   * `BIPS_DTYPE_*`.
+   */
+  bips_dtype dtype;
+  /**
+   * Dimensions used, 0..=`BIPS_MAX_DIMS`.
+   */
+  uint32_t ndim;
+  /**
+   * Elements per dimension (entries past `ndim` are ignored).
+   */
+  uint64_t shape[BIPS_MAX_DIMS];
+  /**
+   * Bytes between neighbours along each dimension; may be negative or 0.
+   */
+  int64_t strides[BIPS_MAX_DIMS];
+  /**
+   * Bytes from the buffer's start to element `[0, ..., 0]`.
+   */
+  uint64_t offset;
+  /**
+   * Pixel format (a fourcc or GStreamer name: "RGB", "GRAY16_LE", "NV12"):
+   * printable ASCII, NUL-terminated; "" for none.
+   */
+  char format[BIPS_TEXT_SIZE];
+  /**
+   * Colorimetry (e.g. "bt709"): printable ASCII, NUL-terminated; "" for none.
+   */
+  char colorimetry[BIPS_TEXT_SIZE];
+  /**
+   * Planes used, 0..=`BIPS_MAX_PLANES` (0 for packed formats).
+   */
+  uint32_t nplanes;
+  /**
+   * 0 (ignored).
+   */
+  uint32_t reserved;
+  /**
+   * The plane table (entries past `nplanes` are ignored).
+   */
+  struct bips_plane planes[BIPS_MAX_PLANES];
+} bips_descriptor;
+
+/**
+ * What a channel carries: a name ("image/rgb8", printable ASCII, 1 to 63
+ * characters), a version, and optionally a descriptor every sample has.
+ * All zero: no type (an untyped channel).
+ */
+typedef struct bips_payload_type {
+  /**
+   * The name, NUL-terminated ("" for no type).
+   */
+  char name[BIPS_TYPE_NAME_SIZE];
+  /**
+   * The version.
+   */
+  uint32_t version;
+  /**
+   * 1 when `descriptor` is the channel's fixed descriptor, else 0.
+   */
+  uint32_t has_descriptor;
+  /**
+   * The descriptor every sample has (when `has_descriptor` is 1).
+   */
+  struct bips_descriptor descriptor;
+} bips_payload_type;
 
 /**
  * Options of a consumer. Fill it with `bips_consumer_options_default(&o)`,
@@ -198,6 +345,11 @@ typedef struct bips_consumer_options {
    * add with `bips_consumer_options_trust_owner`.
    */
   uint32_t trusted_uids[BIPS_MAX_TRUSTED_UIDS];
+  /**
+   * The payload type the channel must declare (default: all zero, any
+   * channel); set with `bips_consumer_options_require_type`.
+   */
+  struct bips_payload_type required_type;
 } bips_consumer_options;
 
 /**
@@ -399,6 +551,11 @@ typedef struct bips_options {
    * `bips_options_trust_owner`.
    */
   uint32_t trusted_uids[BIPS_MAX_TRUSTED_UIDS];
+  /**
+   * What the channel carries (default: all zero, untyped); set with
+   * `bips_options_payload_type`.
+   */
+  struct bips_payload_type payload_type;
 } bips_options;
 
 /**
@@ -447,6 +604,86 @@ typedef struct bips_sample_mut_info {
    */
   uint32_t buffer_index;
 } bips_sample_mut_info;
+
+/**
+ * No element type: a zeroed descriptor (never valid in a call).
+ */
+#define BIPS_DTYPE_NONE 0
+
+/**
+ * `uint8`
+ */
+#define BIPS_DTYPE_U8 1
+
+/**
+ * `int8`
+ */
+#define BIPS_DTYPE_I8 2
+
+/**
+ * `uint16`
+ */
+#define BIPS_DTYPE_U16 3
+
+/**
+ * `int16`
+ */
+#define BIPS_DTYPE_I16 4
+
+/**
+ * `uint32`
+ */
+#define BIPS_DTYPE_U32 5
+
+/**
+ * `int32`
+ */
+#define BIPS_DTYPE_I32 6
+
+/**
+ * `uint64`
+ */
+#define BIPS_DTYPE_U64 7
+
+/**
+ * `int64`
+ */
+#define BIPS_DTYPE_I64 8
+
+/**
+ * IEEE 754 half precision
+ */
+#define BIPS_DTYPE_F16 9
+
+/**
+ * `float`
+ */
+#define BIPS_DTYPE_F32 10
+
+/**
+ * `double`
+ */
+#define BIPS_DTYPE_F64 11
+
+/**
+ * bfloat16
+ */
+#define BIPS_DTYPE_BF16 12
+
+/**
+ * `bool`, one byte, 0 or 1
+ */
+#define BIPS_DTYPE_BOOL 13
+
+/**
+ * two `float` (complex64)
+ */
+#define BIPS_DTYPE_C64 14
+
+/**
+ * two `double` (complex128)
+ */
+#define BIPS_DTYPE_C128 15
 
 /**
  * Lossless: the slowest live consumer paces the producer.
@@ -686,6 +923,109 @@ enum bips_status bips_consumer_buffers(const struct bips_consumer *consumer,
 enum bips_status bips_sample_get_info(struct bips_sample s, struct bips_sample_info *out);
 
 /**
+ * Stores the sample's descriptor in `*out`: the one its producer set, else
+ * the channel's fixed one, checked against the sample's length.
+ * `BIPS_E_NO_DESCRIPTOR` (and `*out` zeroed) when there is none;
+ * `BIPS_E_DESCRIPTOR` (and `*out` zeroed) when the producer left a
+ * malformed one or one that reaches past the sample (a buggy or hostile
+ * producer): no element `*out` describes then lies outside the payload.
+ *
+ * # Safety
+ * `s.owner` is null or a live consumer handle; `out` is null or writable.
+ */
+enum bips_status bips_sample_descriptor(struct bips_sample s, struct bips_descriptor *out);
+
+/**
+ * Stores the channel's payload type (what its producer declared) in
+ * `*out`; all zero (`out->name` "") for an untyped channel.
+ *
+ * # Safety
+ * `consumer` is null or a live handle; `out` is null or writable.
+ */
+enum bips_status bips_consumer_payload_type(const struct bips_consumer *consumer,
+                                            struct bips_payload_type *out);
+
+/**
+ * Stores in `*out` a C-contiguous (row-major, packed) array of `ndim`
+ * dimensions `shape[0..ndim]` of `dtype`, without format.
+ * `BIPS_E_DESCRIPTOR` for an unknown dtype, `ndim > BIPS_MAX_DIMS` or sizes
+ * that overflow.
+ *
+ * # Safety
+ * `shape` is null (with `ndim` 0) or readable for `ndim` entries; `out` is
+ * null or writable.
+ */
+enum bips_status bips_descriptor_contiguous(bips_dtype dtype,
+                                            size_t ndim,
+                                            const uint64_t *shape,
+                                            struct bips_descriptor *out);
+
+/**
+ * Stores in `*out` a packed image: `(height, width, channels)`, or
+ * `(height, width)` when `channels` is 1, of `dtype`, rows not padded (set
+ * `strides[0]` for padded rows, `bips_descriptor_set_format` for the format).
+ *
+ * # Safety
+ * `out` is null or writable.
+ */
+enum bips_status bips_descriptor_image(uint64_t height,
+                                       uint64_t width,
+                                       uint64_t channels,
+                                       bips_dtype dtype,
+                                       struct bips_descriptor *out);
+
+/**
+ * Sets `d->format` (a fourcc or GStreamer format name: "RGB", "BGRx",
+ * "GRAY16_LE", "NV12"; NULL or "" clears it). `BIPS_E_DESCRIPTOR` unless
+ * printable ASCII of at most 15 characters (then `d` is unchanged).
+ *
+ * # Safety
+ * `d` is null or writable; `format` is null or nul-terminated.
+ */
+enum bips_status bips_descriptor_set_format(struct bips_descriptor *d, const char *format);
+
+/**
+ * Sets `d->colorimetry` (e.g. "bt709", "sRGB"; NULL or "" clears it), as
+ * `bips_descriptor_set_format` does the format.
+ *
+ * # Safety
+ * `d` is null or writable; `colorimetry` is null or nul-terminated.
+ */
+enum bips_status bips_descriptor_set_colorimetry(struct bips_descriptor *d,
+                                                 const char *colorimetry);
+
+/**
+ * Checks `*d` as bips will: a known dtype, at most `BIPS_MAX_DIMS`
+ * dimensions and `BIPS_MAX_PLANES` planes, NUL-terminated printable ASCII
+ * text, and every element and plane inside a buffer of `len` bytes.
+ * `BIPS_E_DESCRIPTOR` (with the reason in `bips_last_error_message()`)
+ * otherwise.
+ *
+ * # Safety
+ * `d` is null or readable.
+ */
+enum bips_status bips_descriptor_validate(const struct bips_descriptor *d, size_t len);
+
+/**
+ * Stores in `*out` the bytes a buffer needs for `*d`: one past the last
+ * byte its elements and planes use (0 for an empty array without planes).
+ *
+ * # Safety
+ * `d` is null or readable; `out` is null or writable.
+ */
+enum bips_status bips_descriptor_extent(const struct bips_descriptor *d, uint64_t *out);
+
+/**
+ * Bytes per element of `dtype` (0 for an unknown code).
+ */
+size_t bips_dtype_size(bips_dtype dtype);
+
+/**
+ * NumPy's name of `dtype` ("uint8", "float32", ...), or "unknown".
+ */
+const char *bips_dtype_name(bips_dtype dtype);
+
+/**
  * Fills the first `struct_size` bytes of `*options` with the defaults and
  * stores `struct_size` in it. Call it through the `bips_options_default(o)`
  * macro, which passes `sizeof *(o)`.
@@ -748,6 +1088,41 @@ enum bips_status bips_consumer_options_trust_owner(struct bips_consumer_options 
  * `options` is null or filled by `bips_consumer_options_default`.
  */
 enum bips_status bips_consumer_options_trust_any_owner(struct bips_consumer_options *options);
+
+/**
+ * Declares what the new channel carries: a type `name` ("image/rgb8",
+ * "sensor_msgs/Image"; 1 to 63 printable ASCII characters), a `version`,
+ * and, unless `fixed` is NULL, one descriptor every sample has (samples
+ * then need not carry their own, and one that sets another is refused).
+ * Consumers see it (`bips_consumer_payload_type`, `bips list`) and may
+ * require it (`bips_consumer_options_require_type`).
+ *
+ * `BIPS_E_INVALID_ARGUMENT` for a bad name, `BIPS_E_DESCRIPTOR` for a
+ * malformed `*fixed` (one that does not fit a buffer is refused at create).
+ *
+ * # Safety
+ * `options` is null or filled by `bips_options_default`; `name` is null or
+ * nul-terminated; `fixed` is null or readable.
+ */
+enum bips_status bips_options_payload_type(struct bips_options *options,
+                                           const char *name,
+                                           uint32_t version,
+                                           const struct bips_descriptor *fixed);
+
+/**
+ * Makes `bips_consumer_open` accept only a channel that declares this
+ * payload type: the same `name` and `version`, and, unless `fixed` is NULL,
+ * the same fixed descriptor. Any other channel (an untyped one too) gives
+ * `BIPS_E_TYPE_MISMATCH`, the message naming both types.
+ *
+ * # Safety
+ * `options` is null or filled by `bips_consumer_options_default`; `name` is
+ * null or nul-terminated; `fixed` is null or readable.
+ */
+enum bips_status bips_consumer_options_require_type(struct bips_consumer_options *options,
+                                                    const char *name,
+                                                    uint32_t version,
+                                                    const struct bips_descriptor *fixed);
 
 /**
  * Creates channel `name` (`/dev/shm/bips.<name>`; 1 to 200 bytes of
@@ -931,6 +1306,41 @@ enum bips_status bips_producer_buffers(const struct bips_producer *producer,
  */
 enum bips_status bips_sample_mut_get_info(struct bips_sample_mut s,
                                           struct bips_sample_mut_info *out);
+
+/**
+ * Sets the loan's frame/tensor descriptor (what its bytes are), checked
+ * first: `BIPS_E_DESCRIPTOR` when `*d` is malformed or reaches past the
+ * buffer's capacity, `BIPS_E_INVALID_ARGUMENT` when the channel fixes
+ * another descriptor (`bips_options_payload_type`). At publish it must fit
+ * the published length, else the publish fails with `BIPS_E_DESCRIPTOR`
+ * and the buffer goes back unpublished. A loan that sets none publishes
+ * none (consumers see the channel's fixed one, if any).
+ *
+ * # Safety
+ * `s.owner` is null or a live producer handle; `d` is null or readable.
+ */
+enum bips_status bips_sample_mut_set_descriptor(struct bips_sample_mut s,
+                                                const struct bips_descriptor *d);
+
+/**
+ * Stores the loan's descriptor in `*out`: the one set on it, else the
+ * channel's fixed one. `BIPS_E_NO_DESCRIPTOR` (and `*out` zeroed) when
+ * there is none.
+ *
+ * # Safety
+ * `s.owner` is null or a live producer handle; `out` is null or writable.
+ */
+enum bips_status bips_sample_mut_descriptor(struct bips_sample_mut s, struct bips_descriptor *out);
+
+/**
+ * Stores the channel's payload type (`bips_options_payload_type`) in
+ * `*out`; all zero (`out->name` "") for an untyped channel.
+ *
+ * # Safety
+ * `producer` is null or a live handle; `out` is null or writable.
+ */
+enum bips_status bips_producer_payload_type(const struct bips_producer *producer,
+                                            struct bips_payload_type *out);
 
 #ifdef __cplusplus
 }  // extern "C"

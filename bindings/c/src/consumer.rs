@@ -671,3 +671,63 @@ pub unsafe extern "C" fn bips_sample_get_info(
         Ok(())
     })
 }
+
+/// Stores the sample's descriptor in `*out`: the one its producer set, else
+/// the channel's fixed one, checked against the sample's length.
+/// `BIPS_E_NO_DESCRIPTOR` (and `*out` zeroed) when there is none;
+/// `BIPS_E_DESCRIPTOR` (and `*out` zeroed) when the producer left a
+/// malformed one or one that reaches past the sample (a buggy or hostile
+/// producer): no element `*out` describes then lies outside the payload.
+///
+/// # Safety
+/// `s.owner` is null or a live consumer handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_descriptor(
+    s: bips_sample,
+    out: *mut crate::bips_descriptor,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        *out = crate::frame::NO_DESCRIPTOR;
+        // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract).
+        let h = unsafe { consumer_ref(s.owner) }?;
+        let (_in, st) = h.enter(s.owner)?;
+        let slot = st.slot(s.token)?;
+        let raw = slot
+            .raw
+            .as_ref()
+            .ok_or_else(|| Fail::new(BIPS_E_INTERNAL, "empty sample slot"))?;
+        let d = h
+            .consumer
+            .raw_descriptor(raw)?
+            .ok_or_else(crate::frame::no_descriptor)?;
+        *out = crate::frame::descriptor_to_c(&d);
+        Ok(())
+    })
+}
+
+/// Stores the channel's payload type (what its producer declared) in
+/// `*out`; all zero (`out->name` "") for an untyped channel.
+///
+/// # Safety
+/// `consumer` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_payload_type(
+    consumer: *const bips_consumer,
+    out: *mut crate::bips_payload_type,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        *out = crate::frame::NO_TYPE;
+        // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
+        let h = unsafe { consumer_ref(consumer) }?;
+        let (_in, st) = h.enter(consumer)?;
+        if st.destroyed {
+            return Err(Fail::invalid("consumer was destroyed"));
+        }
+        *out = crate::frame::payload_type_to_c(h.consumer.payload_type());
+        Ok(())
+    })
+}

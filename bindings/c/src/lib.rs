@@ -54,10 +54,12 @@
 #![deny(missing_docs)]
 
 mod consumer;
+mod frame;
 mod options;
 mod producer;
 
 pub use consumer::*;
+pub use frame::*;
 pub use options::*;
 pub use producer::*;
 
@@ -108,6 +110,17 @@ pub enum bips_status {
     BIPS_E_IO = 13,
     /// A bug in bips (a caught panic); the message says where.
     BIPS_E_INTERNAL = 14,
+    /// The channel does not carry the payload type the consumer requires
+    /// (`bips_consumer_options_require_type`); the message names both.
+    BIPS_E_TYPE_MISMATCH = 15,
+    /// A frame/tensor descriptor is malformed (unknown dtype, more than
+    /// `BIPS_MAX_DIMS` dimensions, bad text, ...) or does not fit its buffer:
+    /// one given by the caller, or one read from a sample (a buggy or hostile
+    /// producer). The message says which check failed.
+    BIPS_E_DESCRIPTOR = 16,
+    /// Not a failure: the sample (or loan) carries no descriptor and its
+    /// channel fixes none (`bips_sample_descriptor`).
+    BIPS_E_NO_DESCRIPTOR = 17,
 }
 
 pub use bips_status::*;
@@ -159,6 +172,8 @@ impl From<bips::Error> for Fail {
                 E::Io { .. } => BIPS_E_IO,
                 E::Layout { .. } => BIPS_E_LAYOUT,
                 E::Corrupt { .. } => BIPS_E_CORRUPT,
+                E::TypeMismatch { .. } => BIPS_E_TYPE_MISMATCH,
+                E::Descriptor(_) => BIPS_E_DESCRIPTOR,
                 _ => BIPS_E_INTERNAL,
             };
         Fail::new(status, e.to_string())
@@ -261,6 +276,9 @@ pub extern "C" fn bips_status_name(status: i32) -> *const c_char {
         12 => c"BIPS_E_STALE",
         13 => c"BIPS_E_IO",
         14 => c"BIPS_E_INTERNAL",
+        15 => c"BIPS_E_TYPE_MISMATCH",
+        16 => c"BIPS_E_DESCRIPTOR",
+        17 => c"BIPS_E_NO_DESCRIPTOR",
         _ => c"BIPS_E_UNKNOWN",
     };
     name.as_ptr()

@@ -1,8 +1,12 @@
 //! `bips_options`, `bips_consumer_options` and `bips_geometry`.
 
+use std::ffi::c_char;
 use std::time::Duration;
 
 use crate::bips_status;
+use crate::frame::{
+    bips_descriptor, bips_payload_type, payload_type_args, payload_type_from_c, NO_TYPE,
+};
 use crate::{ffi, out_arg, Fail, FfiResult};
 
 /// Backpressure policy (`bips_options.policy`): one of `BIPS_POLICY_*`.
@@ -88,6 +92,9 @@ pub struct bips_options {
     /// Owners trusted besides the effective uid; add with
     /// `bips_options_trust_owner`.
     pub trusted_uids: [u32; BIPS_MAX_TRUSTED_UIDS as usize],
+    /// What the channel carries (default: all zero, untyped); set with
+    /// `bips_options_payload_type`.
+    pub payload_type: bips_payload_type,
 }
 
 /// Options of a consumer. Fill it with `bips_consumer_options_default(&o)`,
@@ -115,6 +122,9 @@ pub struct bips_consumer_options {
     /// Owners trusted besides the effective uid (e.g. the producer's user);
     /// add with `bips_consumer_options_trust_owner`.
     pub trusted_uids: [u32; BIPS_MAX_TRUSTED_UIDS as usize],
+    /// The payload type the channel must declare (default: all zero, any
+    /// channel); set with `bips_consumer_options_require_type`.
+    pub required_type: bips_payload_type,
 }
 
 /// A channel's geometry, as `bips_producer_geometry` / `bips_consumer_geometry`
@@ -174,6 +184,7 @@ fn default_options() -> bips_options {
         trust_any_owner: 0,
         trusted_uid_count: 0,
         trusted_uids: [0; BIPS_MAX_TRUSTED_UIDS as usize],
+        payload_type: NO_TYPE,
     }
 }
 
@@ -187,6 +198,7 @@ fn default_consumer_options() -> bips_consumer_options {
         trust_any_owner: 0,
         trusted_uid_count: 0,
         trusted_uids: [0; BIPS_MAX_TRUSTED_UIDS as usize],
+        required_type: NO_TYPE,
     }
 }
 
@@ -473,6 +485,104 @@ pub unsafe extern "C" fn bips_consumer_options_trust_any_owner(
     })
 }
 
+/// Applies `change` to the caller's whole options struct, which must be of
+/// this header's size or larger (filled by its `_default` macro).
+///
+/// # Safety
+/// `options` is null or a struct filled by its `_default` macro, valid for
+/// reads and writes of its `struct_size` bytes.
+unsafe fn change_options<T: Copy>(
+    options: *mut T,
+    what: &'static str,
+    base: T,
+    change: impl FnOnce(&mut T) -> FfiResult,
+) -> FfiResult {
+    if options.is_null() {
+        return Err(Fail::invalid("options is NULL"));
+    }
+    // SAFETY: non-null and readable for its first field (caller's contract).
+    let size = unsafe { options.cast::<u32>().read_unaligned() } as usize;
+    if size < std::mem::size_of::<T>() {
+        return Err(Fail::invalid(format!(
+            "options.struct_size is {size}: fill the options with {what}_default() of this \
+             header first (the payload type fields are newer than the struct the caller has)"
+        )));
+    }
+    // SAFETY: readable and writable for `size >= size_of::<T>()` bytes (the
+    // caller's contract).
+    let mut o = unsafe { read_prefix(base, options.cast(), size) };
+    change(&mut o)?;
+    // SAFETY: as above.
+    unsafe { write_prefix(&o, options.cast(), size) };
+    Ok(())
+}
+
+/// Declares what the new channel carries: a type `name` ("image/rgb8",
+/// "sensor_msgs/Image"; 1 to 63 printable ASCII characters), a `version`,
+/// and, unless `fixed` is NULL, one descriptor every sample has (samples
+/// then need not carry their own, and one that sets another is refused).
+/// Consumers see it (`bips_consumer_payload_type`, `bips list`) and may
+/// require it (`bips_consumer_options_require_type`).
+///
+/// `BIPS_E_INVALID_ARGUMENT` for a bad name, `BIPS_E_DESCRIPTOR` for a
+/// malformed `*fixed` (one that does not fit a buffer is refused at create).
+///
+/// # Safety
+/// `options` is null or filled by `bips_options_default`; `name` is null or
+/// nul-terminated; `fixed` is null or readable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_options_payload_type(
+    options: *mut bips_options,
+    name: *const c_char,
+    version: u32,
+    fixed: *const bips_descriptor,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `name` and `fixed`.
+        let t = unsafe { payload_type_args(name, version, fixed) }?;
+        // SAFETY: caller's contract for `options`.
+        unsafe {
+            change_options(options, "bips_options", default_options(), |o| {
+                o.payload_type = crate::frame::payload_type_to_c(Some(&t));
+                Ok(())
+            })
+        }
+    })
+}
+
+/// Makes `bips_consumer_open` accept only a channel that declares this
+/// payload type: the same `name` and `version`, and, unless `fixed` is NULL,
+/// the same fixed descriptor. Any other channel (an untyped one too) gives
+/// `BIPS_E_TYPE_MISMATCH`, the message naming both types.
+///
+/// # Safety
+/// `options` is null or filled by `bips_consumer_options_default`; `name` is
+/// null or nul-terminated; `fixed` is null or readable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_options_require_type(
+    options: *mut bips_consumer_options,
+    name: *const c_char,
+    version: u32,
+    fixed: *const bips_descriptor,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `name` and `fixed`.
+        let t = unsafe { payload_type_args(name, version, fixed) }?;
+        // SAFETY: caller's contract for `options`.
+        unsafe {
+            change_options(
+                options,
+                "bips_consumer_options",
+                default_consumer_options(),
+                |o| {
+                    o.required_type = crate::frame::payload_type_to_c(Some(&t));
+                    Ok(())
+                },
+            )
+        }
+    })
+}
+
 fn wait_strategy(wait: bips_wait, spin_ns: u64) -> FfiResult<bips::WaitStrategy> {
     Ok(match wait {
         BIPS_WAIT_SPIN_THEN_PARK => bips::WaitStrategy::SpinThenPark {
@@ -554,6 +664,9 @@ pub(crate) unsafe fn producer_options(options: *const bips_options) -> FfiResult
     if o.alignment != 0 {
         r = r.alignment(o.alignment);
     }
+    if let Some(t) = payload_type_from_c(&o.payload_type, "options.payload_type")? {
+        r = r.payload_type(t);
+    }
     Ok(r)
 }
 
@@ -589,12 +702,16 @@ pub(crate) unsafe fn consumer_options(
         }
     };
     check_flags(o.flags, BIPS_FLAG_PREFAULT | BIPS_FLAG_MLOCK)?;
-    Ok(bips::ConsumerOptions::new()
+    let mut r = bips::ConsumerOptions::new()
         .start(start)
         .wait(wait_strategy(o.wait, o.spin_ns)?)
         .prefault(o.flags & BIPS_FLAG_PREFAULT != 0)
         .mlock(o.flags & BIPS_FLAG_MLOCK != 0)
-        .trust(owner_policy(o)?))
+        .trust(owner_policy(o)?);
+    if let Some(t) = payload_type_from_c(&o.required_type, "options.required_type")? {
+        r = r.require_type(t);
+    }
+    Ok(r)
 }
 
 /// Writes a geometry to an out-pointer.

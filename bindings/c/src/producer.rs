@@ -268,6 +268,18 @@ unsafe fn with_loan<T>(
     s: bips_sample_mut,
     f: impl FnOnce(&mut bips::RawLoan) -> FfiResult<T>,
 ) -> FfiResult<T> {
+    // SAFETY: forwarded (this function's `# Safety` contract).
+    unsafe { with_loan_of(s, |_, raw| f(raw)) }
+}
+
+/// Runs `f` on the producer and the live loan `s`.
+///
+/// # Safety
+/// `s.owner` is null or a live producer handle.
+unsafe fn with_loan_of<T>(
+    s: bips_sample_mut,
+    f: impl FnOnce(&bips::Producer, &mut bips::RawLoan) -> FfiResult<T>,
+) -> FfiResult<T> {
     // SAFETY: `s.owner` is null or a live producer handle (this function's `# Safety` contract).
     let h = unsafe { producer_ref(s.owner) }?;
     let (_in, st) = h.enter()?;
@@ -276,7 +288,7 @@ unsafe fn with_loan<T>(
         .raw
         .as_mut()
         .ok_or_else(|| Fail::new(BIPS_E_INTERNAL, "empty loan slot"))?;
-    f(raw)
+    f(&h.producer, raw)
 }
 
 /// Ends the loan `*s` (publish or discard) and frees a destroyed producer
@@ -299,14 +311,24 @@ unsafe fn end_loan(s: *mut bips_sample_mut, publish: bool) -> FfiResult<u64> {
         *s = NO_LOAN;
         let result = match raw {
             Some(raw) if publish => h.producer.publish_raw(raw).map_err(|e| {
-                // The loan is consumed either way: its buffer is lost to this
-                // producer until it is destroyed. Say so.
+                // The loan is consumed either way. A descriptor that does not
+                // fit the length sends the buffer back unpublished; any other
+                // failure loses it to this producer until it is destroyed.
+                // Say which.
                 let f = Fail::from(e);
-                let message = format!(
-                    "{}; the loan is gone (its handle is stale now) and its buffer stays \
-                     unusable until the producer is destroyed",
-                    f.message
-                );
+                let message = if f.status == crate::BIPS_E_DESCRIPTOR {
+                    format!(
+                        "{}; the loan is gone (its handle is stale now), its buffer went \
+                         back unpublished",
+                        f.message
+                    )
+                } else {
+                    format!(
+                        "{}; the loan is gone (its handle is stale now) and its buffer stays \
+                         unusable until the producer is destroyed",
+                        f.message
+                    )
+                };
                 Fail::new(f.status, message)
             }),
             Some(raw) => {
@@ -576,6 +598,78 @@ pub unsafe extern "C" fn bips_sample_mut_get_info(
                 })
             })
         }?;
+        Ok(())
+    })
+}
+
+/// Sets the loan's frame/tensor descriptor (what its bytes are), checked
+/// first: `BIPS_E_DESCRIPTOR` when `*d` is malformed or reaches past the
+/// buffer's capacity, `BIPS_E_INVALID_ARGUMENT` when the channel fixes
+/// another descriptor (`bips_options_payload_type`). At publish it must fit
+/// the published length, else the publish fails with `BIPS_E_DESCRIPTOR`
+/// and the buffer goes back unpublished. A loan that sets none publishes
+/// none (consumers see the channel's fixed one, if any).
+///
+/// # Safety
+/// `s.owner` is null or a live producer handle; `d` is null or readable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_mut_set_descriptor(
+    s: bips_sample_mut,
+    d: *const crate::bips_descriptor,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `d`.
+        let d = unsafe { d.as_ref() }.ok_or_else(|| Fail::invalid("descriptor is NULL"))?;
+        let d = crate::frame::descriptor_from_c(d)?;
+        // SAFETY: caller's contract for `s`.
+        unsafe { with_loan_of(s, |p, r| p.set_raw_descriptor(r, &d).map_err(Fail::from)) }
+    })
+}
+
+/// Stores the loan's descriptor in `*out`: the one set on it, else the
+/// channel's fixed one. `BIPS_E_NO_DESCRIPTOR` (and `*out` zeroed) when
+/// there is none.
+///
+/// # Safety
+/// `s.owner` is null or a live producer handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_sample_mut_descriptor(
+    s: bips_sample_mut,
+    out: *mut crate::bips_descriptor,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        *out = crate::frame::NO_DESCRIPTOR;
+        // SAFETY: caller's contract for `s`.
+        let d = unsafe { with_loan_of(s, |p, r| Ok(p.raw_descriptor(r))) }?;
+        let d = d.ok_or_else(crate::frame::no_descriptor)?;
+        *out = crate::frame::descriptor_to_c(&d);
+        Ok(())
+    })
+}
+
+/// Stores the channel's payload type (`bips_options_payload_type`) in
+/// `*out`; all zero (`out->name` "") for an untyped channel.
+///
+/// # Safety
+/// `producer` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_producer_payload_type(
+    producer: *const bips_producer,
+    out: *mut crate::bips_payload_type,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        *out = crate::frame::NO_TYPE;
+        // SAFETY: `producer` is null or a live handle from `bips_producer_create` (this function's `# Safety` contract).
+        let h = unsafe { producer_ref(producer) }?;
+        let (_in, st) = h.enter()?;
+        if st.destroyed {
+            return Err(Fail::invalid("producer was destroyed"));
+        }
+        *out = crate::frame::payload_type_to_c(h.producer.payload_type());
         Ok(())
     })
 }

@@ -447,6 +447,85 @@ static void buffer_tables(void) {
     EXPECT(bips_producer_destroy(p), BIPS_OK);
 }
 
+/* Frames: a malformed bips_descriptor is refused with BIPS_E_DESCRIPTOR (a C
+ * struct is untrusted input), NULLs and stale handles with their usual codes,
+ * and a consumer requiring another payload type with BIPS_E_TYPE_MISMATCH. */
+static void frames(void) {
+    bips_descriptor d, bad;
+    EXPECT(bips_descriptor_image(2, 3, 3, BIPS_DTYPE_U8, &d), BIPS_OK);
+    CHECK(d.ndim == 3 && d.strides[0] == 9 && d.format[0] == '\0');
+    EXPECT(bips_descriptor_set_format(&d, "RGB"), BIPS_OK);
+    EXPECT(bips_descriptor_validate(&d, 18), BIPS_OK);
+    EXPECT(bips_descriptor_validate(&d, 17), BIPS_E_DESCRIPTOR);
+    CHECK(strstr(bips_last_error_message(), "needs 18 bytes") != NULL);
+    EXPECT(bips_descriptor_validate(NULL, 18), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_descriptor_image(2, 3, 3, BIPS_DTYPE_U8, NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_descriptor_image(2, 3, 3, 0, &bad), BIPS_E_DESCRIPTOR);
+    bad = d; bad.dtype = 16;
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    CHECK(strstr(bips_last_error_message(), "unknown element type code 16") != NULL);
+    bad = d; bad.dtype = 0xFFFFFFFFu;
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    bad = d; bad.ndim = 9;
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    bad = d; bad.nplanes = 5;
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    bad = d; bad.format[0] = (char)0xC3; bad.format[1] = (char)0xA9;
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    bad = d; memset(bad.colorimetry, 'x', sizeof bad.colorimetry); /* no NUL */
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    CHECK(strstr(bips_last_error_message(), "NUL-terminated") != NULL);
+    bad = d; bad.shape[0] = UINT64_MAX;
+    EXPECT(bips_descriptor_validate(&bad, 18), BIPS_E_DESCRIPTOR);
+    EXPECT(bips_descriptor_set_format(&d, "0123456789ABCDEF"), BIPS_E_DESCRIPTOR);
+    CHECK(strcmp(d.format, "RGB") == 0); /* unchanged */
+    CHECK(bips_dtype_size(BIPS_DTYPE_F64) == 8 && bips_dtype_size(99) == 0);
+    CHECK(strcmp(bips_dtype_name(BIPS_DTYPE_U16), "uint16") == 0);
+    CHECK(strcmp(bips_status_name(BIPS_E_TYPE_MISMATCH), "BIPS_E_TYPE_MISMATCH") == 0);
+
+    bips_options o;
+    bips_options_default(&o);
+    o.buffer_size = 4096;
+    EXPECT(bips_options_payload_type(&o, "image/rgb8", 1, &bad), BIPS_E_DESCRIPTOR);
+    EXPECT(bips_options_payload_type(&o, "two words", 1, NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_options_payload_type(NULL, "image/rgb8", 1, NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_options_payload_type(&o, "image/rgb8", 1, NULL), BIPS_OK);
+    bips_producer *p = NULL;
+    EXPECT(bips_producer_create(name_a, &o, &p), BIPS_OK);
+    bips_consumer_options co;
+    bips_consumer_options_default(&co);
+    EXPECT(bips_consumer_options_require_type(&co, "image/bgr8", 1, NULL), BIPS_OK);
+    bips_consumer *c = NULL;
+    EXPECT(bips_consumer_open(name_a, &co, &c), BIPS_E_TYPE_MISMATCH);
+    CHECK(c == NULL && strstr(bips_last_error_message(), "image/rgb8 v1") != NULL);
+    EXPECT(bips_consumer_options_require_type(&co, "image/rgb8", 1, NULL), BIPS_OK);
+    EXPECT(bips_consumer_open(name_a, &co, &c), BIPS_OK);
+
+    bips_sample_mut l, stale;
+    EXPECT(bips_producer_loan(p, BIPS_TRY, &l), BIPS_OK);
+    EXPECT(bips_sample_mut_set_descriptor(l, NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_sample_mut_set_descriptor(l, &bad), BIPS_E_DESCRIPTOR);
+    EXPECT(bips_sample_mut_descriptor(l, &bad), BIPS_E_NO_DESCRIPTOR);
+    CHECK(bad.dtype == BIPS_DTYPE_NONE);
+    EXPECT(bips_sample_mut_set_descriptor(l, &d), BIPS_OK);
+    EXPECT(bips_sample_mut_set_len(l, 18), BIPS_OK);
+    stale = l;
+    EXPECT(bips_sample_mut_publish(&l, NULL), BIPS_OK);
+    EXPECT(bips_sample_mut_set_descriptor(stale, &d), BIPS_E_STALE);
+    bips_sample s, zero = {0};
+    EXPECT(bips_consumer_recv(c, BIPS_TRY, &s), BIPS_OK);
+    EXPECT(bips_sample_descriptor(s, &bad), BIPS_OK);
+    CHECK(bad.dtype == BIPS_DTYPE_U8 && bad.shape[1] == 3 && strcmp(bad.format, "RGB") == 0);
+    EXPECT(bips_sample_descriptor(zero, &bad), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_sample_descriptor(s, NULL), BIPS_E_INVALID_ARGUMENT);
+    EXPECT(bips_sample_release(&s), BIPS_OK);
+    bips_payload_type t;
+    EXPECT(bips_consumer_payload_type(c, &t), BIPS_OK);
+    CHECK(strcmp(t.name, "image/rgb8") == 0 && t.version == 1 && t.has_descriptor == 0);
+    EXPECT(bips_consumer_destroy(c), BIPS_OK);
+    EXPECT(bips_producer_destroy(p), BIPS_OK);
+}
+
 int main(int argc, char **argv) {
     const char *prefix = argc > 1 ? argv[1] : "misuse";
     snprintf(name_a, sizeof name_a, "%s-a", prefix);
@@ -460,6 +539,7 @@ int main(int argc, char **argv) {
     mailbox();
     trust();
     buffer_tables();
+    frames();
     printf("misuse: %d checks, %d failed\n", checks, failed);
     return failed != 0;
 }
