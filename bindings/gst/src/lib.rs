@@ -38,6 +38,7 @@ pub mod meta;
 mod pool;
 mod sink;
 mod src;
+pub mod video;
 
 pub use sink::{BackpressureMode, BipsSink};
 pub use src::BipsSrc;
