@@ -27,7 +27,10 @@
 //! frame; with GStreamer's default system clock that is `CLOCK_MONOTONIC`, so
 //! a receiver on the same machine can compute the end-to-end latency.
 //! Plane offsets and strides come from the buffer's `GstVideoMeta` when it has
-//! one, else from the caps (`GstVideoInfo`).
+//! one, else from the caps (`GstVideoInfo`). They repeat the plane layout of
+//! the sample's frame descriptor ([`crate::video`]), which is authoritative:
+//! `bipssrc` reads the descriptor, not these fields (kept for `bips.gst`
+//! readers that parse this header).
 
 /// `b"BGST"`.
 pub const MAGIC: [u8; 4] = *b"BGST";

@@ -1,5 +1,6 @@
 //! `bipssink`: publishes every buffer on a bips channel, caps and timestamps
-//! in the sample metadata ([`crate::meta`]).
+//! in the sample metadata ([`crate::meta`]), and for raw video the frame
+//! descriptor ([`crate::video`]) on a channel typed `video/x-raw` v1.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};

@@ -1,6 +1,9 @@
 //! `bipssrc`: receives the samples of a bips channel written by `bipssink`
-//! (or any producer using the [`crate::meta`] layout) and pushes them with
-//! the caps and timestamps they carry.
+//! (or any producer using the [`crate::meta`] header) and pushes them with
+//! the caps and timestamps they carry. The plane layout of a raw-video frame
+//! comes from its frame descriptor, checked against the caps
+//! ([`crate::video::check`]); a descriptor that is malformed or does not
+//! match the caps is an element error.
 //!
 //! Zero copy: an output buffer's memory is the shared buffer itself (a
 //! read-only `GstMemory` that owns the held sample and gives it back when
