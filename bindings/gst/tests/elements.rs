@@ -645,8 +645,8 @@ struct Got {
 }
 
 /// Plays `pipeline` (which ends in `bipssink channel={ch}
-/// wait-for-consumers=1`) while a `bips::Consumer` that requires the
-/// `video/x-raw` v1 payload type reads its first frame. `before_play` runs
+/// wait-for-consumers=1`) while a `bips::Consumer` reads its first frame;
+/// the channel must have the `video/x-raw` v1 payload type. `before_play` runs
 /// once the pipeline is paused (to push buffers into an appsrc).
 fn through_bipssink(ch: &str, pipeline: &str, before_play: impl FnOnce(&gst::Pipeline)) -> Got {
     let producer = parse(pipeline);
@@ -657,11 +657,9 @@ fn through_bipssink(ch: &str, pipeline: &str, before_play: impl FnOnce(&gst::Pip
         drop(producer);
         r
     });
-    let video = bips::PayloadType::new("video/x-raw", 1).unwrap();
-    let opts = bips::ConsumerOptions::new().require_type(video);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let consumer = loop {
-        match bips::Consumer::open_with(ch, &opts) {
+        match bips::Consumer::open(ch) {
             Ok(c) => break c,
             Err(e) => {
                 assert!(std::time::Instant::now() < deadline, "{ch}: {e}");
@@ -669,21 +667,28 @@ fn through_bipssink(ch: &str, pipeline: &str, before_play: impl FnOnce(&gst::Pip
             }
         }
     };
-    let sample = match consumer.recv_timeout(Duration::from_secs(10)) {
-        Ok(s) => s,
-        Err(e) => panic!("no frame ({e}); producer: {:?}", prod.join().unwrap()),
+    let video = bips::PayloadType::new("video/x-raw", 1).unwrap();
+    // No panic before the producer pipeline is joined (it would leave the
+    // channel behind in /dev/shm).
+    let got = match consumer.recv_timeout(Duration::from_secs(10)) {
+        _ if consumer.payload_type() != Some(&video) => Err(format!(
+            "payload type {:?}, not video/x-raw v1",
+            consumer.payload_type()
+        )),
+        Ok(sample) => match sample.descriptor() {
+            Ok(Some(desc)) => Ok(Got {
+                desc,
+                bytes: sample.as_slice().to_vec(),
+            }),
+            Ok(None) => Err("a raw-video sample without a descriptor".to_owned()),
+            Err(e) => Err(format!("an invalid descriptor: {e}")),
+        },
+        Err(e) => Err(format!("no frame: {e}")),
     };
-    let desc = sample
-        .descriptor()
-        .expect("a valid descriptor")
-        .expect("raw video carries a descriptor");
-    let got = Got {
-        desc,
-        bytes: sample.as_slice().to_vec(),
-    };
-    drop(sample);
-    prod.join().unwrap().expect("producer pipeline");
     drop(consumer);
+    let produced = prod.join().unwrap();
+    let got = got.unwrap_or_else(|e| panic!("{ch}: {e} (producer: {produced:?})"));
+    produced.expect("producer pipeline");
     assert!(shm_gone(ch));
     got
 }
@@ -999,5 +1004,73 @@ fn every_raw_video_format_round_trips_through_bipssrc() {
         drop(seen);
         drop(consumer);
         assert!(shm_gone(&ch), "{caps}");
+    }
+}
+
+/// A consumer that requires raw video (`video/x-raw` v1) opens bipssink's
+/// video channel and gets a typed error on an audio one (which declares no
+/// type: it carries no descriptor).
+#[test]
+fn a_consumer_may_require_raw_video() {
+    init();
+    let video = bips::PayloadType::new("video/x-raw", 1).unwrap();
+    let require = bips::ConsumerOptions::new().require_type(video);
+    for (test, src, typed) in [
+        (
+            "typed-video",
+            "videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=16,height=8",
+            true,
+        ),
+        (
+            "untyped-audio",
+            "audiotestsrc num-buffers=2 ! audio/x-raw,format=S16LE,channels=1",
+            false,
+        ),
+    ] {
+        let ch = channel(test);
+        let p = parse(&format!(
+            "{src} ! bipssink channel={ch} wait-for-consumers=1 sync=false"
+        ));
+        let prod = std::thread::spawn(move || run(&p, Duration::from_secs(30)));
+        // The channel exists once render() waits for a consumer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shm_gone(&ch) {
+            assert!(std::time::Instant::now() < deadline, "{ch} never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // (Retried while the producer may still be formatting the channel.)
+        let opened = loop {
+            match bips::Consumer::open_with(&ch, &require) {
+                Err(e)
+                    if !matches!(e, bips::Error::TypeMismatch { .. })
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => break r,
+            }
+        };
+        let consumer = bips::Consumer::open(&ch).expect("an untyped open");
+        let mut n = 0;
+        while consumer.recv_timeout(Duration::from_secs(10)).is_ok() {
+            n += 1;
+        }
+        prod.join().unwrap().expect("producer pipeline");
+        drop(consumer);
+        assert_eq!(n, 2, "{test}");
+        match (typed, opened) {
+            (true, Ok(c)) => assert_eq!(c.payload_type().unwrap().name(), "video/x-raw"),
+            (
+                false,
+                Err(bips::Error::TypeMismatch {
+                    required, found, ..
+                }),
+            ) => {
+                assert!(required.contains("video/x-raw"), "{required}");
+                assert!(found.contains("no declared type"), "{found}");
+            }
+            (_, other) => panic!("{test}: {other:?}"),
+        }
+        assert!(shm_gone(&ch), "{ch}");
     }
 }
