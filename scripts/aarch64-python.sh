@@ -11,7 +11,7 @@
 # Steps:
 # 1. `maturin build --release --target aarch64-unknown-linux-gnu` with the cross linker of
 #    scripts/env-aarch64.sh. The extension is abi3 (abi3-py311), so PyO3 needs no target
-#    interpreter and no PYO3_CROSS_* variables: the wheel is bips-*-cp311-abi3-*_aarch64.whl.
+#    interpreter and no PYO3_CROSS_* variables: the wheel is bips_ipc-*-cp311-abi3-*_aarch64.whl.
 # 2. An aarch64 CPython 3.11 (Debian 12's arm64 packages, unpacked with `dpkg -x` into
 #    target/aarch64/pyroot; apt uses its own lists there, the system's apt state is untouched)
 #    and aarch64 wheels of numpy and pytest (`pip download --platform manylinux2014_aarch64`).
@@ -47,7 +47,7 @@ export CARGO_TARGET_DIR="$OUT"
 rm -rf "$OUT/wheels"
 run "$ROOT/.venv/bin/maturin" build --release --target "$TARGET" \
     --manifest-path "$ROOT/bindings/python/Cargo.toml" --out "$OUT/wheels"
-wheel=$(ls "$OUT"/wheels/bips-*_aarch64.whl)
+wheel=$(ls "$OUT"/wheels/bips_ipc-*_aarch64.whl)
 
 # 2. aarch64 CPython 3.11, once
 if [[ ! -x $PYROOT/usr/bin/python3.11 ]]; then

@@ -11,6 +11,8 @@
 #   C++ producer -> Rust consumer, C++ producer -> Python consumer (NumPy view, zero copy),
 #   Rust producer -> C99 consumer, C++ producer and C consumer built by CMake,
 #   C++ producer under ASan+UBSan -> C consumer under ASan+UBSan,
+#   the BIPS spelling (bindings/c/tests/c/cpp_seed.cpp): seed C++ producer -> seed C++
+#   consumer, -> C and Python consumers, and its argument checks,
 #   examples/cpp/capture_producer -> examples/cpp/consume.py;
 # the misuse tests in C (plain, and under -fsanitize=address,undefined) and the C++ wrapper
 # tests (C++17 and C++20, under ASan+UBSan). Needs gcc, g++, pkg-config, cmake (apt) and
@@ -125,6 +127,7 @@ build_pkgconfig() {
     # shellcheck disable=SC2086
     run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_producer.cpp" -o "$BIN/cpp_producer" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_consumer.c" -o "$BIN/c_consumer" $libs $rp &&
+        run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags -I"$SRC" "$SRC/cpp_seed.cpp" -o "$BIN/cpp_seed" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse" $libs $rp -lpthread &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_static" $static &&
         run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags "$EX/capture_producer.cpp" -o "$BIN/capture_producer" $libs $rp &&
@@ -228,6 +231,12 @@ check cpp-to-python pair "$TAG-p2" 500 "$BIN/cpp_producer" -- "$PY $SRC/py_consu
 check rust-to-c pair "$TAG-p3" 500 "$RUST_PRODUCER" -- "$BIN/c_consumer"
 check cpp-to-rust-python-c pair "$TAG-p4" 300 "$BIN/cpp_producer" -- "$RUST_CONSUMER" -- \
     "$PY $SRC/py_consumer.py" -- "$BIN/c_consumer"
+# The BIPS spelling (bips::Backends::kShm, Pull/Push, names "/CHANNEL"): its argument checks,
+# then seed producer -> seed consumer, and -> consumers of the plain API (C, Python).
+check cpp-seed-checks "$BIN/cpp_seed" checks "$TAG-s0"
+check cpp-seed-pair pair "$TAG-s1" 300 "$BIN/cpp_seed producer" -- "$BIN/cpp_seed consumer"
+check cpp-seed-to-c-python pair "$TAG-s2" 300 "$BIN/cpp_seed producer" -- "$BIN/c_consumer" -- \
+    "$PY $SRC/py_consumer.py"
 check cmake-cpp-to-c pair "$TAG-p5" 300 "$BIN/cmake_cpp_producer" -- "$BIN/cmake_c_consumer"
 check asan-cpp-to-c pair "$TAG-p6" 300 "$BIN/cpp_producer_asan" -- "$BIN/c_consumer_asan"
 check capture-example-to-python capture_to_python

@@ -32,6 +32,11 @@ export PATH="$VENV/bin:$PATH"
 unset PYTHONHOME
 
 run cargo build --release -p bips --examples
+# The distribution was named `bips` before it became `bips-ipc` (pyproject.toml); a venv
+# made then still lists it: remove it, so that one installation provides `import bips`.
+if python -m pip show bips >/dev/null 2>&1; then
+    run python -m pip uninstall -y -q bips
+fi
 run maturin develop --release --manifest-path "$ROOT/bindings/python/Cargo.toml"
 
 # The installed package must be the one just built (not a stale copy elsewhere).

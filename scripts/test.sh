@@ -68,6 +68,15 @@ body_test() {
 body_demo() {
     run cargo run --release -p bips-cli -- demo --seconds 1
     run cargo run --release -p bips-cli -- demo --seconds 1 --policy drop-oldest --consumers 3 --rate 2000
+    # The sealed memfd backend, served from a socket directory of its own; the producer
+    # removes its socket and lock file when it leaves.
+    local sockdir="$ROOT/target/demo-sockets"
+    rm -rf "$sockdir"
+    run env BIPS_SOCKET_DIR="$sockdir" cargo run --release -p bips-cli -- demo --seconds 1 --backend memfd
+    if [[ -n $(ls -A "$sockdir") ]]; then
+        echo "demo: FAILED: the memfd demo left files in $sockdir: $(ls -A "$sockdir")"
+        return 1
+    fi
 }
 
 # cli: `bips list`, `bips inspect`, `bips clean` against a live producer and consumer, then
@@ -137,7 +146,25 @@ body_c() { run bash "$ROOT/scripts/test-c.sh"; }
 # consumer (bips.gst.frames) and out of bipssrc, the Rust pipeline tests, /dev/shm left clean.
 body_gst() { run bash "$ROOT/scripts/test-gst.sh"; }
 
-body_doc() { run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps; }
+# doc also checks that the publishable crates package: `cargo package` of bips-core, bips,
+# bips-bench and bips-cli in one call, so each dependent is verified (built, debug profile)
+# against the packaged copy of its dependencies, not the path one (~30 s from a cold target
+# dir). It catches a path dependency without a version, a file outside the package that the
+# build needs, a missing license file. --allow-dirty: the check is about the manifests, not
+# about uncommitted edits of the person running it.
+body_doc() {
+    run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+    run cargo package --allow-dirty -p bips-core -p bips -p bips-bench -p bips-cli
+    local crate
+    for crate in bips-core bips bips-bench bips-cli; do
+        if ! cargo package --allow-dirty --list -p "$crate" 2>/dev/null | grep -qx LICENSE-MIT ||
+            ! cargo package --allow-dirty --list -p "$crate" 2>/dev/null | grep -qx LICENSE-APACHE; then
+            echo "doc: FAILED: the $crate package lacks LICENSE-MIT or LICENSE-APACHE"
+            return 1
+        fi
+    done
+    echo "doc: ok: bips-core, bips, bips-bench, bips-cli package with both license files"
+}
 
 # loom: its own target dir, because `--cfg loom` in RUSTFLAGS changes every crate's
 # fingerprint and would otherwise throw away the normal build cache each time.

@@ -94,6 +94,8 @@ fn info_json(i: &ChannelInfo) -> Value {
             "meta_size": g.meta_size,
         },
         "policy": policy(i),
+        "backend": backend(i),
+        "payload_type": i.payload_type.as_ref().map(payload_json),
         "head": i.head,
         "tail": i.tail,
         "closed": i.closed,
@@ -112,6 +114,39 @@ fn info_json(i: &ChannelInfo) -> Value {
         })).collect::<Vec<_>>(),
         "buffer_states": i.buffer_states,
     })
+}
+
+fn payload_json(t: &bips::PayloadType) -> Value {
+    json!({
+        "name": t.name(),
+        "version": t.version(),
+        "descriptor": t.descriptor().map(|d| json!({
+            "dtype": d.dtype().name(),
+            "shape": d.shape(),
+            "strides": d.strides(),
+            "offset": d.offset(),
+            "format": d.format(),
+            "colorimetry": d.colorimetry(),
+            "planes": d.planes().iter().map(|p| json!({
+                "offset": p.offset, "stride": p.stride, "rows": p.rows, "row_bytes": p.row_bytes,
+            })).collect::<Vec<_>>(),
+        })),
+    })
+}
+
+fn backend(i: &ChannelInfo) -> &'static str {
+    match i.backend {
+        bips::Backend::Memfd => "memfd",
+        _ => "shm",
+    }
+}
+
+/// `TYPE` column of `bips list`: `image/rgb8 v1`, or `-`.
+fn type_cell(i: &ChannelInfo) -> String {
+    i.payload_type.as_ref().map_or_else(
+        || "-".to_owned(),
+        |t| format!("{} v{}", t.name(), t.version()),
+    )
 }
 
 /// `bips list`.
@@ -142,8 +177,16 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}",
-        "NAME", "BUFFERS x SIZE", "RING", "POLICY", "PRODUCER", "CONSUMERS", "SIZE", "STATE"
+        "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10} {:>7}  TYPE",
+        "NAME",
+        "BUFFERS x SIZE",
+        "RING",
+        "POLICY",
+        "PRODUCER",
+        "CONSUMERS",
+        "SIZE",
+        "STATE",
+        "BACKEND"
     );
     for (n, r) in &snaps {
         match r {
@@ -158,7 +201,7 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
                     "stale"
                 };
                 println!(
-                    "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10}",
+                    "{:<28} {:>18} {:>5} {:>12} {:>8} {:>9} {:>10} {:>10} {:>7}  {}",
                     n,
                     format!("{} x {}", g.buffer_count, human_bytes(g.buffer_size)),
                     g.ring_capacity,
@@ -166,9 +209,14 @@ pub fn list(a: ListArgs) -> Result<(), Failure> {
                     if i.producer_alive { "alive" } else { "dead" },
                     format!("{alive}/{}", g.max_consumers),
                     human_bytes(i.size_bytes),
-                    state
+                    state,
+                    backend(i),
+                    type_cell(i)
                 );
             }
+            Err(bips::Error::Disconnected) => println!(
+                "{n:<28} (stale memfd channel: its producer died; `bips clean` removes the socket)"
+            ),
             Err(e) => println!("{n:<28} (unreadable: {e})"),
         }
     }
@@ -230,6 +278,11 @@ pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
         owner_note(i.owner_uid)
     );
     println!("  policy     {}", policy(&i));
+    println!("  backend    {}", backend(&i));
+    match &i.payload_type {
+        Some(t) => println!("  type       {t}"),
+        None => println!("  type       none declared"),
+    }
     println!(
         "  producer   {}{}",
         if i.producer_alive {

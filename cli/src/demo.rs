@@ -9,7 +9,7 @@ use bips::{Consumer, ConsumerOptions, Error, Options, Producer, Start};
 use clap::Args;
 
 use crate::hist::Histogram;
-use crate::{PolicyArg, WaitArg};
+use crate::{BackendArg, PolicyArg, WaitArg};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -51,6 +51,9 @@ pub struct DemoArgs {
     /// How waiting processes wait.
     #[arg(long, value_enum, default_value_t = WaitArg::SpinThenPark)]
     wait: WaitArg,
+    /// Where the channel's segment lives.
+    #[arg(long, value_enum, default_value_t = BackendArg::Shm)]
+    backend: BackendArg,
 }
 
 impl DemoArgs {
@@ -106,6 +109,8 @@ pub struct ChildArgs {
     width: u32,
     #[arg(long, default_value_t = 0)]
     height: u32,
+    #[arg(long, value_enum, default_value_t = BackendArg::Shm)]
+    backend: BackendArg,
 }
 
 /// A child process of the demo.
@@ -266,6 +271,13 @@ fn spawn(role: &str, a: &ChildArgs, tx: &mpsc::Sender<Msg>) -> Result<Kid, BoxEr
             },
         ])
         .args([
+            "--backend",
+            match a.backend {
+                BackendArg::Shm => "shm",
+                BackendArg::Memfd => "memfd",
+            },
+        ])
+        .args([
             "--wait",
             match a.wait {
                 WaitArg::Spin => "spin",
@@ -333,9 +345,17 @@ pub fn run(a: DemoArgs) -> Result<(), BoxError> {
         id: 0,
         width: a.width,
         height: a.height,
+        backend: a.backend,
+    };
+    let place = match a.backend {
+        BackendArg::Shm => format!("/dev/shm/bips.{channel}"),
+        BackendArg::Memfd => format!(
+            "sealed memfd served on {}/bips.{channel}.sock",
+            bips::socket_dir(None).display()
+        ),
     };
     println!(
-        "bips demo: 1 producer -> {} consumers, separate processes, channel /dev/shm/bips.{channel}",
+        "bips demo: 1 producer -> {} consumers, separate processes, channel {place}",
         a.consumers
     );
     println!(
@@ -600,7 +620,8 @@ pub fn producer(a: ChildArgs) -> Result<(), BoxError> {
         .backpressure(a.policy.into())
         .max_consumers(a.consumers.max(1))
         .meta_size(16)
-        .wait(a.wait.into());
+        .wait(a.wait.into())
+        .backend(a.backend.into());
     // Ctrl-C, SIGTERM, SIGHUP: remove the channel before dying.
     bips::cleanup_on_signals()?;
     let p = Producer::create(&a.channel, &opts)?;

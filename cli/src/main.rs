@@ -179,6 +179,27 @@ pub enum PolicyArg {
     DropOldest,
 }
 
+/// Where a channel's segment lives (`--backend`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendArg {
+    /// A POSIX shared-memory object in /dev/shm.
+    #[default]
+    Shm,
+    /// A sealed memfd (nobody can truncate it) served over a Unix socket in
+    /// the socket directory ($BIPS_SOCKET_DIR, else $XDG_RUNTIME_DIR/bips,
+    /// else /run/bips).
+    Memfd,
+}
+
+impl From<BackendArg> for bips::Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Shm => bips::Backend::Shm,
+            BackendArg::Memfd => bips::Backend::Memfd,
+        }
+    }
+}
+
 impl From<PolicyArg> for bips::Backpressure {
     fn from(p: PolicyArg) -> Self {
         match p {

@@ -4,7 +4,9 @@
 Each frame is the producer's buffer in shared memory: ``np.frombuffer`` makes
 an array *view* of it, so reading a 1080p frame costs nothing until you touch
 the pixels. The producer writes ``width`` and ``height`` (little-endian u32)
-into the first 8 bytes of each sample's metadata.
+into the first 8 bytes of each sample's metadata, and a producer that sets a
+frame descriptor makes ``np.asarray(sample)`` the shaped, typed, strided array
+directly (see bindings/python/README.md, "Frames and tensors").
 
 Run it against the Rust example producer::
 
@@ -56,10 +58,15 @@ def main() -> int:
     frames = lost = 0
     with consumer:
         for sample in consumer:  # ends when the producer leaves
-            width, height = struct.unpack_from("<II", sample.meta)
             # A view of the shared memory: no copy. Read-only (other consumers
             # see the same bytes); use frame.copy() to get a private one.
-            frame = np.frombuffer(sample, np.uint8, count=height * width * 3).reshape(height, width, 3)
+            if sample.descriptor is not None:
+                # The producer described the frame: shape, dtype, row strides.
+                frame = np.asarray(sample)
+                height, width = frame.shape[:2]
+            else:  # an older producer: width and height in the metadata
+                width, height = struct.unpack_from("<II", sample.meta)
+                frame = np.frombuffer(sample, np.uint8, count=height * width * 3).reshape(height, width, 3)
             if frames % args.every == 0:
                 latency_us = (bips.now_ns() - sample.timestamp_ns) / 1e3
                 mean = frame.reshape(-1, 3).mean(axis=0)

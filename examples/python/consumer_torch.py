@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Receive camera frames as PyTorch tensors, without copying them.
 
-``torch.frombuffer`` wraps the producer's buffer in shared memory as a uint8
+``torch.from_dlpack(sample)`` (a producer that sets a frame descriptor), or
+``torch.frombuffer`` (an older one), wraps the producer's buffer in shared memory as a uint8
 tensor (H x W x 3, then permuted to the 3 x H x W layout models expect). Move
 it to the GPU (``.to("cuda")``) or convert it (``.float()``) to get a private
 copy; until then it is the shared bytes themselves.
@@ -67,12 +68,18 @@ def main() -> int:
         # these tensors.
         warnings.filterwarnings("ignore", message=".*not writable.*")
         for sample in consumer:
-            width, height = struct.unpack_from("<II", sample.meta)
-            # Through a memoryview: the tensor then keeps a buffer export of
-            # the sample alive, so the sample stays held (and `release()`
-            # refuses) for as long as the tensor lives.
-            hwc = torch.frombuffer(memoryview(sample), dtype=torch.uint8, count=height * width * 3)
-            chw = hwc.view(height, width, 3).permute(2, 0, 1)  # still no copy
+            if sample.descriptor is not None:
+                # DLPack: the tensor has the descriptor's shape, dtype and
+                # strides, and holds the sample until it is deleted.
+                hwc = torch.from_dlpack(sample)
+            else:  # an older producer: width and height in the metadata
+                width, height = struct.unpack_from("<II", sample.meta)
+                # Through a memoryview: the tensor then keeps a buffer export
+                # of the sample alive, so the sample stays held (and
+                # `release()` refuses) for as long as the tensor lives.
+                hwc = torch.frombuffer(memoryview(sample), dtype=torch.uint8, count=height * width * 3)
+                hwc = hwc.view(height, width, 3)
+            chw = hwc.permute(2, 0, 1)  # still no copy
             if frames % args.every == 0:
                 mean = chw.float().mean(dim=(1, 2))  # .float() copies; the view does not
                 print(

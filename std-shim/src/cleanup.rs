@@ -19,6 +19,7 @@ use bips_core::Region;
 use rustix::fs as rfs;
 
 use crate::os::shm::{ChannelName, Segment};
+use crate::os::socket::{Files, Server};
 use crate::waiting::FutexWake;
 
 /// A channel a live producer of this process owns.
@@ -28,6 +29,8 @@ struct Owned {
     name: ChannelName,
     /// `(st_dev, st_ino)` of the producer's object.
     file: Option<(u64, u64)>,
+    /// A memfd channel's socket (path, identity) and lock file.
+    socket: Option<Files>,
     /// The producer's mapping (address, length): valid while registered,
     /// since a producer deregisters in `Drop` before its mapping goes.
     base: usize,
@@ -74,7 +77,7 @@ impl Creating {
 
     /// Lists the channel of producer `token`, published under its name in
     /// `seg` (call once it is published, before the producer is returned).
-    pub(crate) fn register(&self, token: u64, seg: &Segment) {
+    pub(crate) fn register(&self, token: u64, seg: &Segment, server: Option<&Server>) {
         #[allow(clippy::unnecessary_cast)] // `c_ulong` on some ABIs
         let file = rfs::fstat(seg.fd())
             .ok()
@@ -83,6 +86,7 @@ impl Creating {
             token,
             name: seg.name().clone(),
             file,
+            socket: server.map(Server::files),
             base: seg.as_ptr() as usize,
             len: seg.len(),
         });
@@ -164,6 +168,9 @@ fn remove_all(stay_leaving: bool) -> usize {
 /// Unlinks `o`'s name if it still names `o`'s object.
 #[allow(clippy::unnecessary_cast)] // `c_ulong` on some ABIs
 fn unlink_if_same(o: &Owned) -> bool {
+    if let Some(files) = &o.socket {
+        return files.remove();
+    }
     let Some(file) = o.file else { return false };
     match rfs::lstat(o.name.path()) {
         Ok(st) if (st.st_dev as u64, st.st_ino as u64) == file => {

@@ -11,9 +11,11 @@ use crate::error::{Error, Result};
 use crate::frame;
 use crate::options::{ConsumerOptions, WaitStrategy};
 use crate::os::lock;
-use crate::os::shm::{ChannelName, Segment};
+use crate::os::shm::{Access, ChannelName, Segment};
+use crate::os::{memfd, socket};
 use crate::waiting::{coarse_now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
+use std::os::fd::AsFd;
 
 /// How long `open` waits for a producer that is still formatting its segment.
 const OPEN_GRACE: Duration = Duration::from_secs(1);
@@ -82,6 +84,12 @@ impl Consumer {
     pub fn open_with(name: &str, options: &ConsumerOptions) -> Result<Consumer> {
         let name = ChannelName::new(name)?;
         let (seg, region) = map_ready(&name, options)?;
+        // A consumer never writes the payload: map it read-only, so that a
+        // stray write (a bug, a raw pointer misused) faults here instead of
+        // corrupting a frame other consumers read. Only the control part
+        // (its entry, the sleeper bits, the space bell) stays writable. Needs
+        // page-aligned buffers (the default alignment).
+        seg.protect_read_only_from(region.layout().data_offset)?;
         let payload = region.payload_type().map_err(|source| Error::Layout {
             name: name.as_str().to_owned(),
             source,
@@ -288,7 +296,7 @@ impl Drop for Consumer {
 fn map_ready(name: &ChannelName, options: &ConsumerOptions) -> Result<(Segment, Region<'static>)> {
     let start = Instant::now();
     loop {
-        let seg = match Segment::open_trusted(name, &options.map, &options.owner) {
+        let seg = match open_segment(name, options) {
             // Size 0: the creator has not sized it yet.
             Err(Error::Io { op: "open", .. }) if start.elapsed() < OPEN_GRACE => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -311,6 +319,31 @@ fn map_ready(name: &ChannelName, options: &ConsumerOptions) -> Result<(Segment, 
             }
         }
     }
+}
+
+/// Finds channel `name`: its `/dev/shm` object, else its memfd served in the
+/// socket directory.
+fn open_segment(name: &ChannelName, options: &ConsumerOptions) -> Result<Segment> {
+    match Segment::open_trusted(name, &options.map, &options.owner) {
+        Err(not_found @ Error::NotFound { .. }) => match open_memfd(name, options) {
+            Err(Error::NotFound { .. }) => Err(not_found),
+            r => r,
+        },
+        r => r,
+    }
+}
+
+/// Fetches a memfd channel's segment from its producer's socket and maps it,
+/// after checking who serves it (T2), that its size is sealed, and opening it
+/// anew (our own open file description, for our own locks).
+pub(crate) fn open_memfd(name: &ChannelName, options: &ConsumerOptions) -> Result<Segment> {
+    let dir = socket::socket_dir(options.socket_dir.as_deref());
+    let got = socket::fetch(&dir, name)?;
+    options.owner.check(name, got.uid)?;
+    let len = memfd::check(got.fd.as_fd(), name, got.size)?;
+    let fd = memfd::reopen(got.fd.as_fd(), name, Access::ReadWrite)?;
+    drop(got.fd);
+    Segment::from_memfd(fd, len, name, &options.map, false, Access::ReadWrite)
 }
 
 fn io(name: &ChannelName, e: std::io::Error) -> Error {

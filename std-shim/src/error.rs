@@ -287,8 +287,9 @@ impl Error {
 #[allow(dead_code)] // used by the API layer
 pub(crate) fn from_io(op: &'static str, name: &str, bytes: u64, e: std::io::Error) -> Error {
     match e.raw_os_error() {
-        Some(raw) => from_errno(op, name, bytes, Errno::from_raw_os_error(raw)),
-        None => Error::Io {
+        // A real errno (1..=4095); anything else is kept as it is.
+        Some(raw @ 1..=4095) => from_errno(op, name, bytes, Errno::from_raw_os_error(raw)),
+        _ => Error::Io {
             op,
             name: name.to_owned(),
             source: e,

@@ -16,13 +16,18 @@
 use std::fmt;
 use std::os::fd::AsFd;
 
+use bips_core::descriptor::PayloadType;
 use bips_core::layout::{BUF_FREE, BUF_LOANED, BUF_PUBLISHED, BUF_RETIRED};
 use bips_core::{Geometry, LayoutError, Region};
 use rustix::fs::{self as rfs, FileType};
 
 use crate::error::{Error, Result};
+use crate::options::Backend;
 use crate::os::lock;
-use crate::os::shm::{file_type_words, staged_objects, Access, ChannelName, MapOptions, Object};
+use crate::os::shm::{
+    file_type_words, staged_objects, Access, ChannelName, MapOptions, Object, Segment,
+};
+use crate::os::{memfd, socket};
 use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 
 /// A snapshot of one channel (racy by nature: the channel keeps running).
@@ -43,6 +48,10 @@ pub struct ChannelInfo {
     pub name: String,
     /// Geometry from the (validated) header.
     pub geometry: Geometry,
+    /// The payload type the producer declared, if any.
+    pub payload_type: Option<PayloadType>,
+    /// Where the segment lives.
+    pub backend: Backend,
     /// Bytes of the shared-memory object.
     pub size_bytes: u64,
     /// Owner (uid) of the shared-memory object. Consumers refuse a channel
@@ -92,9 +101,28 @@ pub struct ConsumerStatus {
 
 /// Maps channel `name` read-only and takes a snapshot. Needs read
 /// permission only.
+///
+/// A [`Backend::Memfd`] channel is fetched from its producer's socket (in
+/// [`crate::socket_dir`]`(None)`); a socket whose producer died gives
+/// [`Error::Disconnected`] (`bips clean` removes it).
 pub fn inspect(name: &str) -> Result<ChannelInfo> {
     let name = ChannelName::new(name)?;
-    let seg = Object::open(&name, Access::ReadOnly)?.into_segment(&MapOptions::default())?;
+    let (seg, owner) = match Object::open(&name, Access::ReadOnly) {
+        Ok(obj) => {
+            let seg = obj.into_segment(&MapOptions::default())?;
+            let owner = crate::trust::owner_of(seg.fd(), &name)?;
+            (seg, owner)
+        }
+        Err(Error::NotFound { .. }) => {
+            let got = socket::fetch(&socket::socket_dir(None), &name)?;
+            let len = memfd::check(got.fd.as_fd(), &name, got.size)?;
+            let fd = memfd::reopen(got.fd.as_fd(), &name, Access::ReadOnly)?;
+            let map = MapOptions::default();
+            let seg = Segment::from_memfd(fd, len, &name, &map, false, Access::ReadOnly)?;
+            (seg, got.uid)
+        }
+        Err(e) => return Err(e),
+    };
     // SAFETY: `seg` maps the whole object, page-aligned, and outlives
     // `region` (both local); only atomics are read through it.
     let region =
@@ -105,6 +133,10 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
     let fd = seg.fd();
     let locked = |byte| lock::is_locked_by_other(fd, byte).unwrap_or(false);
     let g = *region.geometry();
+    let payload_type = region.payload_type().map_err(|source| Error::Layout {
+        name: name.as_str().to_owned(),
+        source,
+    })?;
     let (head, tail) = region.head_tail();
     let consumers = (0..g.max_consumers)
         .filter_map(|i| {
@@ -135,8 +167,10 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
     Ok(ChannelInfo {
         name: name.as_str().to_owned(),
         geometry: g,
+        payload_type,
+        backend: seg.backend(),
         size_bytes: seg.len() as u64,
-        owner_uid: crate::trust::owner_of(seg.fd(), &name)?,
+        owner_uid: owner,
         epoch: region.epoch(),
         head,
         tail,
@@ -227,11 +261,24 @@ impl fmt::Display for Sweep {
 /// and only if the name still names that very object. A producer replacing
 /// the object needs that lock, so it cannot slip in between. Needs no
 /// mapping: an object that cannot be mapped is judged by its locks.
+///
+/// A [`Backend::Memfd`] channel (no `/dev/shm` object) is judged by its lock
+/// file in [`crate::socket_dir`]`(None)`: while holding its lock, the stale
+/// socket and the lock file are removed. Its memory went with its last
+/// process.
 pub fn sweep(name: &str, dry_run: bool) -> Result<Sweep> {
     let name = ChannelName::new(name)?;
     let st = match rfs::lstat(name.path()) {
         Ok(st) => st,
-        Err(rustix::io::Errno::NOENT) => return Ok(Sweep::Gone),
+        Err(rustix::io::Errno::NOENT) => {
+            return socket::sweep(&socket::socket_dir(None), &name, dry_run).map(|r| match r {
+                None => Sweep::Gone,
+                Some(true) => Sweep::Removed {
+                    what: "stale memfd channel socket",
+                },
+                Some(false) => Sweep::InUse,
+            })
+        }
         Err(e) => return Err(crate::error::from_errno("lstat", name.as_str(), 0, e)),
     };
     let kind = FileType::from_raw_mode(st.st_mode);

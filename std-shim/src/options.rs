@@ -1,5 +1,6 @@
 //! Channel options: geometry, policy, waiting and mapping.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bips_core::descriptor::PayloadType;
@@ -51,6 +52,22 @@ impl Default for WaitStrategy {
     }
 }
 
+/// Where a channel's segment lives. Consumers find a channel whatever its
+/// backend ([`crate::Consumer::open`] looks in `/dev/shm`, then in the
+/// socket directory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A POSIX shared-memory object, `/dev/shm/bips.<name>` (the default).
+    #[default]
+    Shm,
+    /// A sealed memfd (its size fixed for good: no peer can truncate it),
+    /// served to consumers over a Unix socket in the socket directory
+    /// (`$BIPS_SOCKET_DIR`, else `$XDG_RUNTIME_DIR/bips`, else `/run/bips`):
+    /// peers share that directory, not `/dev/shm`. Names up to 80 bytes.
+    Memfd,
+}
+
 /// Options for creating a channel: [`Options::new`] then builder methods.
 ///
 /// ```
@@ -75,6 +92,8 @@ pub struct Options {
     pub(crate) map: MapOptions,
     pub(crate) owner: OwnerPolicy,
     pub(crate) payload: Option<PayloadType>,
+    pub(crate) backend: Backend,
+    pub(crate) socket_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -95,7 +114,28 @@ impl Options {
             map: MapOptions::default(),
             owner: OwnerPolicy::default(),
             payload: None,
+            backend: Backend::Shm,
+            socket_dir: None,
         }
+    }
+
+    /// Where the segment lives (default [`Backend::Shm`]).
+    ///
+    /// ```
+    /// use bips::{Backend, Options};
+    /// let opts = Options::new(4, 1 << 20).backend(Backend::Memfd);
+    /// # let _ = opts;
+    /// ```
+    pub fn backend(mut self, backend: Backend) -> Options {
+        self.backend = backend;
+        self
+    }
+
+    /// The socket directory of a [`Backend::Memfd`] channel (default: see
+    /// [`Backend::Memfd`]); its consumers must look in the same one.
+    pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> Options {
+        self.socket_dir = Some(dir.into());
+        self
     }
 
     /// Declares what the channel carries: a type name and version, and
@@ -267,6 +307,7 @@ pub struct ConsumerOptions {
     pub(crate) map: MapOptions,
     pub(crate) owner: OwnerPolicy,
     pub(crate) require: Option<PayloadType>,
+    pub(crate) socket_dir: Option<PathBuf>,
 }
 
 impl ConsumerOptions {
@@ -335,6 +376,13 @@ impl ConsumerOptions {
     /// ```
     pub fn require_type(mut self, t: PayloadType) -> ConsumerOptions {
         self.require = Some(t);
+        self
+    }
+
+    /// Where to look for [`Backend::Memfd`] channels (default: see
+    /// [`Backend::Memfd`]).
+    pub fn socket_dir(mut self, dir: impl Into<PathBuf>) -> ConsumerOptions {
+        self.socket_dir = Some(dir.into());
         self
     }
 

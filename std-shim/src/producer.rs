@@ -9,9 +9,11 @@ use bips_core::Region;
 
 use crate::error::{Error, Result};
 use crate::frame;
-use crate::options::{Options, WaitStrategy};
+use crate::options::{Backend, Options, WaitStrategy};
 use crate::os::lock;
+use crate::os::memfd;
 use crate::os::shm::{page_size, Access, ChannelName, MapOptions, Object, Publish, Segment};
+use crate::os::socket::{self, Server};
 use crate::trust::OwnerPolicy;
 use crate::waiting::{now_ns, DoorbellWake, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
@@ -61,6 +63,8 @@ pub struct Producer {
     /// Per buffer: whether its descriptor slot holds a descriptor from an
     /// earlier sample, to clear when a later sample of it sets none.
     desc_in_slot: Box<[Cell<bool>]>,
+    /// A [`Backend::Memfd`] channel's socket server.
+    server: Option<Server>,
 }
 
 /// Wakes that must find nobody before the producer checks whether the
@@ -95,6 +99,16 @@ impl Producer {
         let len = layout.total_size.div_ceil(page) * page;
         // Listed for `remove_owned_channels` (signals) once published.
         let creating = crate::cleanup::Creating::begin();
+        let dir = socket::socket_dir(options.socket_dir.as_deref());
+        if options.backend == Backend::Memfd {
+            return Producer::create_memfd(&name, options, geometry, len, &dir, &creating);
+        }
+        // One name, one channel: not while a memfd channel has it.
+        if socket::is_live(&dir, &name) {
+            return Err(Error::ChannelBusy {
+                name: name.as_str().to_owned(),
+            });
+        }
         // The segment is created, locked and formatted under a staging name
         // and renamed into place only then (never over an existing object):
         // whoever finds it under the channel's name finds it complete and,
@@ -129,20 +143,8 @@ impl Producer {
                 match seg.publish()? {
                     Publish::Done => {
                         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                        creating.register(id, &seg);
-                        return Ok(Producer {
-                            core: bips_core::Producer::new(region),
-                            seg,
-                            wait: options.wait,
-                            id,
-                            last_reap: Cell::new(Instant::now()),
-                            doorbell: DoorbellWake::default(),
-                            last_sleeper_check: Cell::new(None),
-                            payload: options.payload,
-                            desc_in_slot: (0..geometry.buffer_count)
-                                .map(|_| Cell::new(false))
-                                .collect(),
-                        });
+                        creating.register(id, &seg, None);
+                        return Ok(Producer::new(region, seg, options, id, None));
                     }
                     // A live producer answers ChannelBusy; a stale one is removed.
                     Publish::Exists => replace_stale(&name, &options.owner)?,
@@ -162,9 +164,91 @@ impl Producer {
         })
     }
 
+    fn new(
+        region: Region<'static>,
+        seg: Segment,
+        options: &Options,
+        id: u64,
+        server: Option<Server>,
+    ) -> Producer {
+        Producer {
+            core: bips_core::Producer::new(region),
+            desc_in_slot: (0..region.geometry().buffer_count)
+                .map(|_| Cell::new(false))
+                .collect(),
+            seg,
+            wait: options.wait,
+            id,
+            last_reap: Cell::new(Instant::now()),
+            doorbell: DoorbellWake::default(),
+            last_sleeper_check: Cell::new(None),
+            payload: options.payload,
+            server,
+        }
+    }
+
+    /// [`Producer::create`] of a [`Backend::Memfd`] channel: claim the name
+    /// in the socket directory (its lock file), create, lock, format and
+    /// seal the memfd, then serve it.
+    fn create_memfd(
+        name: &ChannelName,
+        options: &Options,
+        geometry: bips_core::Geometry,
+        len: usize,
+        dir: &std::path::Path,
+        creating: &crate::cleanup::Creating,
+    ) -> Result<Producer> {
+        // One name, one channel: not while a live producer has it in /dev/shm.
+        if let Ok(obj) = Object::open(name, Access::ReadOnly) {
+            if lock::is_locked_by_other(obj.fd(), PRODUCER_LOCK_BYTE).unwrap_or(false) {
+                return Err(Error::ChannelBusy {
+                    name: name.as_str().to_owned(),
+                });
+            }
+        }
+        let claim = socket::Claim::take(dir, name, options.mode)?;
+        let fd = memfd::create(name, len, &options.map)?;
+        let seg = Segment::from_memfd(fd, len, name, &options.map, true, Access::ReadWrite)?;
+        // Liveness: byte 0 of the memfd, as for /dev/shm objects; consumers
+        // open the memfd anew (their own open file description) to see it.
+        if !lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", name, e))? {
+            return Err(Error::Corrupt {
+                what: "a fresh memfd was locked by someone else",
+            });
+        }
+        let epoch = now_ns() ^ (u64::from(std::process::id()) << 32);
+        // SAFETY: `seg` maps `len >= total_size` bytes, page-aligned, of a
+        // memfd nobody else has yet (it is served below). The region borrows
+        // the mapping for 'static, but lives in `Producer` next to the
+        // `Segment` and is dropped first (field order).
+        let region: Region<'static> = unsafe {
+            Region::format_typed(
+                seg.as_ptr(),
+                seg.len(),
+                geometry,
+                epoch,
+                options.payload.as_ref(),
+            )
+        }
+        .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        let served = seg
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| io("dup", name, e))?;
+        let server = claim.serve(served, len as u64, options.mode)?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        creating.register(id, &seg, Some(&server));
+        Ok(Producer::new(region, seg, options, id, Some(server)))
+    }
+
     /// The channel name.
     pub fn name(&self) -> &str {
         self.seg.name().as_str()
+    }
+
+    /// Where the channel's segment lives.
+    pub fn backend(&self) -> Backend {
+        self.seg.backend()
     }
 
     /// Bytes per buffer.
@@ -449,6 +533,8 @@ impl Drop for Producer {
     fn drop(&mut self) {
         self.core.close(&FutexWake);
         self.seg.unlink_if_same();
+        // A memfd channel: stop serving, remove the socket and lock file.
+        drop(self.server.take());
         // Last: until now a signal's cleanup may still remove the channel.
         crate::cleanup::deregister(self.id);
     }

@@ -18,7 +18,7 @@ const TAG: u64 = 0xAB1;
 /// Children of this file start here (a no-op in a normal test run).
 #[test]
 fn child_entry() {
-    bips_tests::child_entry(&[("consumer", consumer_role)]);
+    bips_tests::child_entry(&[("consumer", consumer_role), ("scribbler", scribbler_role)]);
 }
 
 /// Reads every sample through its buffer table, holding up to 3 at once.
@@ -65,6 +65,51 @@ fn consumer_role() {
         consumer.release_raw(s);
     }
     say(format!("RESULT received={next} indices={}", indices.len()));
+}
+
+/// Receives one sample, then writes into its payload through the raw
+/// pointer (a consumer bug): the write must fault, not reach the frame.
+fn scribbler_role() {
+    let name: String = env("BIPS_CHANNEL");
+    let consumer = open_consumer(&name, "park").expect("open");
+    let table = consumer.buffers();
+    say("READY");
+    let s = consumer
+        .recv_raw_timeout(Duration::from_secs(10))
+        .expect("recv");
+    let b = &table[s.buffer_index() as usize];
+    // The metadata area is part of the control region (still writable);
+    // the payload is not.
+    // SAFETY: deliberately wrong (a consumer must never write a payload):
+    // this write is what the test expects to fault. Volatile, so the
+    // compiler keeps it.
+    unsafe { b.ptr.write_volatile(0xAA) };
+    say("RESULT wrote=1");
+}
+
+#[test]
+fn a_consumer_that_writes_a_payload_faults_and_the_frame_is_intact() {
+    let ch = Channel::new("rawro");
+    let producer = Producer::create(ch.name(), &Options::new(2, 4096)).unwrap();
+    let reader = open_consumer(ch.name(), "park").unwrap();
+    let mut c = spawn(ENTRY, "scribbler")
+        .env("BIPS_CHANNEL", ch.name())
+        .start();
+    c.expect_line("READY", Duration::from_secs(10));
+    await_consumers(&producer, 2, Duration::from_secs(5));
+    let mut s = producer.loan().unwrap();
+    s.as_mut_slice()[0] = 0x55;
+    s.set_len(1);
+    s.publish().unwrap();
+    let status = c.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGSEGV),
+        "the write must fault: {}",
+        describe(status)
+    );
+    let got = reader.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(got.as_slice(), [0x55], "the frame is intact");
 }
 
 #[test]

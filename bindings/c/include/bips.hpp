@@ -17,6 +17,16 @@
 //       use(sample->data(), sample->size());
 //   }                                            // released here
 //
+// The BIPS spelling works too, so code written for BIPS ports with a changed
+// include (what the arguments mean: bindings/c/README.md, "The BIPS spelling"):
+//
+//   bips::Producer producer(bips::Backends::kShm, "/example", 10, 1024, true);
+//   bips::SampleMut buf = producer.Pull();        // a free buffer to fill
+//   producer.Push(buf);                           // publishes it
+//   bips::Consumer consumer(bips::Backends::kShm, "/example", 10, 1024, true);
+//   bips::Sample in = consumer.Pull();            // the next buffer to read
+//   consumer.Push(in);                            // gives it back
+//
 // Threads: a Producer or Consumer (with its loans/samples) is used by one
 // thread at a time; moving it to another thread is fine. If that contract is
 // broken anyway: a Sample destroyed while another thread is inside its
@@ -123,6 +133,23 @@ std::vector<bips_buffer_info> buffer_table(Fill fill) {
     check(fill(t.data(), t.size(), &n));
     t.resize(n < t.size() ? n : t.size());
     return t;
+}
+}  // namespace detail
+
+/// The transports of the BIPS API; bips has one, POSIX shared memory.
+enum class Backends { kShm };
+
+namespace detail {
+/// A BIPS channel name: a leading '/' (POSIX shm style) is dropped; the
+/// rest goes to bips, which refuses any other '/'.
+inline std::string seed_name(const std::string& name) {
+    return !name.empty() && name[0] == '/' ? name.substr(1) : name;
+}
+/// The channel name of a BIPS constructor, once its backend is checked.
+inline std::string seed_name(Backends backend, const std::string& name) {
+    if (backend != Backends::kShm)
+        throw Error(BIPS_E_INVALID_ARGUMENT, "BIPS_E_INVALID_ARGUMENT: bips has bips::Backends::kShm only");
+    return seed_name(name);
 }
 }  // namespace detail
 
@@ -266,6 +293,12 @@ public:
     Producer(const std::string& name, const Options& options) {
         detail::check(bips_producer_create(name.c_str(), &options.raw(), &p_));
     }
+    /// The BIPS spelling: creates channel `name` (a leading '/' dropped) with
+    /// `buffers` buffers of `size` bytes; `in_order` true is a lossless
+    /// channel (BIPS_POLICY_BLOCK), false latest-wins (BIPS_POLICY_DROP_OLDEST).
+    Producer(Backends backend, const std::string& name, uint32_t buffers, uint64_t size, bool in_order = true)
+        : Producer(detail::seed_name(backend, name),
+                   Options(buffers, size).policy(in_order ? BIPS_POLICY_BLOCK : BIPS_POLICY_DROP_OLDEST)) {}
     Producer(Producer&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
     Producer& operator=(Producer&& o) noexcept {
         if (this != &o) {
@@ -298,6 +331,17 @@ public:
         detail::check(bips_producer_consumer_count(p_, &n));
         return n;
     }
+    /// The BIPS spelling of loan(): a free buffer to fill.
+    SampleMut Pull() { return loan(); }
+    /// The BIPS spelling of publish(): publishes `buf`, a loan of this
+    /// producer (BIPS_E_INVALID_ARGUMENT for another's); returns its sequence.
+    uint64_t Push(SampleMut& buf) {
+        if (!buf || buf.native().owner != p_)
+            throw Error(BIPS_E_INVALID_ARGUMENT,
+                        "BIPS_E_INVALID_ARGUMENT: Push: the buffer is not a loan of this bips::Producer");
+        return buf.publish();
+    }
+    uint64_t Push(SampleMut&& buf) { return Push(buf); }
     /// The whole buffer table (entry i is buffer i), stable for the
     /// producer's life: register it once, then find each loan's buffer by
     /// SampleMut::buffer_index().
@@ -394,6 +438,29 @@ public:
     explicit Consumer(const std::string& name, const ConsumerOptions& options = ConsumerOptions()) {
         detail::check(bips_consumer_open(name.c_str(), &options.raw(), &c_));
     }
+    /// The BIPS spelling: opens channel `name` (a leading '/' dropped) and
+    /// checks it: exactly `buffers` buffers of `size` bytes and, with
+    /// `in_order`, lossless (BIPS_POLICY_BLOCK); else throws BIPS_E_LAYOUT.
+    Consumer(Backends backend, const std::string& name, uint32_t buffers, uint64_t size, bool in_order = true,
+             const ConsumerOptions& options = ConsumerOptions())
+        : Consumer(detail::seed_name(backend, name), options) {
+        const bips_geometry g = geometry();
+        std::string problem;
+        if (g.buffers != buffers || g.buffer_size != size) {
+            problem = "channel '" + detail::seed_name(name) + "' has " + std::to_string(g.buffers) +
+                      " buffers of " + std::to_string(g.buffer_size) + " bytes, but this consumer was written for " +
+                      std::to_string(buffers) + " buffers of " + std::to_string(size) +
+                      " bytes: pass the producer's geometry";
+        } else if (in_order && g.policy != BIPS_POLICY_BLOCK) {
+            problem = "channel '" + detail::seed_name(name) +
+                      "' is latest-wins (BIPS_POLICY_DROP_OLDEST), but this consumer asked for in_order "
+                      "(every buffer, none skipped): pass in_order = false to read it";
+        }
+        if (!problem.empty()) {
+            reset();  // a refused consumer does not stay attached
+            throw Error(BIPS_E_LAYOUT, "BIPS_E_LAYOUT: " + problem);
+        }
+    }
     Consumer(Consumer&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
     Consumer& operator=(Consumer&& o) noexcept {
         if (this != &o) {
@@ -419,6 +486,18 @@ public:
             throw;
         }
     }
+    /// The BIPS spelling of recv(): the next buffer to read; throws Error
+    /// (disconnected()) once the producer is gone and drained.
+    Sample Pull() { return recv(); }
+    /// The BIPS spelling of release(): gives `sample`, received by this
+    /// consumer, back (BIPS_E_INVALID_ARGUMENT for another's).
+    void Push(Sample& sample) {
+        if (!sample || sample.native().owner != c_)
+            throw Error(BIPS_E_INVALID_ARGUMENT,
+                        "BIPS_E_INVALID_ARGUMENT: Push: the sample was not received by this bips::Consumer");
+        sample.release();
+    }
+    void Push(Sample&& sample) { Push(sample); }
     /// The next sample if one is ready now (no system call), else std::nullopt.
     std::optional<Sample> try_recv() { return recv_ns(BIPS_TRY); }
     /// The next sample, waiting at most `timeout` (std::nullopt after).

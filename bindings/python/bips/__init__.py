@@ -25,13 +25,20 @@ Blocking calls release the GIL. A sample stays held (the producer never
 rewrites its buffer) while the ``Sample`` or any view of it is alive;
 ``Sample.release()`` gives it back early and raises ``BufferError`` while views
 exist. Errors are subclasses of :class:`bips.Error`.
+
+The BIPS API's spelling works too (``bips._seed`` says what its arguments
+mean)::
+
+    producer = bips.Producer(bips.Backends.kShm, "/example", 10, 1024, True)
+    buf = producer.Pull(); ...; producer.Push(buf)
 """
 
 from ._bips import (
     MAX_HELD,
     ChannelBusy,
-    Consumer,
     Corrupt,
+    Descriptor,
+    DescriptorError,
     Disconnected,
     Error,
     HeldLimit,
@@ -41,22 +48,26 @@ from ._bips import (
     NoSpace,
     NotFound,
     PermissionDenied,
-    Producer,
     Sample,
     SampleMut,
     Timeout,
     TooManyConsumers,
+    TypeMismatch,
     UntrustedOwner,
     __version__,
     list_channels,
     now_ns,
 )
+from ._seed import Backends, Consumer, Producer
 
 __all__ = [
     "MAX_HELD",
+    "Backends",
     "ChannelBusy",
     "Consumer",
     "Corrupt",
+    "Descriptor",
+    "DescriptorError",
     "Disconnected",
     "Error",
     "HeldLimit",
@@ -71,6 +82,7 @@ __all__ = [
     "SampleMut",
     "Timeout",
     "TooManyConsumers",
+    "TypeMismatch",
     "UntrustedOwner",
     "__version__",
     "list_channels",

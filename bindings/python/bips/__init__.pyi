@@ -1,9 +1,10 @@
 """Type stubs of bips (zero-copy shared-memory buffers between processes)."""
 
+import enum
 import sys
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Literal, final
+from typing import Any, Literal, final, overload
 
 if sys.version_info >= (3, 12):
     from collections.abc import Buffer
@@ -17,6 +18,11 @@ MAX_HELD: int
 Backpressure = Literal["block", "drop_oldest", "drop-oldest"]
 WaitStrategy = Literal["spin_then_park", "spin-then-park", "spin", "park"]
 StartAt = Literal["newest", "oldest", "next"]
+
+class Backends(enum.IntEnum):
+    """The transports of the BIPS API; bips has one, POSIX shared memory."""
+
+    kShm = 0
 
 class Error(Exception):
     """Base class of every bips error."""
@@ -57,6 +63,67 @@ class InvalidOptions(Error, ValueError):
 class NoSpace(Error):
     """Not enough shared memory in /dev/shm for the channel."""
 
+class TypeMismatch(Error):
+    """The channel does not carry the payload type this consumer requires (``require_type=``)."""
+
+class DescriptorError(Error, ValueError):
+    """A frame/tensor descriptor is unusable (malformed, too big, or reaching past the sample)."""
+
+@final
+class Descriptor:
+    """What a sample's bytes are: element type, shape, byte strides, offset, format, planes.
+
+    ``dtype``: a name (``"uint8"``, ``"float32"``, ``"bfloat16"``, ...) or a NumPy
+    dtype; ``strides`` in bytes (default C-contiguous); ``planes``:
+    ``(offset, stride, rows, row_bytes)`` each. Raises :class:`DescriptorError`.
+    """
+
+    def __init__(
+        self,
+        dtype: object,
+        shape: Sequence[int],
+        strides: Sequence[int] | None = None,
+        *,
+        offset: int = 0,
+        format: str | None = None,
+        colorimetry: str | None = None,
+        planes: Sequence[tuple[int, int, int, int]] | None = None,
+    ) -> None: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def itemsize(self) -> int: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Bytes between neighbours along each dimension."""
+    @property
+    def ndim(self) -> int: ...
+    @property
+    def offset(self) -> int:
+        """Bytes from the buffer's start to element [0, ..., 0]."""
+    @property
+    def format(self) -> str | None:
+        """Pixel format (``"RGBA"``, ``"GRAY16_LE"``, ``"NV12"``, ...)."""
+    @property
+    def colorimetry(self) -> str | None: ...
+    @property
+    def planes(self) -> list[tuple[int, int, int, int]]: ...
+    @property
+    def buffer_format(self) -> str | None:
+        """PEP 3118 format (``"<B"``); ``None`` for bfloat16."""
+    @property
+    def typestr(self) -> str | None:
+        """``__array_interface__`` typestr (``"|u1"``, ``"<f4"``); ``None`` for bfloat16."""
+    @property
+    def nbytes(self) -> int:
+        """Bytes needed from the buffer's start."""
+    @property
+    def is_c_contiguous(self) -> bool: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
 class UntrustedOwner(PermissionDenied):
     """The channel's /dev/shm object is owned by a uid this process does not trust.
 
@@ -85,6 +152,12 @@ class SampleMut(Buffer):
     @property
     def seq(self) -> int | None:
         """The sequence number once published."""
+    @property
+    def descriptor(self) -> Descriptor | None:
+        """The loan's descriptor (``loan(shape=...)`` or the channel's fixed one)."""
+    @property
+    def array(self) -> Any:
+        """The NumPy array of a loan with a descriptor (made by bips; sealed read-only at publish)."""
     def publish(
         self,
         length: int | None = None,
@@ -97,7 +170,8 @@ class SampleMut(Buffer):
     def __len__(self) -> int: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __release_buffer__(self, buffer: memoryview, /) -> None: ...
-    def __enter__(self) -> SampleMut: ...
+    def __enter__(self) -> Any:
+        """``self``; for ``loan(shape=...)``/``loan(descriptor=...)``, the NumPy array (``.array``)."""
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -129,6 +203,27 @@ class Sample(Buffer):
     @property
     def released(self) -> bool:
         """Whether the sample was released."""
+    @property
+    def descriptor(self) -> Descriptor | None:
+        """Its descriptor (own, else the channel's fixed one); DescriptorError if unusable."""
+    @property
+    def raw(self) -> memoryview:
+        """The plain bytes, 1-D read-only (an export: keeps the sample held)."""
+    @property
+    def __array_interface__(self) -> dict[str, Any]:
+        """Version 3; reading it pins the sample until it is freed."""
+    def __array__(self, dtype: object = None, copy: bool | None = None) -> Any: ...
+    def __dlpack__(
+        self,
+        *,
+        stream: object = None,
+        max_version: tuple[int, int] | None = None,
+        dl_device: tuple[int, int] | None = None,
+        copy: bool | None = None,
+    ) -> object:
+        """A DLPack capsule (read-only for max_version >= (1, 0)); holds the sample."""
+    def __dlpack_device__(self) -> tuple[int, int]:
+        """``(1, 0)``: CPU."""
     def release(self) -> None:
         """Gives the buffer back; ``BufferError`` while views are alive."""
     def __len__(self) -> int: ...
@@ -146,6 +241,20 @@ class Producer:
     ``trust_any_owner=True``; otherwise :class:`UntrustedOwner`.
     """
 
+    @overload
+    def __init__(
+        self,
+        backend: Backends,
+        name: str,
+        buffers: int,
+        size: int,
+        in_order: bool = True,
+        /,
+        **options: Any,
+    ) -> None:
+        """The BIPS spelling: ``in_order`` True is ``backpressure="block"``, False
+        ``"drop_oldest"``; a leading ``/`` in ``name`` is dropped."""
+    @overload
     def __init__(
         self,
         name: str,
@@ -162,6 +271,8 @@ class Producer:
         prefault: bool = False,
         trust_owner: int | Sequence[int] | None = None,
         trust_any_owner: bool = False,
+        payload_type: tuple[str, int] | None = None,
+        descriptor: Descriptor | None = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -174,12 +285,40 @@ class Producer:
     @property
     def max_consumers(self) -> int: ...
     @property
+    def payload_type(self) -> tuple[str, int] | None: ...
+    @property
+    def fixed_descriptor(self) -> Descriptor | None: ...
+    @property
     def consumer_count(self) -> int:
         """Consumers attached right now."""
     @property
     def closed(self) -> bool: ...
-    def loan(self, timeout: float | None = None) -> SampleMut:
-        """A free buffer, waiting at most ``timeout`` s (``None``: forever); raises Timeout."""
+    def loan(
+        self,
+        timeout: float | None = None,
+        *,
+        shape: Sequence[int] | None = None,
+        dtype: object = None,
+        strides: Sequence[int] | None = None,
+        format: str | None = None,
+        colorimetry: str | None = None,
+        descriptor: Descriptor | None = None,
+    ) -> SampleMut:
+        """A free buffer, waiting at most ``timeout`` s (``None``: forever); raises Timeout.
+
+        With ``shape``+``dtype`` (or ``descriptor``), ``with`` binds its NumPy array.
+        """
+    def send(
+        self,
+        array: Buffer,
+        *,
+        format: str | None = None,
+        colorimetry: str | None = None,
+        meta: Buffer | None = None,
+        timestamp_ns: int | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Loans, copies ``array`` (any strides), describes and publishes it; returns the sequence."""
     def try_loan(self) -> SampleMut | None:
         """A free buffer if one is free now."""
     def pull(self, timeout: float | None = None) -> SampleMut:
@@ -219,6 +358,21 @@ class Consumer:
     or ``trust_any_owner=True`` trusts it.
     """
 
+    @overload
+    def __init__(
+        self,
+        backend: Backends,
+        name: str,
+        buffers: int,
+        size: int,
+        in_order: bool = True,
+        /,
+        **options: Any,
+    ) -> None:
+        """The BIPS spelling: raises LayoutMismatch unless the channel has ``buffers``
+        buffers of ``size`` bytes and, with ``in_order`` True, is lossless
+        (``"block"``); a leading ``/`` in ``name`` is dropped."""
+    @overload
     def __init__(
         self,
         name: str,
@@ -228,6 +382,7 @@ class Consumer:
         prefault: bool = False,
         trust_owner: int | Sequence[int] | None = None,
         trust_any_owner: bool = False,
+        require_type: tuple[str, int] | None = None,
     ) -> None: ...
     @property
     def name(self) -> str: ...
@@ -239,6 +394,13 @@ class Consumer:
     def meta_size(self) -> int: ...
     @property
     def max_consumers(self) -> int: ...
+    @property
+    def backpressure(self) -> Literal["block", "drop_oldest"]:
+        """The channel's policy, set by its producer."""
+    @property
+    def payload_type(self) -> tuple[str, int] | None: ...
+    @property
+    def fixed_descriptor(self) -> Descriptor | None: ...
     @property
     def closed(self) -> bool: ...
     def recv(self, timeout: float | None = None) -> Sample:
@@ -268,9 +430,12 @@ def now_ns() -> int:
 
 __all__ = [
     "MAX_HELD",
+    "Backends",
     "ChannelBusy",
     "Consumer",
     "Corrupt",
+    "Descriptor",
+    "DescriptorError",
     "Disconnected",
     "Error",
     "HeldLimit",
@@ -285,6 +450,7 @@ __all__ = [
     "SampleMut",
     "Timeout",
     "TooManyConsumers",
+    "TypeMismatch",
     "__version__",
     "list_channels",
     "now_ns",

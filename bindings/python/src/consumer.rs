@@ -20,9 +20,10 @@ use std::sync::{Arc, Mutex as StdMutex};
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyMemoryView};
 
-use crate::errors::{to_py, IntoPyResult};
+use crate::errors::{new_err, to_py, IntoPyResult, Kind};
+use crate::frames::{bytes_geom, dlpack_args, to_capsule, Geom, PyDescriptor};
 use crate::serial::{Serialized, Settle};
 use crate::{deadline, parse_start, parse_trust, parse_wait, slice_until};
 
@@ -36,17 +37,22 @@ impl Settle for bips::Consumer {
 
 type Core = Serialized<bips::Consumer>;
 
-/// What a blocking call got: a detached sample plus the copy of its metadata.
+/// What a blocking call got: a detached sample plus the copy of its metadata
+/// and its descriptor (copied out of shared memory and validated against the
+/// sample's length once, here: every export uses this copy).
 struct Got {
     raw: bips::RawSample,
     meta: Vec<u8>,
+    desc: Result<Option<bips::Descriptor>, String>,
 }
 
 fn detach_sample(s: bips::Sample<'_>) -> Got {
     let meta = s.meta().to_vec();
+    let desc = s.descriptor().map_err(|e| e.to_string());
     Got {
         raw: s.into_raw(),
         meta,
+        desc,
     }
 }
 
@@ -75,6 +81,8 @@ pub(crate) struct Consumer {
     buffer_size: u64,
     meta_size: u32,
     max_consumers: u32,
+    backpressure: &'static str,
+    payload: Option<bips::PayloadType>,
 }
 
 impl Consumer {
@@ -88,7 +96,14 @@ impl Consumer {
 
     fn wrap(&self, py: Python<'_>, core: &Arc<Core>, got: Got) -> PyResult<Py<Sample>> {
         let len = got.raw.len();
+        let geom = match &got.desc {
+            Ok(None) => Ok(bytes_geom(len)),
+            Ok(Some(d)) => Geom::new(*d).map_err(|e| format!("sample descriptor: {e}")),
+            Err(e) => Err(e.clone()),
+        };
         let sample = Sample {
+            desc: got.desc,
+            geom,
             seq: got.raw.seq(),
             timestamp_ns: got.raw.timestamp_ns(),
             lagged: got.raw.lagged(),
@@ -101,6 +116,7 @@ impl Consumer {
                 }),
                 exports: 0,
                 release_when_unexported: false,
+                pinned: false,
             }),
         };
         // On failure `sample` drops, which gives the hold back.
@@ -155,8 +171,9 @@ impl Consumer {
     #[new]
     #[pyo3(signature = (
         name, *, start = "newest", wait = "spin_then_park", prefault = false,
-        trust_owner = None, trust_any_owner = false
+        trust_owner = None, trust_any_owner = false, require_type = None
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         name: &str,
@@ -165,25 +182,35 @@ impl Consumer {
         prefault: bool,
         trust_owner: Option<&Bound<'_, PyAny>>,
         trust_any_owner: bool,
+        require_type: Option<(String, u32)>,
     ) -> PyResult<Self> {
-        let opts = bips::ConsumerOptions::new()
+        let mut opts = bips::ConsumerOptions::new()
             .start(parse_start(start)?)
             .wait(parse_wait(wait)?)
             .prefault(prefault)
             .trust(parse_trust(trust_owner, trust_any_owner)?);
+        if let Some((tname, version)) = require_type {
+            opts = opts.require_type(crate::payload_type(&tname, version, None)?);
+        }
         let name = name.to_owned();
         // Opening may wait up to ~1 s for a producer still formatting.
         let consumer = py
             .detach(|| bips::Consumer::open_with(&name, &opts))
             .py_err()?;
         let g = *consumer.geometry();
+        let payload = consumer.payload_type().copied();
         Ok(Consumer {
+            payload,
             core: StdMutex::new(Some(Arc::new(Serialized::new(consumer)))),
             name,
             buffers: g.buffer_count,
             buffer_size: g.buffer_size,
             meta_size: g.meta_size,
             max_consumers: g.max_consumers,
+            backpressure: match g.policy {
+                bips::Backpressure::Block => "block",
+                bips::Backpressure::DropOldest => "drop_oldest",
+            },
         })
     }
 
@@ -296,6 +323,27 @@ impl Consumer {
         self.max_consumers
     }
 
+    /// The channel's policy, set by its producer: ``"block"`` or ``"drop_oldest"``.
+    #[getter]
+    fn backpressure(&self) -> &'static str {
+        self.backpressure
+    }
+
+    /// The payload type the channel declares, ``(name, version)``, or ``None``.
+    #[getter]
+    fn payload_type(&self) -> Option<(&str, u32)> {
+        self.payload.as_ref().map(|t| (t.name(), t.version()))
+    }
+
+    /// The descriptor the channel fixes for every sample, or ``None``.
+    #[getter]
+    fn fixed_descriptor(&self) -> Option<PyDescriptor> {
+        self.payload
+            .as_ref()
+            .and_then(|t| t.descriptor())
+            .map(|d| PyDescriptor { d: *d })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<bips.Consumer {:?} buffers={} buffer_size={}{}>",
@@ -345,6 +393,10 @@ struct SampleState {
     exports: usize,
     /// `__exit__` ran while exports lived: release when the last one goes.
     release_when_unexported: bool,
+    /// `__array_interface__` was read: an array may use the memory without
+    /// an export the count could see, so the hold lasts until this object is
+    /// freed (the array's `base` keeps it alive).
+    pinned: bool,
 }
 
 /// A received sample: the producer's bytes, in place, read-only.
@@ -363,6 +415,10 @@ pub(crate) struct Sample {
     lagged: u64,
     len: usize,
     meta: Vec<u8>,
+    /// The validated descriptor (own or the channel's), or why it is unusable.
+    desc: Result<Option<bips::Descriptor>, String>,
+    /// The export geometry: the descriptor's, or 1-D bytes without one.
+    geom: Result<Geom, String>,
 }
 
 impl Sample {
@@ -387,6 +443,14 @@ impl Sample {
                     "cannot release sample #{}: {} buffer export(s) (memoryview/NumPy array/tensor) \
                      still use its memory; delete them first",
                     self.seq, st.exports
+                )));
+            }
+            if st.pinned && st.held.is_some() {
+                return Err(PyBufferError::new_err(format!(
+                    "cannot release sample #{}: its __array_interface__ was taken, and an array \
+                     made from it may still use the memory; it is released when the sample \
+                     is freed",
+                    self.seq
                 )));
             }
             st.held.take()
@@ -452,6 +516,9 @@ impl Sample {
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         {
             let mut st = self.state();
+            if st.pinned {
+                return Ok(false); // released when freed
+            }
             if st.exports > 0 {
                 st.release_when_unexported = true;
                 return Ok(false);
@@ -459,6 +526,111 @@ impl Sample {
         }
         self.release_impl(py)?;
         Ok(false)
+    }
+
+    /// The sample's frame/tensor descriptor (its own, else the one its
+    /// channel fixes), or ``None``. Raises ``DescriptorError`` when the
+    /// producer wrote an unusable one.
+    #[getter]
+    fn descriptor(&self) -> PyResult<Option<PyDescriptor>> {
+        match &self.desc {
+            Ok(d) => Ok(d.map(|d| PyDescriptor { d })),
+            Err(e) => Err(new_err(Kind::Descriptor, e.clone())),
+        }
+    }
+
+    /// The plain bytes of the whole sample: a read-only 1-D ``memoryview``
+    /// of ``len(sample)`` bytes (an export: it keeps the sample held).
+    #[getter]
+    fn raw<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
+        let exporter = Bound::new(
+            slf.py(),
+            RawBytes {
+                sample: slf.clone().unbind(),
+            },
+        )?;
+        PyMemoryView::from(exporter.as_any())
+    }
+
+    /// NumPy's array interface (version 3): the shaped, typed, strided,
+    /// read-only array. Reading it pins the sample: ``release()`` then
+    /// refuses, and the buffer is given back when the sample is freed (an
+    /// array made from the interface keeps it alive as its ``base``).
+    #[getter]
+    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let geom = self.geom_or_err()?;
+        let mut st = self.state();
+        let Some(held) = st.held.as_ref() else {
+            return Err(self.released_err());
+        };
+        let d = geom.array_interface(py, held.ptr(), true, "this sample")?;
+        st.pinned = true;
+        Ok(d)
+    }
+
+    /// ``np.array(sample)`` / ``np.asarray(sample)`` fallback (the buffer
+    /// protocol comes first): raises the reason the buffer protocol refused.
+    #[pyo3(signature = (dtype = None, copy = None))]
+    fn __array__<'py>(
+        slf: &Bound<'py, Self>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let view = PyMemoryView::from(slf.as_any())?;
+        let np = py.import("numpy")?;
+        let mut arr = np.getattr("asarray")?.call1((view,))?;
+        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
+            arr = arr.call_method1("astype", (dt,))?;
+        }
+        if copy == Some(true) {
+            arr = arr.call_method0("copy")?;
+        }
+        Ok(arr)
+    }
+
+    /// DLPack export (``np.from_dlpack(sample)``, ``torch.from_dlpack(sample)``):
+    /// zero copy, CPU, read-only when the consumer speaks DLPack >= 1.0. The
+    /// tensor keeps the sample held until it is deleted.
+    #[pyo3(signature = (*, stream = None, max_version = None, dl_device = None, copy = None))]
+    fn __dlpack__(
+        slf: &Bound<'_, Self>,
+        stream: Option<&Bound<'_, PyAny>>,
+        max_version: Option<(u32, u32)>,
+        dl_device: Option<(i32, i32)>,
+        copy: Option<bool>,
+    ) -> PyResult<Py<PyAny>> {
+        let versioned = dlpack_args(stream, max_version, dl_device, copy)?;
+        let this = slf.get();
+        let geom = this.geom_or_err()?;
+        let base = {
+            let mut st = this.state();
+            let Some(held) = st.held.as_ref() else {
+                return Err(this.released_err());
+            };
+            let p = held.ptr().cast_mut();
+            st.exports += 1;
+            p
+        };
+        // SAFETY: the export count was raised: the hold (and the consumer's
+        // mapping, through its `Arc`) lasts until the capsule's deleter lowers
+        // it; the bytes are the producer's, never written by this process.
+        unsafe {
+            to_capsule(
+                slf.py(),
+                geom,
+                base,
+                true,
+                versioned,
+                slf.clone().into_any().unbind(),
+                unexport_sample,
+            )
+        }
+    }
+
+    /// ``(1, 0)``: kDLCPU, device 0.
+    fn __dlpack_device__(&self) -> (i32, i32) {
+        (1, 0)
     }
 
     fn __repr__(&self) -> String {
@@ -481,15 +653,31 @@ impl Sample {
         let this = slf.get();
         let mut st = this.state();
         let Some(held) = st.held.as_ref() else {
-            return Err(PyBufferError::new_err(format!(
-                "sample #{} was released: its buffer is no longer readable",
-                this.seq
-            )));
+            return Err(this.released_err());
         };
         if flags & ffi::PyBUF_WRITABLE != 0 {
             return Err(PyBufferError::new_err(
                 "a bips.Sample is read-only: it is the producer's buffer, shared by every consumer",
             ));
+        }
+        if !matches!(this.desc, Ok(None)) {
+            let geom = this.geom_or_err()?;
+            // SAFETY: `view` is CPython's; this sample owns `geom` and, through
+            // `view.obj` (a new strong reference), keeps the hold and the
+            // consumer's mapping while the export lives (`exports > 0`); the
+            // descriptor was validated against the sample's length.
+            unsafe {
+                geom.fill(
+                    view,
+                    slf.as_any(),
+                    held.ptr().cast_mut(),
+                    true,
+                    flags,
+                    "this sample",
+                )?
+            };
+            st.exports += 1;
+            return Ok(());
         }
         // SAFETY: `view` is the valid Py_buffer CPython handed us. The pointer
         // is `len` bytes inside the consumer's mapping (the length was bounded
@@ -518,6 +706,26 @@ impl Sample {
     /// # Safety
     /// Called by CPython for a view that `__getbuffer__` filled.
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.unexport();
+    }
+}
+
+impl Sample {
+    fn released_err(&self) -> PyErr {
+        PyBufferError::new_err(format!(
+            "sample #{} was released: its buffer is no longer readable",
+            self.seq
+        ))
+    }
+
+    fn geom_or_err(&self) -> PyResult<&Geom> {
+        self.geom
+            .as_ref()
+            .map_err(|e| new_err(Kind::Descriptor, e.clone()))
+    }
+
+    /// Ends one export (buffer, raw bytes or DLPack).
+    fn unexport(&self) {
         let held = {
             let mut st = self.state();
             st.exports = st.exports.saturating_sub(1);
@@ -529,5 +737,61 @@ impl Sample {
         };
         // May run during garbage collection: `Held::drop` never waits.
         drop(held);
+    }
+}
+
+fn unexport_sample(obj: &Bound<'_, PyAny>) {
+    if let Ok(s) = obj.cast::<Sample>() {
+        s.get().unexport();
+    }
+}
+
+/// The exporter behind ``Sample.raw``: the sample's plain bytes, 1-D ``uint8``.
+#[pyclass(frozen, module = "bips")]
+pub(crate) struct RawBytes {
+    sample: Py<Sample>,
+}
+
+#[pymethods]
+impl RawBytes {
+    /// # Safety
+    /// Called by CPython with a valid `view` (buffer protocol).
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let sample = slf.get().sample.get();
+        let mut st = sample.state();
+        let Some(held) = st.held.as_ref() else {
+            return Err(sample.released_err());
+        };
+        if flags & ffi::PyBUF_WRITABLE != 0 {
+            return Err(PyBufferError::new_err("a bips.Sample is read-only"));
+        }
+        // SAFETY: as in `Sample::__getbuffer__`: `len` bytes of the mapping,
+        // held while `exports > 0`; `view.obj` keeps this object, and so the
+        // sample, alive.
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                held.ptr() as *mut std::ffi::c_void,
+                sample.len as ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        st.exports += 1;
+        Ok(())
+    }
+
+    /// # Safety
+    /// Called by CPython for a view that `__getbuffer__` filled.
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.sample.get().unexport();
     }
 }

@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     InvalidOptions,
     NoSpace,
     UntrustedOwner,
+    TypeMismatch,
+    Descriptor,
 }
 
 /// Name, extra built-in base, docstring.
@@ -39,7 +41,7 @@ type ClassSpec = (
     &'static str,
 );
 
-const CLASSES: [ClassSpec; 14] = [
+const CLASSES: [ClassSpec; 16] = [
     ("Error", None, "Base class of every bips error."),
     (
         "Timeout",
@@ -106,6 +108,17 @@ const CLASSES: [ClassSpec; 14] = [
         None,
         "The channel's /dev/shm object is owned by a uid this process does not trust \
          (see trust_owner= / trust_any_owner=); a PermissionDenied.",
+    ),
+    (
+        "TypeMismatch",
+        None,
+        "The channel does not carry the payload type this consumer requires (require_type=).",
+    ),
+    (
+        "DescriptorError",
+        Some(PyValueError::type_object),
+        "A frame/tensor descriptor is unusable: malformed, too big for its buffer, or \
+         (from another process) reaching past the sample (also a ValueError).",
     ),
 ];
 
@@ -177,6 +190,8 @@ pub(crate) fn to_py(e: bips::Error) -> PyErr {
         E::HeldLimit { .. } => Kind::HeldLimit,
         E::Layout { .. } => Kind::LayoutMismatch,
         E::Corrupt { .. } => Kind::Corrupt,
+        E::TypeMismatch { .. } => Kind::TypeMismatch,
+        E::Descriptor(_) => Kind::Descriptor,
         _ => Kind::Error, // Io, and variants added later
     };
     new_err(kind, e.to_string())

@@ -15,7 +15,9 @@ use pyo3::prelude::*;
 
 mod consumer;
 mod errors;
+mod frames;
 mod producer;
+mod send;
 mod serial;
 
 /// Longest time a blocking call stays in Rust without coming back for
@@ -123,6 +125,24 @@ fn trust_invalid(v: &Bound<'_, PyAny>) -> PyErr {
     )
 }
 
+/// A payload type from the `payload_type=` / `require_type=` keywords.
+pub(crate) fn payload_type(
+    name: &str,
+    version: u32,
+    descriptor: Option<bips::Descriptor>,
+) -> PyResult<bips::PayloadType> {
+    let t = bips::PayloadType::new(name, version).map_err(|e| {
+        errors::new_err(
+            errors::Kind::InvalidOptions,
+            format!("invalid payload type name {name:?}: {e} (1 to 63 printable ASCII bytes)"),
+        )
+    })?;
+    Ok(match descriptor {
+        Some(d) => t.with_descriptor(d),
+        None => t,
+    })
+}
+
 /// Names of the channels in `/dev/shm` (live or stale).
 #[pyfunction]
 fn list_channels() -> PyResult<Vec<String>> {
@@ -143,6 +163,7 @@ fn _bips(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::SampleMut>()?;
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::Sample>()?;
+    m.add_class::<frames::PyDescriptor>()?;
     errors::register(m)?;
     m.add_function(wrap_pyfunction!(list_channels, m)?)?;
     m.add_function(wrap_pyfunction!(now_ns, m)?)?;

@@ -25,8 +25,10 @@ use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::{PyMemoryView, PyWeakrefReference};
 
 use crate::errors::{new_err, to_py, IntoPyResult, Kind};
+use crate::frames::{desc_err, parse_dtype, Geom, PyDescriptor};
 use crate::serial::{Serialized, Settle};
 use crate::{deadline, parse_backpressure, parse_trust, parse_wait, slice_until};
 
@@ -70,6 +72,7 @@ pub(crate) struct Producer {
     buffer_size: u64,
     meta_size: u32,
     max_consumers: u32,
+    payload: Option<bips::PayloadType>,
 }
 
 impl Producer {
@@ -92,17 +95,42 @@ impl Producer {
         }
     }
 
-    fn new_sample(&self, py: Python<'_>, loaned: Loaned) -> PyResult<Py<SampleMut>> {
+    fn new_sample(
+        &self,
+        py: Python<'_>,
+        mut loaned: Loaned,
+        desc: Option<&bips::Descriptor>,
+    ) -> PyResult<Py<SampleMut>> {
+        // On failure `loaned` drops, which gives the buffer back.
+        let core = loaned.core.clone();
+        let loan = loaned
+            .loan
+            .as_mut()
+            .expect("a Loaned holds its loan until it ends");
+        let raw = &mut loan.raw;
+        let shaped = desc.is_some();
+        let desc = core
+            .run(py, move |p| {
+                if let Some(d) = desc {
+                    p.set_raw_descriptor(raw, d)?;
+                }
+                Ok(p.raw_descriptor(raw))
+            })
+            .py_err()?;
+        let geom = desc.map(Geom::new).transpose().map_err(desc_err)?;
         Py::new(
             py,
             SampleMut {
                 capacity: loaned.loan.as_ref().map_or(0, |l| l.raw.capacity()),
                 meta_size: self.meta_size as usize,
+                geom,
+                shaped,
                 state: StdMutex::new(LoanState {
                     loaned: Some(loaned),
                     exports: 0,
                     discard_when_unexported: false,
                     seq: None,
+                    frame: None,
                 }),
             },
         )
@@ -125,14 +153,19 @@ impl Producer {
         buf.publish_impl(py, length, meta, timestamp_ns)
     }
 
-    fn loan_impl(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<SampleMut>> {
+    fn loan_impl(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        desc: Option<&bips::Descriptor>,
+    ) -> PyResult<Py<SampleMut>> {
         let core = self.core()?;
         let deadline = deadline(timeout)?;
         let first = core.run(py, |p| {
             p.try_loan().map(|o| o.map(|s| Producer::wrap(s, &core)))
         });
         if let Some(loaned) = first.py_err()? {
-            return self.new_sample(py, loaned);
+            return self.new_sample(py, loaned, desc);
         }
         loop {
             let Some(slice) = slice_until(deadline) else {
@@ -146,7 +179,7 @@ impl Producer {
                 })
             });
             if let Some(loaned) = got.py_err()? {
-                return self.new_sample(py, loaned);
+                return self.new_sample(py, loaned, desc);
             }
             py.check_signals()?;
             self.core()?;
@@ -160,7 +193,8 @@ impl Producer {
     #[pyo3(signature = (
         name, buffers, size, *, backpressure = "block", max_consumers = 8, meta_size = 64,
         mode = 0o600, wait = "spin_then_park", ring_capacity = None, alignment = None,
-        prefault = false, trust_owner = None, trust_any_owner = false
+        prefault = false, trust_owner = None, trust_any_owner = false, payload_type = None,
+        descriptor = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -178,6 +212,8 @@ impl Producer {
         prefault: bool,
         trust_owner: Option<&Bound<'_, PyAny>>,
         trust_any_owner: bool,
+        payload_type: Option<(String, u32)>,
+        descriptor: Option<PyRef<'_, PyDescriptor>>,
     ) -> PyResult<Self> {
         let mut opts = bips::Options::new(buffers, size)
             .backpressure(parse_backpressure(backpressure)?)
@@ -193,12 +229,26 @@ impl Producer {
         if let Some(a) = alignment {
             opts = opts.alignment(a);
         }
+        match (payload_type, descriptor) {
+            (Some((tname, version)), d) => {
+                opts = opts.payload_type(crate::payload_type(&tname, version, d.map(|d| d.d))?);
+            }
+            (None, Some(_)) => {
+                return Err(new_err(
+                    Kind::InvalidOptions,
+                    "descriptor= fixes the descriptor of a typed channel: give payload_type=(name, version) too",
+                ))
+            }
+            (None, None) => {}
+        }
         let name = name.to_owned();
         let producer = py
             .detach(|| bips::Producer::create(&name, &opts))
             .py_err()?;
         let g = *producer.geometry();
+        let payload = producer.payload_type().copied();
         Ok(Producer {
+            payload,
             core: StdMutex::new(Some(Arc::new(Serialized::new(producer)))),
             name,
             buffers: g.buffer_count,
@@ -211,9 +261,115 @@ impl Producer {
     /// Loans a free buffer, waiting at most ``timeout`` seconds (``None``: as
     /// long as it takes; under ``"block"`` the slowest consumer paces this).
     /// Raises ``Timeout``. Returns a writable ``SampleMut``.
-    #[pyo3(signature = (timeout = None))]
-    fn loan(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<SampleMut>> {
-        self.loan_impl(py, timeout)
+    ///
+    /// With ``shape`` and ``dtype`` (or ``descriptor``) the loan carries that
+    /// descriptor (C-contiguous unless ``strides``, in bytes): its exports are
+    /// shaped and typed, and ``with producer.loan(shape=..., dtype=...) as
+    /// frame:`` binds ``frame`` to a NumPy array of the buffer.
+    #[pyo3(signature = (timeout = None, *, shape = None, dtype = None, strides = None,
+                        format = None, colorimetry = None, descriptor = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn loan(
+        &self,
+        py: Python<'_>,
+        timeout: Option<f64>,
+        shape: Option<Vec<u64>>,
+        dtype: Option<&Bound<'_, PyAny>>,
+        strides: Option<Vec<i64>>,
+        format: Option<&str>,
+        colorimetry: Option<&str>,
+        descriptor: Option<PyRef<'_, PyDescriptor>>,
+    ) -> PyResult<Py<SampleMut>> {
+        let desc = match (shape, descriptor) {
+            (Some(_), Some(_)) => {
+                return Err(new_err(
+                    Kind::InvalidOptions,
+                    "give shape=/dtype= or descriptor=, not both",
+                ))
+            }
+            (None, Some(d)) => Some(d.d),
+            (Some(shape), None) => {
+                let dtype = dtype.ok_or_else(|| {
+                    new_err(Kind::InvalidOptions, "shape= needs dtype= (e.g. np.uint8)")
+                })?;
+                let mut d = bips::Descriptor::new(parse_dtype(dtype)?, &shape).map_err(desc_err)?;
+                if let Some(s) = strides {
+                    d = d.with_strides(&s).map_err(desc_err)?;
+                }
+                if let Some(f) = format {
+                    d = d.with_format(f).map_err(desc_err)?;
+                }
+                if let Some(c) = colorimetry {
+                    d = d.with_colorimetry(c).map_err(desc_err)?;
+                }
+                Some(d)
+            }
+            (None, None) => {
+                if dtype.is_some() || strides.is_some() || format.is_some() || colorimetry.is_some()
+                {
+                    return Err(new_err(
+                        Kind::InvalidOptions,
+                        "dtype=/strides=/format=/colorimetry= describe a shape: give shape= too",
+                    ));
+                }
+                None
+            }
+        };
+        self.loan_impl(py, timeout, desc.as_ref())
+    }
+
+    /// Publishes a copy of ``array`` (any buffer-protocol object: a NumPy
+    /// array of any strides, a memoryview, bytes) in one step: loans a buffer
+    /// (waiting at most ``timeout`` s), copies the elements in C order (the
+    /// GIL released for large arrays), sets the C-contiguous descriptor of
+    /// the array's dtype and shape (plus ``format``/``colorimetry``) and
+    /// publishes it with ``meta``. Returns the sequence number.
+    #[pyo3(signature = (array, *, format = None, colorimetry = None, meta = None,
+                        timestamp_ns = None, timeout = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &self,
+        py: Python<'_>,
+        array: &Bound<'_, PyAny>,
+        format: Option<&str>,
+        colorimetry: Option<&str>,
+        meta: Option<&Bound<'_, PyAny>>,
+        timestamp_ns: Option<u64>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let src = crate::send::Source::get(array)?;
+        let mut d = bips::Descriptor::new(src.dtype, &src.shape_u64()).map_err(desc_err)?;
+        if let Some(f) = format {
+            d = d.with_format(f).map_err(desc_err)?;
+        }
+        if let Some(c) = colorimetry {
+            d = d.with_colorimetry(c).map_err(desc_err)?;
+        }
+        let nbytes = src.len();
+        if nbytes as u64 > self.buffer_size {
+            return Err(new_err(
+                Kind::InvalidOptions,
+                format!(
+                    "an array of {nbytes} bytes does not fit this channel's buffers of {} bytes",
+                    self.buffer_size
+                ),
+            ));
+        }
+        let buf = self.loan_impl(py, timeout, Some(&d))?;
+        let dst = {
+            let st = buf.get().state();
+            st.loaned.as_ref().map_or(std::ptr::null_mut(), |l| l.ptr())
+        };
+        // SAFETY: `dst` is the fresh loan's buffer (capacity >= nbytes,
+        // checked above), writable, exported to nobody (the SampleMut was
+        // just made and is not shared); `src` keeps its buffer export until
+        // dropped, after the copy.
+        unsafe { src.copy_to(py, dst) };
+        drop(src);
+        let seq = buf
+            .get()
+            .publish_impl(py, Some(nbytes), meta, timestamp_ns)?;
+        Ok(seq)
     }
 
     /// Loans a buffer if one is free now, else ``None``.
@@ -224,19 +380,19 @@ impl Producer {
                 p.try_loan().map(|o| o.map(|s| Producer::wrap(s, &core)))
             })
             .py_err()?;
-        loaned.map(|l| self.new_sample(py, l)).transpose()
+        loaned.map(|l| self.new_sample(py, l, None)).transpose()
     }
 
     /// Alias of ``loan`` (the BIPS API's call shape).
     #[pyo3(signature = (timeout = None))]
     fn pull(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<SampleMut>> {
-        self.loan_impl(py, timeout)
+        self.loan_impl(py, timeout, None)
     }
 
     /// Alias of ``loan`` (the BIPS API's call shape).
     #[pyo3(name = "Pull", signature = (timeout = None))]
     fn pull_bips(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<SampleMut>> {
-        self.loan_impl(py, timeout)
+        self.loan_impl(py, timeout, None)
     }
 
     /// Publishes ``buf`` (same as ``buf.publish(length, meta)``); returns
@@ -335,6 +491,21 @@ impl Producer {
         self.max_consumers
     }
 
+    /// The payload type the channel declares, ``(name, version)``, or ``None``.
+    #[getter]
+    fn payload_type(&self) -> Option<(&str, u32)> {
+        self.payload.as_ref().map(|t| (t.name(), t.version()))
+    }
+
+    /// The descriptor the channel fixes for every sample, or ``None``.
+    #[getter]
+    fn fixed_descriptor(&self) -> Option<PyDescriptor> {
+        self.payload
+            .as_ref()
+            .and_then(|t| t.descriptor())
+            .map(|d| PyDescriptor { d: *d })
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "<bips.Producer {:?} buffers={} buffer_size={}{}>",
@@ -383,6 +554,22 @@ struct LoanState {
     discard_when_unexported: bool,
     /// The sequence number, once published.
     seq: Option<u64>,
+    /// The frame array `with`/`.array` handed out (shaped loans), weakly:
+    /// bips made it, so at publish it can tell its references from others.
+    frame: Option<Py<PyWeakrefReference>>,
+}
+
+/// Keeps a producer (and its mapping) alive for a sealed frame array: held
+/// by a `weakref.finalize` of the array's `base`, dropped when it dies.
+#[pyclass(frozen, module = "bips")]
+pub(crate) struct MappingKeeper {
+    _core: Arc<Core>,
+}
+
+#[pymethods]
+impl MappingKeeper {
+    /// Called by the finalizer; dropping the finalizer's reference is what counts.
+    fn __call__(&self) {}
 }
 
 /// A loaned buffer, writable in place through the buffer protocol
@@ -401,6 +588,10 @@ pub(crate) struct SampleMut {
     state: StdMutex<LoanState>,
     capacity: usize,
     meta_size: usize,
+    /// The descriptor set at loan time (or the channel's fixed one).
+    geom: Option<Geom>,
+    /// Loaned with a descriptor (`loan(shape=...)`): `with` binds the array.
+    shaped: bool,
 }
 
 impl SampleMut {
@@ -411,9 +602,70 @@ impl SampleMut {
     fn exports_error(&self, what: &str, exports: usize) -> PyErr {
         PyBufferError::new_err(format!(
             "cannot {what} this buffer: {exports} buffer export(s) (memoryview/NumPy array/tensor) \
-             still use its memory; delete them first (del arr), or write through a temporary \
-             (np.frombuffer(buf, np.uint8)[:] = data)"
+             still use its memory; delete them first (del arr), write through a temporary \
+             (np.frombuffer(buf, np.uint8)[:] = data), use the array `with \
+             producer.loan(shape=..., dtype=...) as frame:` binds, or producer.send(array)"
         ))
+    }
+
+    /// The array bips made for a shaped loan, if it is alive (a new reference).
+    fn managed_frame<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let weak = self.state().frame.as_ref().map(|w| w.clone_ref(py))?;
+        weak.bind(py).upgrade()
+    }
+
+    /// Before publishing a shaped loan whose bips-made array lives: checks
+    /// that nothing but that one array object (bound to names in running
+    /// frames) reaches the buffer, then seals it: makes it (and its `base`)
+    /// read-only, ends its buffer export (the `base`'s memoryview is
+    /// released, so NumPy can never make the array writable again), and
+    /// keeps the mapping alive while the `base` lives, by a finalizer that
+    /// holds `core`. `frame` is the caller's strong reference.
+    fn seal_frame(py: Python<'_>, frame: &Bound<'_, PyAny>, core: Arc<Core>) -> PyResult<()> {
+        // References to the array `base` (bips's, made with the buffer export):
+        // the frame's `base` and ours below. Every view, slice or reshape of
+        // the frame references it too (NumPy collapses view bases to it).
+        let base = frame.getattr("base")?;
+        // SAFETY: a live object (we hold a reference); reads its count.
+        let base_refs = unsafe { ffi::Py_REFCNT(base.as_ptr()) };
+        // References to the frame: ours (`frame`) and at most one more: the
+        // `with` target (or `.array`'s name). Any other (an alias, a
+        // memoryview, a tensor) is refused.
+        // SAFETY: as above.
+        let frame_refs = unsafe { ffi::Py_REFCNT(frame.as_ptr()) };
+        let refused = |what: String| {
+            PyBufferError::new_err(format!(
+                "cannot publish this frame: {what} could write into it after the consumers \
+                 see it. Delete them (del v) or copy (v.copy()) before publishing, and keep \
+                 the frame array bound to one name (the `with` target)"
+            ))
+        };
+        if base_refs > 2 {
+            return Err(refused(format!(
+                "{} view(s) of the frame array (slices, reshapes, transposes) are alive and",
+                base_refs - 2
+            )));
+        }
+        if frame_refs > 2 {
+            return Err(refused(format!(
+                "{} other reference(s) to the frame array (aliases, memoryviews, tensors) \
+                 are alive and",
+                frame_refs - 2
+            )));
+        }
+        for a in [frame, &base] {
+            a.getattr("flags")?.setattr("writeable", false)?;
+        }
+        let keeper = Bound::new(py, MappingKeeper { _core: core })?;
+        py.import("weakref")?
+            .getattr("finalize")?
+            .call1((&base, keeper))?;
+        // NumPy's memoryview of our export: releasing it ends the export
+        // (`__releasebuffer__`); the arrays keep pointing at the bytes, which
+        // the keeper keeps mapped, read-only for good (NumPy asks that
+        // memoryview before it lets `writeable` become True again).
+        base.getattr("base")?.call_method0("release")?;
+        Ok(())
     }
 
     /// Whether this buffer was loaned by `core` (a finished one matches any).
@@ -431,7 +683,12 @@ impl SampleMut {
         meta: Option<&Bound<'_, PyAny>>,
         timestamp_ns: Option<u64>,
     ) -> PyResult<u64> {
-        let len = length.unwrap_or(self.capacity);
+        // A shaped loan publishes the bytes its descriptor covers by default.
+        let default_len = match &self.geom {
+            Some(g) => usize::try_from(g.d.extent().map_err(desc_err)?).unwrap_or(usize::MAX),
+            None => self.capacity,
+        };
+        let len = length.unwrap_or(default_len);
         if len > self.capacity {
             return Err(new_err(
                 Kind::InvalidOptions,
@@ -457,6 +714,18 @@ impl SampleMut {
                     self.meta_size
                 ),
             ));
+        }
+        let frame = self.managed_frame(py);
+        let own_exports = usize::from(frame.is_some());
+        let core = {
+            let st = self.state();
+            if st.loaned.is_some() && st.exports > own_exports {
+                return Err(self.exports_error("publish", st.exports - own_exports));
+            }
+            st.loaned.as_ref().map(|l| l.core.clone())
+        };
+        if let (Some(f), Some(core)) = (&frame, core) {
+            SampleMut::seal_frame(py, f, core)?;
         }
         let mut loaned = {
             let mut st = self.state();
@@ -493,7 +762,12 @@ impl SampleMut {
         });
         drop(loaned); // its `Arc` of the producer: a closed producer may go now
         let seq = published.py_err()?;
-        self.state().seq = Some(seq);
+        {
+            let mut st = self.state();
+            st.seq = Some(seq);
+            st.frame = None;
+        }
+        drop(frame);
         Ok(seq)
     }
 
@@ -568,8 +842,48 @@ impl SampleMut {
         self.capacity
     }
 
-    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
-        slf
+    /// The NumPy array of a shaped loan's buffer (the one ``with`` binds):
+    /// made by bips, so publishing can check that no other view of it lives
+    /// and then make it read-only. ``BufferError`` for a loan without
+    /// descriptor.
+    #[getter]
+    fn array<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        if this.geom.is_none() {
+            return Err(PyBufferError::new_err(
+                "this loan has no descriptor: loan(shape=..., dtype=...) gives a shaped array; \
+                 else np.frombuffer(buf, np.uint8)",
+            ));
+        }
+        if let Some(f) = this.managed_frame(py) {
+            return Ok(f);
+        }
+        // The buffer export (raising BufferError once published) ...
+        let view = PyMemoryView::from(slf.as_any())?;
+        // ... wrapped by NumPy in `base`, and the frame, a view of it: views
+        // of the frame collapse their `base` to `base`, not to the frame.
+        let base = py.import("numpy")?.getattr("asarray")?.call1((view,))?;
+        let frame = base.call_method0("view")?;
+        drop(base);
+        let weak = PyWeakrefReference::new(&frame)?;
+        this.state().frame = Some(weak.unbind());
+        Ok(frame)
+    }
+
+    /// The descriptor of a shaped loan (or the channel's fixed one), or ``None``.
+    #[getter]
+    fn descriptor(&self) -> Option<PyDescriptor> {
+        self.geom.as_ref().map(|g| PyDescriptor { d: g.d })
+    }
+
+    /// ``self``; for a loan made with ``shape=``/``descriptor=``, the NumPy
+    /// array of its buffer (``.array``).
+    fn __enter__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        if slf.get().shaped {
+            return SampleMut::array(slf);
+        }
+        Ok(slf.clone().into_any())
     }
 
     /// On a clean exit publishes the whole buffer (unless already published
@@ -629,6 +943,17 @@ impl SampleMut {
             };
             return Err(PyBufferError::new_err(msg));
         };
+        if let Some(geom) = &this.geom {
+            // SAFETY: `view` is CPython's; the loan's buffer (`capacity`
+            // bytes, the descriptor validated against them at loan time) is
+            // ours until publish, which refuses while exports other than the
+            // bips-made array live (and seals that one first); `view.obj`
+            // keeps this object (its `geom` and its `Arc` of the producer)
+            // alive while the export lives.
+            unsafe { geom.fill(view, slf.as_any(), loaned.ptr(), false, flags, "this loan")? };
+            st.exports += 1;
+            return Ok(());
+        }
         // SAFETY: `view` is the valid Py_buffer CPython handed us. The loan's pointer
         // is `capacity` writable bytes of the producer's mapping, loaned to us
         // (no consumer reads them until publish). `view.obj` becomes a new

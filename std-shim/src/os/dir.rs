@@ -11,8 +11,19 @@ use super::shm::{file_id, unlink_if_same};
 use crate::error::{from_errno, Result};
 
 /// User names of the bips channels present in `/dev/shm` (entries named
-/// `bips.<valid name>`), sorted. No `/dev/shm` means no channels.
+/// `bips.<valid name>`) and of the memfd channels with a socket in
+/// [`crate::socket_dir`]`(None)` (live or stale), sorted, each once. No
+/// `/dev/shm` (or socket directory) means no channels there.
 pub fn list_channels() -> std::io::Result<Vec<String>> {
+    let mut names = shm_channels()?;
+    names.extend(super::socket::list(&super::socket::socket_dir(None))?);
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
+/// The `/dev/shm` part of [`list_channels`].
+fn shm_channels() -> std::io::Result<Vec<String>> {
     let dir = match std::fs::read_dir(SHM_DIR) {
         Ok(dir) => dir,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

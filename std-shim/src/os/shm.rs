@@ -4,58 +4,24 @@
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::ptr::{self, NonNull};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 
-use rustix::fs::{self as rfs, FallocateFlags, FileType, Mode};
+use rustix::fs::{self as rfs, FileType, Mode};
 use rustix::io::Errno;
-use rustix::mm::{self, Advice, MapFlags, ProtFlags};
 use rustix::shm;
 
 // Re-exported here so that existing `os::shm::…` paths (and the crate's
-// public `bips::list_channels`) stay as they were before the split.
+// public `bips::list_channels`) stay as they were before the splits.
 pub use super::dir::list_channels;
 pub(crate) use super::dir::staged_objects;
+pub(crate) use super::map::reserve_fallocate;
+use super::map::Mapping;
+pub use super::map::{Access, MapOptions};
 pub(crate) use super::name::ChannelName;
 use super::name::{SHM_DIR, STAGING_PREFIX};
 use crate::error::{from_errno, from_io, Error, Result};
+use crate::options::Backend;
 use crate::trust::OwnerPolicy;
-
-/// How a [`Segment`] is mapped. `Default`: all off.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MapOptions {
-    /// Fault every page in at map time (`MAP_POPULATE`), so the first touch of
-    /// a buffer on the hot path does not page-fault.
-    pub prefault: bool,
-    /// `mlock` the whole mapping, so it is never paged out (to swap) or faulted
-    /// lazily. Needs `RLIMIT_MEMLOCK` (`ulimit -l`) at least the segment size, or
-    /// `CAP_IPC_LOCK`; otherwise opening fails with [`Error::InvalidOptions`]
-    /// saying so. Implies faulting every page in.
-    pub mlock: bool,
-    /// Ask for transparent huge pages (2 MiB on x86-64 and on 4 KiB-page aarch64).
-    ///
-    /// `shm_open` objects live on the tmpfs mounted at `/dev/shm`, where
-    /// `MAP_HUGETLB` does not apply (it is for hugetlbfs and anonymous memory).
-    /// Instead the mapping gets `madvise(MADV_HUGEPAGE)`, and tmpfs backs it
-    /// with huge pages when the **`/dev/shm` mount** allows it: mount option
-    /// `huge=advise` (e.g. `mount -o remount,huge=advise /dev/shm`; `always` and
-    /// `within_size` use huge pages even without this flag). The default
-    /// `/dev/shm` mount has no `huge=` option, i.e. `never`. Note that
-    /// `/sys/kernel/mm/transparent_hugepage/shmem_enabled` governs only the
-    /// kernel's internal shmem mount (SysV shm, `memfd`, shared anonymous
-    /// memory); for `/dev/shm` it matters only as the overrides `force` (huge
-    /// pages on every tmpfs) and `deny` (off everywhere). Whenever huge pages
-    /// are not allowed, or the kernel lacks transparent huge pages (`madvise`
-    /// answers `EINVAL`, which is ignored), the segment silently uses normal
-    /// pages. Only the huge-page-aligned, fully covered parts of the segment can
-    /// use huge pages. Check with `grep PmdMapped /proc/<pid>/smaps`.
-    ///
-    /// When bips creates the segment with this flag, it allocates the memory
-    /// through the advised mapping (`MADV_POPULATE_WRITE`, Linux 5.14+) rather
-    /// than with `fallocate`: under `huge=advise`, pages allocated by
-    /// `fallocate` (which knows no mapping) would be small ones.
-    pub huge_pages: bool,
-}
 
 /// The segment already exists (`EEXIST` from `shm_open(O_CREAT | O_EXCL)`).
 ///
@@ -78,9 +44,9 @@ pub struct Exists;
 /// objects cannot be sealed against that (only `memfd`s can), so only give
 /// write access (the `mode` of [`create`](Self::create)) to trusted users.
 pub struct Segment {
+    // Declared before `fd` for clarity; unmapping needs no open fd.
+    map: Mapping,
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
     name: ChannelName,
     /// While made by [`Segment::create_staged`] and not yet
     /// [`published`](Segment::publish): the object's staging name (unlinked
@@ -88,6 +54,9 @@ pub struct Segment {
     staged: Option<String>,
     /// Whether the mapping may be written ([`Access::ReadOnly`]: `PROT_READ`).
     access: Access,
+    /// Where the segment lives: a `/dev/shm` object, or a sealed memfd
+    /// without a name (served over a socket, see [`super::socket`]).
+    backend: Backend,
 }
 
 /// What [`Segment::publish`] found.
@@ -114,8 +83,7 @@ impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Segment")
             .field("name", &self.name)
-            .field("len", &self.len)
-            .field("ptr", &self.ptr)
+            .field("map", &self.map)
             .field("access", &self.access)
             .finish_non_exhaustive()
     }
@@ -258,7 +226,12 @@ impl Segment {
             }
             Err(Errno::EXIST) => Ok(Publish::Exists),
             Err(Errno::NOENT) => Ok(Publish::Vanished),
-            Err(e) => Err(from_errno("rename", self.name.as_str(), self.len as u64, e)),
+            Err(e) => Err(from_errno(
+                "rename",
+                self.name.as_str(),
+                self.len() as u64,
+                e,
+            )),
         }
     }
 
@@ -334,130 +307,35 @@ impl Segment {
         created: bool,
         access: Access,
     ) -> Result<Segment> {
-        let bytes = len as u64;
-        let prot = match access {
-            Access::ReadWrite => ProtFlags::READ | ProtFlags::WRITE,
-            Access::ReadOnly => ProtFlags::READ,
-        };
-        let mut flags = MapFlags::SHARED;
-        // With huge pages, populate only after MADV_HUGEPAGE, or the pages
-        // faulted in now would be small ones.
-        if opts.prefault && !opts.huge_pages {
-            flags |= MapFlags::POPULATE;
-        }
-        // SAFETY: a null address lets the kernel choose a fresh range, so no
-        // existing memory of this process is replaced; `fd` is a valid open
-        // descriptor of an object at least `len` bytes long (we sized it, or
-        // fstat said so), and `len` is non-zero.
-        let p = unsafe { mm::mmap(ptr::null_mut(), len, prot, flags, &fd, 0) };
-        let p = p.map_err(|e| from_errno("mmap", name.as_str(), bytes, e))?;
-        let Some(ptr) = NonNull::new(p.cast::<u8>()) else {
-            // mmap never returns null for a non-MAP_FIXED success; be safe anyway.
-            return Err(Error::Io {
-                op: "mmap",
-                name: name.as_str().to_owned(),
-                source: std::io::Error::other("mmap returned a null address"),
-            });
-        };
-        // From here on, dropping `seg` (on error) unmaps and closes.
-        let seg = Segment {
+        let map = Mapping::new(fd.as_fd(), len, &name, opts, created, access)?;
+        Ok(Segment {
+            map,
             fd,
-            ptr,
-            len,
             name,
             staged: None,
             access,
-        };
-        seg.apply(opts, created)?;
+            backend: Backend::Shm,
+        })
+    }
+
+    /// Maps a sealed memfd (see [`super::memfd`]) of `len` bytes as channel
+    /// `name`'s segment. `created`: made by this process just now.
+    pub fn from_memfd(
+        fd: OwnedFd,
+        len: usize,
+        name: &ChannelName,
+        opts: &MapOptions,
+        created: bool,
+        access: Access,
+    ) -> Result<Segment> {
+        let mut seg = Self::map_with(fd, len, name.clone(), opts, created, access)?;
+        seg.backend = Backend::Memfd;
         Ok(seg)
     }
 
-    /// The `madvise`/populate/`mlock` steps after `mmap`.
-    fn apply(&self, opts: &MapOptions, created: bool) -> Result<()> {
-        let name = self.name.as_str();
-        let bytes = self.len as u64;
-        if opts.huge_pages {
-            // SAFETY: the range is exactly our live mapping; MADV_HUGEPAGE only
-            // changes how the kernel backs it, never its contents.
-            match unsafe { mm::madvise(self.ptr.as_ptr().cast(), self.len, Advice::LinuxHugepage) }
-            {
-                // EINVAL: kernel built without transparent huge pages.
-                Ok(()) | Err(Errno::INVAL) => {}
-                Err(e) => return Err(from_errno("madvise(MADV_HUGEPAGE)", name, bytes, e)),
-            }
-            if self.access == Access::ReadOnly {
-                // MADV_POPULATE_WRITE needs a writable mapping; a reader
-                // faults the pages in by reading them.
-                if opts.prefault {
-                    self.touch_pages();
-                }
-            } else if created || opts.prefault {
-                // SAFETY: the range is exactly our live mapping;
-                // MADV_POPULATE_WRITE faults pages in as a write would, without
-                // changing any byte.
-                let r = unsafe {
-                    mm::madvise(
-                        self.ptr.as_ptr().cast(),
-                        self.len,
-                        Advice::LinuxPopulateWrite,
-                    )
-                };
-                match r {
-                    Ok(()) => {}
-                    // Linux < 5.14: no MADV_POPULATE_WRITE.
-                    Err(Errno::INVAL) => {
-                        if created {
-                            reserve_fallocate(self.fd.as_fd(), &self.name, bytes)?;
-                        }
-                        if opts.prefault {
-                            self.touch_pages();
-                        }
-                    }
-                    // EFAULT: a page could not be allocated (it would SIGBUS),
-                    // i.e. the tmpfs is full.
-                    Err(Errno::FAULT) | Err(Errno::NOMEM) | Err(Errno::NOSPC) => {
-                        return Err(Error::NoSpace {
-                            name: name.to_owned(),
-                            bytes,
-                        })
-                    }
-                    Err(e) => {
-                        return Err(from_errno("madvise(MADV_POPULATE_WRITE)", name, bytes, e))
-                    }
-                }
-            }
-        }
-        if opts.mlock {
-            // SAFETY: the range is exactly our live mapping; mlock changes
-            // residency only.
-            match unsafe { mm::mlock(self.ptr.as_ptr().cast(), self.len) } {
-                Ok(()) => {}
-                Err(Errno::NOMEM) | Err(Errno::PERM) => {
-                    return Err(Error::InvalidOptions(format!(
-                        "mlock of channel {name:?} ({bytes} bytes) refused: it exceeds \
-                         RLIMIT_MEMLOCK (`ulimit -l`; in Docker `--ulimit memlock=-1`) \
-                         and the process lacks CAP_IPC_LOCK; raise the limit or turn \
-                         mlock off"
-                    )))
-                }
-                Err(e) => return Err(from_errno("mlock", name, bytes, e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// Reads one byte of every page, faulting each in (fallback prefault).
-    fn touch_pages(&self) {
-        let page = page_size();
-        let mut off = 0;
-        while off < self.len {
-            // SAFETY: `off < len`, so the byte is inside our live mapping, which
-            // is readable; `AtomicU8` has alignment 1, and an atomic load is
-            // sound even while other processes write that byte.
-            let b = unsafe { &*self.ptr.as_ptr().add(off).cast::<AtomicU8>() };
-            b.load(Ordering::Relaxed);
-            off += page;
-        }
+    /// Where the segment lives.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Removes `/dev/shm/bips.<name>`. A missing object is not an error.
@@ -477,20 +355,29 @@ impl Segment {
 
     /// Start of the mapping (page-aligned). Valid while `self` lives.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
 
     /// Length of the mapping in bytes (the object's size); never 0.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Unlinks the name only if it still names this very object (not one
     /// created anew under the same name since we opened it). Returns whether
     /// it did.
     pub fn unlink_if_same(&self) -> bool {
-        unlink_if_same_reporting(self.fd.as_fd(), &self.name)
+        // A memfd has no name to remove (its socket is its server's).
+        self.backend == Backend::Shm && unlink_if_same_reporting(self.fd.as_fd(), &self.name)
+    }
+
+    /// Makes the mapping read-only from byte `from` on (a consumer's view
+    /// of the payload), when `from` is page-aligned; returns whether it did.
+    pub fn protect_read_only_from(&self, from: usize) -> Result<bool> {
+        self.map
+            .protect_read_only_from(from)
+            .map_err(|e| from_io("mprotect", self.name.as_str(), self.len() as u64, e))
     }
 
     /// The object's fd (for [`lock`](super::lock) and `fstat`).
@@ -502,19 +389,6 @@ impl Segment {
     pub fn name(&self) -> &ChannelName {
         &self.name
     }
-}
-
-/// How an existing object is opened (and, once mapped, protected).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Access {
-    /// `O_RDWR`, mapped `PROT_READ | PROT_WRITE`: producers and consumers.
-    /// Needed to take a liveness lock (a write lock needs a writable fd).
-    #[default]
-    ReadWrite,
-    /// `O_RDONLY`, mapped `PROT_READ`: monitoring (`bips list`/`inspect`).
-    /// Enough to read the region's atomics and to ask who holds which lock
-    /// (`F_OFD_GETLK`), not to take a lock.
-    ReadOnly,
 }
 
 /// An existing `/dev/shm/bips.<name>` opened but not mapped: enough to take
@@ -717,23 +591,7 @@ impl Drop for Segment {
             let tmp = ChannelName::from_shm_name_unchecked(staged);
             unlink_if_same(file_id(self.fd.as_fd()), &tmp);
         }
-        // SAFETY: `ptr`/`len` are exactly the mapping `map` made, which nothing
-        // else unmaps; `self` is going away and pointers from `as_ptr` must not
-        // outlive it (documented).
-        let _ = unsafe { mm::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
-}
-
-/// Allocates the object's pages now, so a full tmpfs is `NoSpace` here rather
-/// than `SIGBUS` on first touch. Filesystems without `fallocate` are skipped.
-fn reserve_fallocate(fd: BorrowedFd<'_>, name: &ChannelName, bytes: u64) -> Result<()> {
-    loop {
-        match rfs::fallocate(fd, FallocateFlags::empty(), 0, bytes) {
-            Ok(()) | Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) => return Ok(()),
-            // tmpfs gives up a large allocation when a signal arrives.
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(from_errno("fallocate", name.as_str(), bytes, e)),
-        }
+        // `map` unmaps itself.
     }
 }
 
