@@ -87,8 +87,6 @@ mod imp {
         chan: Option<Arc<Chan>>,
         /// The caps string, as written into every sample's metadata.
         caps: Arc<[u8]>,
-        /// Plane layout of the caps (for buffers without a GstVideoMeta).
-        planes: meta::Planes,
         /// Frame size the caps imply (0 = not raw video).
         frame_size: usize,
         /// The caps, when raw video: every sample gets a descriptor.
@@ -401,7 +399,7 @@ mod imp {
             Ok(Some(d))
         }
 
-        fn header(&self, buffer: &gst::Buffer, planes: meta::Planes) -> meta::Header {
+        fn header(&self, buffer: &gst::Buffer) -> meta::Header {
             let ns = |t: Option<gst::ClockTime>| t.map_or(meta::NONE, |t| t.nseconds());
             let segment = self.obj().segment();
             let running_time = buffer
@@ -412,20 +410,6 @@ mod imp {
                         .and_then(|s| s.to_running_time(pts))
                 })
                 .map_or(meta::NONE, |t| t.nseconds());
-            let planes = match buffer.meta::<gst_video::VideoMeta>() {
-                Some(vm) => {
-                    let mut p = meta::Planes {
-                        n: vm.n_planes().min(meta::MAX_PLANES as u32),
-                        ..Default::default()
-                    };
-                    for i in 0..p.n as usize {
-                        p.offset[i] = vm.offset()[i] as u32;
-                        p.stride[i] = vm.stride()[i];
-                    }
-                    p
-                }
-                None => planes,
-            };
             let off = |v: u64| if v == u64::MAX { meta::NONE } else { v };
             meta::Header {
                 pts: ns(buffer.pts()),
@@ -436,7 +420,6 @@ mod imp {
                 flags: buffer.flags().bits(),
                 base_time: ns(self.obj().base_time()),
                 running_time,
-                planes,
             }
         }
     }
@@ -503,20 +486,10 @@ mod imp {
                     state.caps.len()
                 ));
             }
-            state.planes = meta::Planes::default();
             state.frame_size = 0;
             state.info = None;
             state.colorimetry = None;
             if let Ok(info) = gst_video::VideoInfo::from_caps(caps) {
-                let mut p = meta::Planes {
-                    n: info.n_planes().min(meta::MAX_PLANES as u32),
-                    ..Default::default()
-                };
-                for i in 0..p.n as usize {
-                    p.offset[i] = info.offset()[i] as u32;
-                    p.stride[i] = info.stride()[i];
-                }
-                state.planes = p;
                 state.frame_size = info.size();
                 state.colorimetry = video::caps_colorimetry(caps);
                 let size = info.size();
@@ -568,7 +541,7 @@ mod imp {
         }
 
         fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-            let (chan, caps, planes, waited, desc) = {
+            let (chan, caps, waited, desc) = {
                 let mut state = lock(&self.state);
                 let needed = buffer.size().max(state.frame_size);
                 let desc = match &state.info {
@@ -594,7 +567,7 @@ mod imp {
                     },
                 };
                 let waited = std::mem::replace(&mut state.waited, true);
-                (chan, Arc::clone(&state.caps), state.planes, waited, desc)
+                (chan, Arc::clone(&state.caps), waited, desc)
             };
             if !waited {
                 self.wait_for_consumers(&chan)?;
@@ -611,7 +584,7 @@ mod imp {
                 );
                 return Err(gst::FlowError::Error);
             }
-            let header = self.header(buffer, planes);
+            let header = self.header(buffer);
             let (mut loan, zero_copy) = match Self::zero_copy_loan(&chan, buffer) {
                 Some(l) => (l, true),
                 None => (self.loan(&chan)?, false),

@@ -286,8 +286,8 @@ fn rgb_caps(w: usize, h: usize) -> String {
     )
 }
 
-/// The metadata header of frame `i` (1 ms apart, no plane layout: the
-/// descriptor carries it).
+/// The metadata header of frame `i` (1 ms apart; the geometry is in the
+/// descriptor).
 fn header(i: u64) -> meta::Header {
     meta::Header {
         pts: i * 1_000_000,
@@ -298,7 +298,6 @@ fn header(i: u64) -> meta::Header {
         flags: 0,
         base_time: meta::NONE,
         running_time: meta::NONE,
-        planes: meta::Planes::default(),
     }
 }
 
