@@ -135,7 +135,7 @@ fi
 
 # ---------------------------------------------------------------- Rust pipeline tests
 if run cargo test --release -p bips-gst; then
-    pass "cargo test -p bips-gst (zero-copy/copy counts, caps, timestamps, strides, EOS, timeout, queue/mutex, hostile layouts, bounded pool)"
+    pass "cargo test -p bips-gst (zero-copy/copy counts, caps, timestamps, frame descriptors per format, strides, EOS, timeout, queue/mutex, hostile descriptors, bounded pool)"
 else
     fail "cargo test -p bips-gst"
 fi
@@ -149,7 +149,7 @@ if run bash "$ROOT/scripts/setup.sh" --python >"$TMP/setup.log" 2>&1 &&
     ); then
     if BIPS_GST_REQUIRE=1 BIPS_GST_PLUGIN_DIR="$TMP/plugins" \
         run "$VENV/bin/python" -m pytest "$ROOT/bindings/python/tests/test_gst.py" -q; then
-        pass "pytest test_gst.py (1080p RGBA from videotestsrc, strides, GRAY8, lifetimes, metadata parser)"
+        pass "pytest test_gst.py (1080p RGBA from videotestsrc, strides, GRAY8, lifetimes, metadata parser, plain NumPy from the frame descriptor: RGBA/GRAY16_LE/padded RGB/NV12)"
     else
         fail "pytest bindings/python/tests/test_gst.py"
     fi
@@ -162,7 +162,8 @@ fi
 left=$(find /dev/shm -maxdepth 1 \( -name "bips.$TAG-*" -o -name 'bips.gst-test-*' \
     -o -name 'bips.pytest-*-test_rgba_1080p*' -o -name 'bips.pytest-*-test_padded_rgb*' \
     -o -name 'bips.pytest-*-test_gray8*' -o -name 'bips.pytest-*-test_kept_frames*' \
-    -o -name 'bips.pytest-*-test_timeout_when_no_channel*' \) -printf '%f\n' 2>/dev/null)
+    -o -name 'bips.pytest-*-test_timeout_when_no_channel*' -o -name 'bips.pytest-*-test_numpy_*' \
+    -o -name 'bips.pytest-*-test_frames_gives*' \) -printf '%f\n' 2>/dev/null)
 if [[ -z $left ]]; then
     pass "nothing left in /dev/shm"
 else

@@ -130,6 +130,16 @@ impl Chan {
         r
     }
 
+    /// Writes the frame descriptor of `loan` (checked against its capacity;
+    /// against its length at publish).
+    pub(crate) fn set_descriptor(
+        &self,
+        loan: &mut RawLoan,
+        d: &bips::Descriptor,
+    ) -> Result<(), bips::Error> {
+        self.lock().producer.set_raw_descriptor(loan, d)
+    }
+
     /// Gives `loan` back unpublished.
     pub(crate) fn unloan(&self, loan: RawLoan) {
         self.lock().producer.unloan_raw(loan);

@@ -4,7 +4,9 @@
 //!
 //! * `bipssink` publishes every buffer on a bips channel
 //!   (`/dev/shm/bips.<channel>`), with its caps, timestamps, offsets and
-//!   flags in the sample metadata ([`meta`] documents the layout). It
+//!   flags in the sample metadata ([`meta`] documents the layout) and, for
+//!   raw video, a frame descriptor (shape, strides, pixel format, planes:
+//!   [`video`]) that any bips consumer reads without GStreamer. It
 //!   proposes upstream a buffer pool whose buffers are bips loans: a frame
 //!   that upstream wrote into such a buffer is published in place, with no
 //!   copy; any other buffer is copied once into a fresh loan. The `stats`,
@@ -38,6 +40,7 @@ pub mod meta;
 mod pool;
 mod sink;
 mod src;
+pub mod video;
 
 pub use sink::{BackpressureMode, BipsSink};
 pub use src::BipsSrc;

@@ -1,12 +1,17 @@
-//! The per-sample metadata layout that `bipssink` writes and `bipssrc` (and
-//! `bips.gst` in Python) read: version 1, little-endian, at offset 0 of the
+//! The per-sample metadata header that `bipssink` writes and `bipssrc` (and
+//! `bips.gst` in Python) read: version 2, little-endian, at offset 0 of the
 //! sample's user-metadata area (the channel's `meta_size`, 1024 B by default).
+//! It carries what the frame descriptor does not: the caps, timestamps,
+//! offsets and flags. A frame's geometry (shape, strides, plane offsets,
+//! pixel format) is in the sample's frame descriptor ([`crate::video`]);
+//! version 1 repeated the plane offsets and strides here (at 72..112) and
+//! put the caps at 128.
 //!
 //! | offset | size | field | meaning |
 //! |---:|---:|---|---|
 //! | 0 | 4 | `magic` | the bytes `b"BGST"` |
-//! | 4 | 2 | `version` | `1` |
-//! | 6 | 2 | `header_len` | `128`: where the caps string starts |
+//! | 4 | 2 | `version` | `2` |
+//! | 6 | 2 | `header_len` | `72`: where the caps string starts |
 //! | 8 | 8 | `pts` | ns, `u64::MAX` = none |
 //! | 16 | 8 | `dts` | ns, `u64::MAX` = none |
 //! | 24 | 8 | `duration` | ns, `u64::MAX` = none |
@@ -16,42 +21,22 @@
 //! | 52 | 4 | `caps_len` | bytes of the caps string (UTF-8, no NUL) |
 //! | 56 | 8 | `base_time` | the sender's element base time (ns of its pipeline clock), `u64::MAX` = none |
 //! | 64 | 8 | `running_time` | running time of `pts` in the sender's segment, `u64::MAX` = none |
-//! | 72 | 4 | `n_planes` | video planes described below, 0 = not raw video |
-//! | 76 | 4 | reserved | 0 |
-//! | 80 | 4 x 4 | `plane_offset[4]` | u32, byte offset of each plane in the payload |
-//! | 96 | 4 x 4 | `plane_stride[4]` | i32, bytes per row of each plane |
-//! | 112 | 16 | reserved | 0 |
-//! | 128 | `caps_len` | caps | `gst_caps_to_string` of the buffer's caps |
+//! | 72 | `caps_len` | caps | `gst_caps_to_string` of the buffer's caps |
 //!
 //! `base_time + running_time` is the sender's pipeline clock time of the
 //! frame; with GStreamer's default system clock that is `CLOCK_MONOTONIC`, so
 //! a receiver on the same machine can compute the end-to-end latency.
-//! Plane offsets and strides come from the buffer's `GstVideoMeta` when it has
-//! one, else from the caps (`GstVideoInfo`).
 
 /// `b"BGST"`.
 pub const MAGIC: [u8; 4] = *b"BGST";
 /// The layout version this crate writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Where the caps string starts.
-pub const HEADER_LEN: usize = 128;
+pub const HEADER_LEN: usize = 72;
 /// The default channel `meta_size` of `bipssink`.
 pub const DEFAULT_META_SIZE: u32 = 1024;
-/// Planes described at most.
-pub const MAX_PLANES: usize = 4;
 /// "No value" for the 64-bit time and offset fields.
 pub const NONE: u64 = u64::MAX;
-
-/// The video layout of one frame: plane offsets and strides.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Planes {
-    /// Planes in use (0 = not raw video).
-    pub n: u32,
-    /// Byte offset of each plane.
-    pub offset: [u32; MAX_PLANES],
-    /// Bytes per row of each plane.
-    pub stride: [i32; MAX_PLANES],
-}
 
 /// The fixed part of the metadata of one sample.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,8 +57,6 @@ pub struct Header {
     pub base_time: u64,
     /// Running time of `pts` in the sender's segment (`NONE` = none).
     pub running_time: u64,
-    /// Video plane layout.
-    pub planes: Planes,
 }
 
 /// Why metadata could not be read or written.
@@ -162,11 +145,6 @@ pub fn write(dst: &mut [u8], header: &Header, caps: &[u8]) -> Result<(), MetaErr
     put_u32(dst, 52, caps.len() as u32);
     put_u64(dst, 56, header.base_time);
     put_u64(dst, 64, header.running_time);
-    put_u32(dst, 72, header.planes.n);
-    for i in 0..MAX_PLANES {
-        put_u32(dst, 80 + 4 * i, header.planes.offset[i]);
-        put_u32(dst, 96 + 4 * i, header.planes.stride[i] as u32);
-    }
     dst[HEADER_LEN..needed].copy_from_slice(caps);
     Ok(())
 }
@@ -174,8 +152,7 @@ pub fn write(dst: &mut [u8], header: &Header, caps: &[u8]) -> Result<(), MetaErr
 /// Reads the header and the caps string from `src` (a sample's metadata
 /// area, which another process wrote: every length is checked). Parse a
 /// private copy of the area, not the shared memory itself, which that
-/// process may rewrite meanwhile. The plane layout is not checked here: see
-/// `bipssrc`, which checks it against the caps and the payload.
+/// process may rewrite meanwhile.
 pub fn read(src: &[u8]) -> Result<(Header, &str), MetaError> {
     if src.len() < HEADER_LEN {
         return Err(MetaError::TooSmall {
@@ -203,14 +180,6 @@ pub fn read(src: &[u8]) -> Result<(Header, &str), MetaError> {
     if caps.contains('\0') {
         return Err(MetaError::BadCaps);
     }
-    let mut planes = Planes {
-        n: get_u32(src, 72).min(MAX_PLANES as u32),
-        ..Planes::default()
-    };
-    for i in 0..MAX_PLANES {
-        planes.offset[i] = get_u32(src, 80 + 4 * i);
-        planes.stride[i] = get_u32(src, 96 + 4 * i) as i32;
-    }
     Ok((
         Header {
             pts: get_u64(src, 8),
@@ -221,7 +190,6 @@ pub fn read(src: &[u8]) -> Result<(Header, &str), MetaError> {
             flags: get_u32(src, 48),
             base_time: get_u64(src, 56),
             running_time: get_u64(src, 64),
-            planes,
         },
         caps,
     ))
@@ -242,11 +210,6 @@ mod tests {
             flags: 0x40,
             base_time: 7,
             running_time: 8,
-            planes: Planes {
-                n: 1,
-                offset: [0, 0, 0, 0],
-                stride: [7680, 0, 0, 0],
-            },
         };
         let mut area = vec![0u8; 1024];
         let caps = b"video/x-raw, format=(string)RGBA, width=(int)1920";
@@ -262,8 +225,8 @@ mod tests {
         let mut area = vec![0u8; 200];
         assert_eq!(read(&area).unwrap_err(), MetaError::BadMagic);
         assert!(matches!(
-            write(&mut area, &Header::default(), &[b'x'; 100]),
-            Err(MetaError::TooSmall { needed: 228, .. })
+            write(&mut area, &Header::default(), &[b'x'; 150]),
+            Err(MetaError::TooSmall { needed: 222, .. })
         ));
         write(&mut area, &Header::default(), b"abc").unwrap();
         area[52..56].copy_from_slice(&u32::MAX.to_le_bytes()); // hostile caps_len

@@ -1,5 +1,6 @@
 //! `bipssink`: publishes every buffer on a bips channel, caps and timestamps
-//! in the sample metadata ([`crate::meta`]).
+//! in the sample metadata ([`crate::meta`]), and for raw video the frame
+//! descriptor ([`crate::video`]) on a channel typed `video/x-raw` v1.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -14,6 +15,7 @@ use gst_base::subclass::prelude::*;
 use crate::chan::{Chan, Loaned, LOAN_POLL};
 use crate::meta;
 use crate::pool::BipsPool;
+use crate::video;
 
 glib::wrapper! {
     /// `bipssink`: publishes buffers on a bips shared-memory channel.
@@ -85,10 +87,12 @@ mod imp {
         chan: Option<Arc<Chan>>,
         /// The caps string, as written into every sample's metadata.
         caps: Arc<[u8]>,
-        /// Plane layout of the caps (for buffers without a GstVideoMeta).
-        planes: meta::Planes,
         /// Frame size the caps imply (0 = not raw video).
         frame_size: usize,
+        /// The caps, when raw video: every sample gets a descriptor.
+        info: Option<gst_video::VideoInfo>,
+        /// The caps' colorimetry string (for the descriptor).
+        colorimetry: Option<String>,
         waited: bool,
     }
 
@@ -270,7 +274,14 @@ mod imp {
     impl BipsSink {
         /// The channel, created (or re-created, bigger) so that a buffer of
         /// `needed` bytes fits.
-        fn ensure_chan(&self, state: &mut State, needed: usize) -> Result<Arc<Chan>, String> {
+        /// A channel created for raw video declares the payload type
+        /// [`video::PAYLOAD_TYPE`].
+        fn ensure_chan(
+            &self,
+            state: &mut State,
+            needed: usize,
+            video: bool,
+        ) -> Result<Arc<Chan>, String> {
             if let Some(chan) = &state.chan {
                 if chan.capacity() >= needed {
                     return Ok(Arc::clone(chan));
@@ -290,10 +301,15 @@ mod imp {
                 .channel
                 .ok_or_else(|| "the channel property is not set".to_owned())?;
             let size = needed.max(s.buffer_size as usize).max(1);
-            let opts = bips::Options::new(s.buffers, size)
+            let mut opts = bips::Options::new(s.buffers, size)
                 .backpressure(s.backpressure.into())
                 .max_consumers(s.max_consumers)
                 .meta_size(s.meta_size);
+            if video {
+                let (name, version) = video::PAYLOAD_TYPE;
+                let t = bips::PayloadType::new(name, version).map_err(|e| e.to_string())?;
+                opts = opts.payload_type(t);
+            }
             let producer = bips::Producer::create(&name, &opts).map_err(|e| e.to_string())?;
             gst::info!(
                 crate::CAT,
@@ -354,7 +370,36 @@ mod imp {
             chan.take_pool_loan(mem.as_ptr() as usize)
         }
 
-        fn header(&self, buffer: &gst::Buffer, planes: meta::Planes) -> meta::Header {
+        /// The descriptor of a raw-video `buffer` (see [`crate::video`]): its
+        /// `GstVideoMeta`'s plane layout, else the caps' one; it must fit
+        /// the buffer. `None` for formats without one (tiled).
+        fn descriptor(
+            &self,
+            info: &gst_video::VideoInfo,
+            colorimetry: Option<&str>,
+            buffer: &gst::Buffer,
+        ) -> Result<Option<bips::Descriptor>, String> {
+            let layout = buffer.meta::<gst_video::VideoMeta>().map_or_else(
+                || video::Layout::of_info(info),
+                |vm| video::Layout::of_meta(&vm),
+            );
+            let Some(d) = video::describe(info, colorimetry, &layout)? else {
+                return Ok(None);
+            };
+            d.validate(buffer.size() as u64).map_err(|e| {
+                format!(
+                    "a buffer of {} bytes does not hold the {:?} {}x{} frame its caps (and \
+                     GstVideoMeta) describe: {e}",
+                    buffer.size(),
+                    info.format(),
+                    info.width(),
+                    info.height()
+                )
+            })?;
+            Ok(Some(d))
+        }
+
+        fn header(&self, buffer: &gst::Buffer) -> meta::Header {
             let ns = |t: Option<gst::ClockTime>| t.map_or(meta::NONE, |t| t.nseconds());
             let segment = self.obj().segment();
             let running_time = buffer
@@ -365,20 +410,6 @@ mod imp {
                         .and_then(|s| s.to_running_time(pts))
                 })
                 .map_or(meta::NONE, |t| t.nseconds());
-            let planes = match buffer.meta::<gst_video::VideoMeta>() {
-                Some(vm) => {
-                    let mut p = meta::Planes {
-                        n: vm.n_planes().min(meta::MAX_PLANES as u32),
-                        ..Default::default()
-                    };
-                    for i in 0..p.n as usize {
-                        p.offset[i] = vm.offset()[i] as u32;
-                        p.stride[i] = vm.stride()[i];
-                    }
-                    p
-                }
-                None => planes,
-            };
             let off = |v: u64| if v == u64::MAX { meta::NONE } else { v };
             meta::Header {
                 pts: ns(buffer.pts()),
@@ -389,7 +420,6 @@ mod imp {
                 flags: buffer.flags().bits(),
                 base_time: ns(self.obj().base_time()),
                 running_time,
-                planes,
             }
         }
     }
@@ -456,21 +486,15 @@ mod imp {
                     state.caps.len()
                 ));
             }
-            state.planes = meta::Planes::default();
             state.frame_size = 0;
+            state.info = None;
+            state.colorimetry = None;
             if let Ok(info) = gst_video::VideoInfo::from_caps(caps) {
-                let mut p = meta::Planes {
-                    n: info.n_planes().min(meta::MAX_PLANES as u32),
-                    ..Default::default()
-                };
-                for i in 0..p.n as usize {
-                    p.offset[i] = info.offset()[i] as u32;
-                    p.stride[i] = info.stride()[i];
-                }
-                state.planes = p;
                 state.frame_size = info.size();
+                state.colorimetry = video::caps_colorimetry(caps);
                 let size = info.size();
-                self.ensure_chan(&mut state, size)
+                state.info = Some(info);
+                self.ensure_chan(&mut state, size, true)
                     .map_err(|e| gst::loggable_error!(crate::CAT, "{}", e))?;
             }
             Ok(())
@@ -495,7 +519,7 @@ mod imp {
             let size = info.size();
             let chan = {
                 let mut state = lock(&self.state);
-                self.ensure_chan(&mut state, size)
+                self.ensure_chan(&mut state, size, true)
                     .map_err(|e| gst::loggable_error!(crate::CAT, "{}", e))?
             };
             // At most all buffers but one in upstream's hands at once (the
@@ -517,12 +541,24 @@ mod imp {
         }
 
         fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-            let (chan, caps, planes, waited) = {
+            let (chan, caps, waited, desc) = {
                 let mut state = lock(&self.state);
                 let needed = buffer.size().max(state.frame_size);
+                let desc = match &state.info {
+                    Some(info) => match self.descriptor(info, state.colorimetry.as_deref(), buffer)
+                    {
+                        Ok(d) => d,
+                        Err(e) => {
+                            gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                            return Err(gst::FlowError::Error);
+                        }
+                    },
+                    None => None,
+                };
+                let video = state.info.is_some();
                 let chan = match state.chan.clone() {
                     Some(c) => c,
-                    None => match self.ensure_chan(&mut state, needed) {
+                    None => match self.ensure_chan(&mut state, needed, video) {
                         Ok(c) => c,
                         Err(e) => {
                             gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ["{}", e]);
@@ -531,7 +567,7 @@ mod imp {
                     },
                 };
                 let waited = std::mem::replace(&mut state.waited, true);
-                (chan, Arc::clone(&state.caps), state.planes, waited)
+                (chan, Arc::clone(&state.caps), waited, desc)
             };
             if !waited {
                 self.wait_for_consumers(&chan)?;
@@ -548,7 +584,7 @@ mod imp {
                 );
                 return Err(gst::FlowError::Error);
             }
-            let header = self.header(buffer, planes);
+            let header = self.header(buffer);
             let (mut loan, zero_copy) = match Self::zero_copy_loan(&chan, buffer) {
                 Some(l) => (l, true),
                 None => (self.loan(&chan)?, false),
@@ -566,7 +602,13 @@ mod imp {
             let meta_area = unsafe { loan.meta_mut() };
             let written = meta::write(meta_area, &header, &caps)
                 .map_err(|e| e.to_string())
-                .and_then(|()| loan.set_len(buffer.size()).map_err(|e| e.to_string()));
+                .and_then(|()| loan.set_len(buffer.size()).map_err(|e| e.to_string()))
+                .and_then(|()| match &desc {
+                    Some(d) => chan
+                        .set_descriptor(&mut loan, d)
+                        .map_err(|e| format!("frame descriptor: {e}")),
+                    None => Ok(()),
+                });
             if let Err(e) = written {
                 chan.unloan(loan);
                 gst::element_imp_error!(self, gst::ResourceError::Write, ["{}", e]);

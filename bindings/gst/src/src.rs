@@ -1,6 +1,9 @@
 //! `bipssrc`: receives the samples of a bips channel written by `bipssink`
-//! (or any producer using the [`crate::meta`] layout) and pushes them with
-//! the caps and timestamps they carry.
+//! (or any producer using the [`crate::meta`] header) and pushes them with
+//! the caps and timestamps they carry. The plane layout of a raw-video frame
+//! comes from its frame descriptor, checked against the caps
+//! ([`crate::video::check`]); a descriptor that is malformed or does not
+//! match the caps is an element error.
 //!
 //! Zero copy: an output buffer's memory is the shared buffer itself (a
 //! read-only `GstMemory` that owns the held sample and gives it back when
@@ -24,6 +27,7 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use crate::meta;
+use crate::video;
 
 glib::wrapper! {
     /// `bipssrc`: pushes the frames of a bips shared-memory channel.
@@ -158,8 +162,6 @@ mod imp {
         /// A private copy of the sample metadata being parsed (the channel's
         /// `meta_size` is at most 4096 bytes).
         meta_copy: Box<[u8; 4096]>,
-        /// Frames dropped for an impossible plane layout.
-        bad_layouts: u64,
     }
 
     impl Default for State {
@@ -169,71 +171,8 @@ mod imp {
                 caps_str: String::new(),
                 info: None,
                 meta_copy: Box::new([0; 4096]),
-                bad_layouts: 0,
             }
         }
-    }
-
-    /// Whether the plane layout `planes` (from another process: anything)
-    /// fits `info`'s format and a payload of `len` bytes: one offset and a
-    /// positive stride per plane of the format, and every row of every plane
-    /// inside the payload.
-    pub(super) fn layout_fits(
-        info: &gst_video::VideoInfo,
-        planes: &meta::Planes,
-        len: usize,
-    ) -> bool {
-        let n = planes.n as usize;
-        if n == 0 || n != info.n_planes() as usize || n > meta::MAX_PLANES {
-            return false;
-        }
-        let finfo = info.format_info();
-        if finfo.is_tiled() {
-            // Tiled strides encode tile counts: only the caps' own layout.
-            return (0..n).all(|p| {
-                planes.offset[p] as usize == info.offset()[p]
-                    && planes.stride[p] == info.stride()[p]
-            }) && len >= info.size();
-        }
-        let (width, height) = (info.width(), info.height());
-        (0..n).all(|p| {
-            let Ok(stride) = usize::try_from(planes.stride[p]) else {
-                return false;
-            };
-            if stride == 0 {
-                return false;
-            }
-            let comps = (0..finfo.n_components() as u8)
-                .filter(|&c| finfo.plane()[c as usize] as usize == p);
-            let mut rows = 0u32;
-            let mut row_bytes = 0usize;
-            let mut known = true;
-            for c in comps {
-                rows = rows.max(finfo.scale_height(c, height));
-                let ps = finfo.pixel_stride()[c as usize];
-                match usize::try_from(ps) {
-                    Ok(ps) if ps > 0 => {
-                        row_bytes =
-                            row_bytes.max(ps.saturating_mul(finfo.scale_width(c, width) as usize))
-                    }
-                    _ => known = false,
-                }
-            }
-            if !known || row_bytes == 0 {
-                // Packed formats without a per-pixel stride (v210, ...): the
-                // caps' default stride is at least a row.
-                row_bytes = row_bytes.max(info.stride()[p].max(0) as usize);
-                known = row_bytes > 0;
-            }
-            if !known || stride < row_bytes {
-                return false;
-            }
-            let end = (rows.max(1) as usize - 1)
-                .checked_mul(stride)
-                .and_then(|v| v.checked_add(planes.offset[p] as usize))
-                .and_then(|v| v.checked_add(row_bytes));
-            matches!(end, Some(e) if e <= len)
-        })
     }
 
     #[derive(Default)]
@@ -402,15 +341,15 @@ mod imp {
 
         /// Turns one sample into an output buffer (a view of the shared
         /// buffer, or a copy), setting new caps first when the sample's
-        /// differ from the current ones; `None` for a frame dropped (its
-        /// plane layout does not fit its payload).
+        /// differ from the current ones. A sample whose geometry cannot be
+        /// trusted is an element error.
         fn buffer_of(
             &self,
             state: &mut State,
             chan: &Arc<SrcChan>,
             sample: bips::Sample<'_>,
             zero_copy: bool,
-        ) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        ) -> Result<gst::Buffer, gst::FlowError> {
             // The producer (another process) may still be writing the
             // metadata area: parse a private copy, so what was checked is
             // what is used.
@@ -447,38 +386,51 @@ mod imp {
                     gst::FlowError::NotNegotiated
                 })?;
             }
-            // A plane layout other than the caps' default one must describe
-            // planes inside the payload: downstream (videoconvert...) reads
-            // every row the GstVideoMeta announces, with no further check.
-            let mut meta_planes = None;
+            // Raw video: the geometry comes from the sample's descriptor,
+            // checked against the caps (see `crate::video::check`): a
+            // descriptor that does not parse or fit the payload (another
+            // process wrote it) or does not match the caps is an error,
+            // never a GstVideoMeta announcing rows past the payload
+            // (downstream elements such as videoconvert read every row it
+            // announces, unchecked). A sample without one (a producer that
+            // writes only the metadata header) has the caps' own layout,
+            // which must fit the payload.
+            let mut layout = None;
             if let Some(info) = &state.info {
-                let n = h.planes.n as usize;
-                let same = n == info.n_planes() as usize
-                    && (0..n).all(|i| {
-                        h.planes.offset[i] as usize == info.offset()[i]
-                            && h.planes.stride[i] == info.stride()[i]
-                    });
-                if n > 0 && !same {
-                    if !layout_fits(info, &h.planes, sample.len()) {
-                        state.bad_layouts += 1;
-                        gst::warning!(
-                            crate::CAT,
-                            imp = self,
-                            "dropping a frame: plane layout {:?} does not fit {} bytes of {:?}",
-                            h.planes,
-                            sample.len(),
-                            info.format()
-                        );
-                        if state.bad_layouts == 1 {
-                            gst::element_imp_warning!(
-                                self,
-                                gst::StreamError::Format,
-                                ["frames with an impossible plane layout dropped: {:?} for {} bytes", h.planes, sample.len()]
-                            );
-                        }
-                        return Ok(None);
+                let fail = |kind: gst::StreamError, msg: String| {
+                    gst::element_imp_error!(self, kind, ["{}", msg]);
+                    gst::FlowError::Error
+                };
+                let found = match sample.descriptor() {
+                    Ok(Some(d)) => {
+                        video::check(info, &d).map_err(|e| fail(gst::StreamError::Format, e))?
                     }
-                    meta_planes = Some(h.planes);
+                    Ok(None) => {
+                        if sample.len() < info.size() {
+                            return Err(fail(
+                                gst::StreamError::Format,
+                                format!(
+                                    "a sample of {} bytes without a descriptor is shorter than \
+                                     a {} {}x{} frame ({} bytes)",
+                                    sample.len(),
+                                    info.format(),
+                                    info.width(),
+                                    info.height(),
+                                    info.size()
+                                ),
+                            ));
+                        }
+                        video::Layout::of_info(info)
+                    }
+                    Err(e) => {
+                        return Err(fail(
+                            gst::StreamError::Decode,
+                            format!("malformed sample descriptor: {e}"),
+                        ))
+                    }
+                };
+                if found != video::Layout::of_info(info) {
+                    layout = Some(found);
                 }
             }
             let memory = if zero_copy && chan.held.load(Ordering::Relaxed) < chan.limit {
@@ -511,12 +463,7 @@ mod imp {
                 // Strides other than the caps' default ones travel as a
                 // GstVideoMeta, as they would inside one process; the layout
                 // was checked against the payload above.
-                if let Some(gst_video_meta) = meta_planes {
-                    let n = gst_video_meta.n as usize;
-                    let offsets: Vec<usize> = gst_video_meta.offset[..n]
-                        .iter()
-                        .map(|&o| o as usize)
-                        .collect();
+                if let Some(l) = layout {
                     let info = state.info.as_ref().expect("checked with the info");
                     let _ = gst_video::VideoMeta::add_full(
                         b,
@@ -524,12 +471,12 @@ mod imp {
                         info.format(),
                         info.width(),
                         info.height(),
-                        &offsets,
-                        &gst_video_meta.stride[..n],
+                        &l.offset[..l.n],
+                        &l.stride[..l.n],
                     );
                 }
             }
-            Ok(Some(buffer))
+            Ok(buffer)
         }
     }
 
@@ -636,9 +583,7 @@ mod imp {
                     got
                 };
                 match got {
-                    Ok(Some(Ok(Some(buffer)))) => return Ok(CreateSuccess::NewBuffer(buffer)),
-                    // Dropped (released already): receive the next one.
-                    Ok(Some(Ok(None))) => {}
+                    Ok(Some(Ok(buffer))) => return Ok(CreateSuccess::NewBuffer(buffer)),
                     Ok(Some(Err(e))) => return Err(e),
                     Ok(None) => {
                         if deadline.is_some_and(|d| Instant::now() > d) {

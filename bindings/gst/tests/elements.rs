@@ -3,11 +3,14 @@
 //! path, the copy path, caps/timestamps/EOS across the channel, and a plain
 //! `bips::Producer` writing the metadata layout by hand.
 
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gst::prelude::*;
+use gst_video::prelude::*;
 use gstbips::meta;
 
 fn init() {
@@ -221,14 +224,15 @@ fn bipssrc_copies_once_downstream_holds_too_many_frames() {
     assert_eq!(src_counts("src-held", 12, true, ""), (3, 9, 12));
 }
 
+/// A plain `bips::Producer` (no GStreamer) feeds bipssrc: the caps in the
+/// metadata header, the geometry in the frame descriptor. Padded rows (a
+/// stride of 256 for 64 RGB pixels) reach downstream as a GstVideoMeta.
 #[test]
-fn a_plain_rust_producer_with_the_layout_feeds_bipssrc() {
+fn a_plain_rust_producer_with_a_descriptor_feeds_bipssrc() {
     init();
     let ch = channel("rust-producer");
-    let (w, h, stride) = (64usize, 48usize, 256usize); // padded rows: a VideoMeta travels
-    let caps = format!(
-        "video/x-raw, format=(string)RGB, width=(int){w}, height=(int){h}, framerate=(fraction)30/1"
-    );
+    let (w, h, stride) = (64usize, 48usize, 256usize);
+    let caps = rgb_caps(w, h);
     let producer = bips::Producer::create(&ch, &bips::Options::new(4, stride * h).meta_size(1024))
         .expect("create channel");
     let consumer = parse(&format!(
@@ -240,34 +244,19 @@ fn a_plain_rust_producer_with_the_layout_feeds_bipssrc() {
         drop(consumer);
         r
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while producer.consumer_count() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bipssrc never attached"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_attached(&producer);
+    let d = bips::Descriptor::image(h as u64, w as u64, 3, bips::DType::U8)
+        .unwrap()
+        .with_strides(&[stride as i64, 3, 1])
+        .unwrap()
+        .with_format("RGB")
+        .unwrap();
     for i in 0..10u64 {
         let mut s = producer.loan().unwrap();
         s.as_mut_slice()[..8].copy_from_slice(&i.to_le_bytes());
         s.set_len(stride * h);
-        let header = meta::Header {
-            pts: i * 1_000_000,
-            dts: meta::NONE,
-            duration: 1_000_000,
-            offset: i,
-            offset_end: i + 1,
-            flags: 0,
-            base_time: meta::NONE,
-            running_time: meta::NONE,
-            planes: meta::Planes {
-                n: 1,
-                offset: [0; 4],
-                stride: [stride as i32, 0, 0, 0],
-            },
-        };
-        meta::write(s.meta_mut(), &header, caps.as_bytes()).unwrap();
+        s.set_descriptor(&d).unwrap();
+        meta::write(s.meta_mut(), &header(i), caps.as_bytes()).unwrap();
         s.publish().unwrap();
     }
     drop(producer); // the producer leaves: bipssrc ends the stream
@@ -284,12 +273,43 @@ fn a_plain_rust_producer_with_the_layout_feeds_bipssrc() {
         assert_eq!(seen.first_bytes[i], (i as u64).to_le_bytes());
     }
     assert_eq!(
-        seen.strides.len(),
-        10,
+        seen.strides,
+        vec![vec![stride as i32]; 10],
         "padded rows travel as a GstVideoMeta"
     );
-    assert_eq!(seen.strides[0][0], stride as i32);
     assert!(shm_gone(&ch));
+}
+
+fn rgb_caps(w: usize, h: usize) -> String {
+    format!(
+        "video/x-raw, format=(string)RGB, width=(int){w}, height=(int){h}, framerate=(fraction)30/1"
+    )
+}
+
+/// The metadata header of frame `i` (1 ms apart; the geometry is in the
+/// descriptor).
+fn header(i: u64) -> meta::Header {
+    meta::Header {
+        pts: i * 1_000_000,
+        dts: meta::NONE,
+        duration: 1_000_000,
+        offset: i,
+        offset_end: i + 1,
+        flags: 0,
+        base_time: meta::NONE,
+        running_time: meta::NONE,
+    }
+}
+
+fn wait_attached(producer: &bips::Producer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while producer.consumer_count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bipssrc never attached"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
@@ -400,96 +420,89 @@ fn a_waiting_loan_does_not_hold_the_channel_mutex() {
     assert!(shm_gone(&ch));
 }
 
-/// H2: plane offsets and strides come from another process. A layout that
-/// does not fit the payload (huge, zero or negative stride, offset past the
-/// end, too few planes) must not reach downstream as a GstVideoMeta: the
-/// frame is dropped with a warning, the good frames around it go through.
+/// H2: a frame's geometry comes from another process. A descriptor that
+/// does not match the caps (format, shape, a row shorter than the pixels, a
+/// negative stride) or does not parse or fit the payload (bytes written into
+/// the descriptor slot behind the library's back) is an element error
+/// naming the descriptor; no frame reaches downstream with it.
 #[test]
-fn bipssrc_drops_frames_with_a_hostile_plane_layout() {
+fn bipssrc_refuses_a_hostile_or_mismatched_descriptor() {
     init();
-    let ch = channel("hostile");
     let (w, h, stride) = (64usize, 48usize, 256usize);
-    let caps = format!(
-        "video/x-raw, format=(string)RGB, width=(int){w}, height=(int){h}, framerate=(fraction)30/1"
-    );
-    let producer = bips::Producer::create(&ch, &bips::Options::new(4, stride * h).meta_size(1024))
-        .expect("create channel");
-    let consumer = parse(&format!(
-        "bipssrc channel={ch} timeout=10000000000 ! fakesink name=sink"
-    ));
-    let seen = watch(&sink_of(&consumer));
-    let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
-    let w = Arc::clone(&warnings);
-    consumer.bus().unwrap().set_sync_handler(move |_, msg| {
-        if let gst::MessageView::Warning(m) = msg.view() {
-            w.lock()
-                .unwrap()
-                .push(format!("{} {:?}", m.error(), m.debug()));
-        }
-        gst::BusSyncReply::Pass
-    });
-    let cons = std::thread::spawn(move || {
-        let r = run(&consumer, Duration::from_secs(30));
-        drop(consumer);
-        r
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while producer.consumer_count() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "bipssrc never attached"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    // (n_planes, offset, stride); the good ones are padded rows.
-    let layouts: [(u32, u32, i32); 7] = [
-        (1, 0, stride as i32),
-        (1, 0, 0x7fff_ffff),
-        (1, 0, -(stride as i32)),
-        (1, 0, 0),
-        (1, (stride * h) as u32, stride as i32),
-        (0x7fff_ffff, 0, stride as i32 + 1),
-        (1, 0, stride as i32),
-    ];
-    for (i, &(n, offset, st)) in layouts.iter().enumerate() {
-        let mut s = producer.loan().unwrap();
-        s.as_mut_slice()[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        s.set_len(stride * h);
-        let header = meta::Header {
-            pts: i as u64 * 1_000_000,
-            dts: meta::NONE,
-            duration: 1_000_000,
-            offset: meta::NONE,
-            offset_end: meta::NONE,
-            flags: 0,
-            base_time: meta::NONE,
-            running_time: meta::NONE,
-            planes: meta::Planes {
-                n,
-                offset: [offset, 0, 0, 0],
-                stride: [st, 0, 0, 0],
-            },
-        };
-        meta::write(s.meta_mut(), &header, caps.as_bytes()).unwrap();
-        s.publish().unwrap();
-    }
-    drop(producer);
-    cons.join()
+    let good = bips::Descriptor::image(h as u64, w as u64, 3, bips::DType::U8)
         .unwrap()
-        .expect("bipssrc pipeline ends with EOS");
-    let seen = seen.lock().unwrap();
-    assert_eq!(
-        seen.first_bytes,
-        vec![0u64.to_le_bytes().to_vec(), 6u64.to_le_bytes().to_vec()],
-        "only the frames with a sane layout go through"
-    );
-    assert_eq!(seen.strides, vec![vec![stride as i32], vec![stride as i32]]);
-    let warnings = warnings.lock().unwrap();
-    assert!(
-        warnings.iter().any(|w| w.contains("plane layout")),
-        "a warning tells about the dropped frames: {warnings:?}"
-    );
-    assert!(shm_gone(&ch));
+        .with_strides(&[stride as i64, 3, 1])
+        .unwrap()
+        .with_format("RGB")
+        .unwrap();
+    let mismatched = [
+        good.with_format("BGR").unwrap(),
+        good.with_strides(&[100, 3, 1]).unwrap(),
+        good.with_strides(&[-(stride as i64), 3, 1])
+            .unwrap()
+            .with_offset(((h - 1) * stride) as u64),
+        bips::Descriptor::image(h as u64, w as u64, 4, bips::DType::U8)
+            .unwrap()
+            .with_format("RGB")
+            .unwrap(),
+    ];
+    // Raw slot bytes: an unknown element type; an offset past the payload.
+    let mut unknown_dtype = good.encode();
+    unknown_dtype[1] = 200;
+    let past_end = good.with_offset((stride * h) as u64).encode();
+    let cases: Vec<(String, [u8; bips_core::descriptor::DESCRIPTOR_SIZE], &str)> = mismatched
+        .iter()
+        .map(|d| (d.to_string(), d.encode(), "does not match the caps"))
+        .chain([
+            (
+                "unknown dtype".to_owned(),
+                unknown_dtype,
+                "malformed sample descriptor",
+            ),
+            (
+                "offset past the end".to_owned(),
+                past_end,
+                "malformed sample descriptor",
+            ),
+        ])
+        .collect();
+    for (i, (what, wire, expect)) in cases.iter().enumerate() {
+        let ch = channel(&format!("hostile-{i}"));
+        // One buffer: the loan below is buffer 0, whose slot we overwrite.
+        let producer =
+            bips::Producer::create(&ch, &bips::Options::new(1, stride * h).meta_size(1024))
+                .expect("create channel");
+        let layout = bips_core::Layout::new(*producer.geometry()).unwrap();
+        let consumer = parse(&format!(
+            "bipssrc channel={ch} timeout=10000000000 ! fakesink name=sink"
+        ));
+        let seen = watch(&sink_of(&consumer));
+        let cons = std::thread::spawn(move || {
+            let r = run(&consumer, Duration::from_secs(30));
+            drop(consumer);
+            r
+        });
+        wait_attached(&producer);
+        let mut s = producer.loan().unwrap();
+        s.set_len(stride * h);
+        s.set_descriptor(&good).unwrap();
+        meta::write(s.meta_mut(), &header(0), rgb_caps(w, h).as_bytes()).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm/bips.{ch}"))
+            .unwrap();
+        f.seek(SeekFrom::Start(layout.desc_offset as u64)).unwrap();
+        f.write_all(wire).unwrap();
+        s.publish().unwrap();
+        let err = cons
+            .join()
+            .unwrap()
+            .expect_err(&format!("bipssrc accepted the descriptor {what}"));
+        assert!(err.contains(expect), "{what}: {err}");
+        assert_eq!(seen.lock().unwrap().buffers.len(), 0, "{what}");
+        drop(producer);
+        assert!(shm_gone(&ch));
+    }
 }
 
 /// M3: the pool holds at most `buffers - 1` buffers in upstream's hands (one
@@ -621,4 +634,442 @@ fn bipssrc_refuses_a_foreign_owner_unless_trusted() {
     }
     drop(producer);
     assert!(shm_gone(&ch));
+}
+
+/// What a plain `bips::Consumer` got from a pipeline ending in bipssink:
+/// the channel's payload type and the first sample's descriptor and bytes.
+struct Got {
+    desc: bips::Descriptor,
+    bytes: Vec<u8>,
+}
+
+/// Plays `pipeline` (which ends in `bipssink channel={ch}
+/// wait-for-consumers=1`) while a `bips::Consumer` reads its first frame;
+/// the channel must have the `video/x-raw` v1 payload type. `before_play` runs
+/// once the pipeline is paused (to push buffers into an appsrc).
+fn through_bipssink(ch: &str, pipeline: &str, before_play: impl FnOnce(&gst::Pipeline)) -> Got {
+    let producer = parse(pipeline);
+    let _ = producer.set_state(gst::State::Paused);
+    before_play(&producer);
+    let prod = std::thread::spawn(move || {
+        let r = run(&producer, Duration::from_secs(30));
+        drop(producer);
+        r
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let consumer = loop {
+        match bips::Consumer::open(ch) {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{ch}: {e}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    let video = bips::PayloadType::new("video/x-raw", 1).unwrap();
+    // No panic before the producer pipeline is joined (it would leave the
+    // channel behind in /dev/shm).
+    let got = match consumer.recv_timeout(Duration::from_secs(10)) {
+        _ if consumer.payload_type() != Some(&video) => Err(format!(
+            "payload type {:?}, not video/x-raw v1",
+            consumer.payload_type()
+        )),
+        Ok(sample) => match sample.descriptor() {
+            Ok(Some(desc)) => Ok(Got {
+                desc,
+                bytes: sample.as_slice().to_vec(),
+            }),
+            Ok(None) => Err("a raw-video sample without a descriptor".to_owned()),
+            Err(e) => Err(format!("an invalid descriptor: {e}")),
+        },
+        Err(e) => Err(format!("no frame: {e}")),
+    };
+    drop(consumer);
+    let produced = prod.join().unwrap();
+    let got = got.unwrap_or_else(|e| panic!("{ch}: {e} (producer: {produced:?})"));
+    produced.expect("producer pipeline");
+    assert!(shm_gone(ch));
+    got
+}
+
+/// A deterministic test pattern (smpte has a noise area) whose pixels all
+/// differ along a row.
+const PATTERN: &str = "pattern=colors";
+
+/// The first frame `videotestsrc ! {caps} ! fakesink` produces, and its
+/// video info: the reference the frames through bips are compared with.
+fn reference(caps: &str) -> (gst_video::VideoInfo, gst::Buffer) {
+    let p = parse(&format!(
+        "videotestsrc num-buffers=1 {PATTERN} ! {caps} ! fakesink name=sink"
+    ));
+    let seen = watch_keeping(&sink_of(&p), true);
+    run(&p, Duration::from_secs(20)).unwrap();
+    let mut s = seen.lock().unwrap();
+    let info = gst_video::VideoInfo::from_caps(s.caps.as_ref().unwrap()).unwrap();
+    (info, s.kept.remove(0))
+}
+
+/// Compares every row of every plane the descriptor announces with the
+/// reference frame (`row_bytes` bytes per row).
+fn same_pixels(what: &str, got: &Got, info: &gst_video::VideoInfo, reference: &gst::Buffer) {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(reference.as_ref(), info)
+        .expect("map the reference frame");
+    let d = &got.desc;
+    // (offset, stride, rows, row bytes) of each plane: packed formats have
+    // one, described by the array fields.
+    let planes: Vec<(usize, usize, usize, usize)> = if d.planes().is_empty() {
+        let row = d.shape()[1..].iter().product::<u64>() as usize * d.dtype().size();
+        vec![(
+            d.offset() as usize,
+            d.strides()[0] as usize,
+            d.shape()[0] as usize,
+            row,
+        )]
+    } else {
+        d.planes()
+            .iter()
+            .map(|p| {
+                (
+                    p.offset as usize,
+                    p.stride as usize,
+                    p.rows as usize,
+                    p.row_bytes as usize,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(planes.len(), frame.info().n_planes() as usize, "{what}");
+    for (p, &(offset, stride, rows, row)) in planes.iter().enumerate() {
+        let data = frame.plane_data(p as u32).unwrap();
+        let rstride = frame.info().stride()[p] as usize;
+        for y in 0..rows {
+            let mine = &got.bytes[offset + y * stride..][..row];
+            assert_eq!(
+                mine,
+                &data[y * rstride..][..row],
+                "{what}: plane {p} row {y}"
+            );
+        }
+    }
+}
+
+/// Raw video formats, their caps and the descriptor bipssink must write:
+/// (dtype, shape, strides, planes as (offset, stride, rows, row bytes)).
+#[allow(clippy::type_complexity)]
+fn formats() -> Vec<(
+    &'static str,
+    bips::DType,
+    Vec<u64>,
+    Vec<i64>,
+    Vec<(u64, u32, u32, u32)>,
+)> {
+    use bips::DType::{U16, U8};
+    vec![
+        (
+            "RGBA,width=320,height=240,colorimetry=sRGB",
+            U8,
+            vec![240, 320, 4],
+            vec![1280, 4, 1],
+            vec![],
+        ),
+        // 321 pixels = 963 bytes, rows padded to 964.
+        (
+            "RGB,width=321,height=10",
+            U8,
+            vec![10, 321, 3],
+            vec![964, 3, 1],
+            vec![],
+        ),
+        (
+            "GRAY16_LE,width=63,height=5",
+            U16,
+            vec![5, 63],
+            vec![128, 2],
+            vec![],
+        ),
+        (
+            "GRAY16_BE,width=63,height=5",
+            U8,
+            vec![5, 63, 2],
+            vec![128, 2, 1],
+            vec![],
+        ),
+        (
+            "GRAY8,width=65,height=5",
+            U8,
+            vec![5, 65],
+            vec![68, 1],
+            vec![],
+        ),
+        (
+            "I420,width=64,height=48,colorimetry=bt709",
+            U8,
+            vec![48, 64],
+            vec![64, 1],
+            vec![(0, 64, 48, 64), (3072, 32, 24, 32), (3840, 32, 24, 32)],
+        ),
+        (
+            "NV12,width=66,height=50",
+            U8,
+            vec![50, 66],
+            vec![68, 1],
+            vec![(0, 68, 50, 66), (3400, 68, 25, 66)],
+        ),
+    ]
+}
+
+/// Issue 16: bipssink writes a frame descriptor beside every raw-video
+/// sample (packed formats: the whole frame, padded rows as the row stride;
+/// planar ones: plane 0 plus the plane table), on a channel typed
+/// `video/x-raw` v1; a plain `bips::Consumer` reads the same pixels
+/// videotestsrc produced through it.
+#[test]
+fn bipssink_describes_every_raw_video_format() {
+    init();
+    for (i, (caps, dtype, shape, strides, planes)) in formats().into_iter().enumerate() {
+        let caps = format!("video/x-raw,format={caps}");
+        let ch = channel(&format!("describe-{i}"));
+        let got = through_bipssink(
+            &ch,
+            &format!(
+                "videotestsrc num-buffers=1 {PATTERN} ! {caps} \
+                 ! bipssink channel={ch} wait-for-consumers=1 sync=false"
+            ),
+            |_| {},
+        );
+        let (info, reference) = reference(&caps);
+        let st = gst::Caps::from_str(&caps).unwrap();
+        let colorimetry = st.structure(0).unwrap().get::<String>("colorimetry").ok();
+        let d = &got.desc;
+        eprintln!("{caps}: {d:?}");
+        assert_eq!(d.dtype(), dtype, "{caps}");
+        assert_eq!(d.shape(), &shape[..], "{caps}");
+        assert_eq!(d.strides(), &strides[..], "{caps}");
+        assert_eq!(d.offset(), 0, "{caps}");
+        assert_eq!(d.format(), Some(info.format().to_str().as_str()), "{caps}");
+        assert_eq!(d.colorimetry(), colorimetry.as_deref(), "{caps}");
+        let table: Vec<_> = d
+            .planes()
+            .iter()
+            .map(|p| (p.offset, p.stride, p.rows, p.row_bytes))
+            .collect();
+        assert_eq!(table, planes, "{caps}");
+        same_pixels(&caps, &got, &info, &reference);
+    }
+}
+
+/// Typed views of what bipssink described: known colours of a solid RGBA
+/// frame at `[y, x, c]`, and GRAY16_LE as `u16` values.
+#[test]
+fn bipssink_descriptors_give_typed_views() {
+    init();
+    let ch = channel("view-rgba");
+    // foreground-color is ARGB: A=ff R=10 G=20 B=30.
+    let got = through_bipssink(
+        &ch,
+        &format!(
+            "videotestsrc num-buffers=1 pattern=solid-color foreground-color=0xff102030 \
+             ! video/x-raw,format=RGBA,width=33,height=7 \
+             ! bipssink channel={ch} wait-for-consumers=1 sync=false"
+        ),
+        |_| {},
+    );
+    let view = bips::View::<u8>::new(&got.bytes, &got.desc).unwrap();
+    assert_eq!(view.shape(), &[7, 33, 4]);
+    for (y, x) in [(0, 0), (3, 17), (6, 32)] {
+        let px: Vec<u8> = (0..4).map(|c| view[[y, x, c]]).collect();
+        assert_eq!(px, [0x10, 0x20, 0x30, 0xff], "pixel ({y}, {x})");
+    }
+
+    let ch = channel("view-gray16");
+    let caps = "video/x-raw,format=GRAY16_LE,width=63,height=5";
+    let got = through_bipssink(
+        &ch,
+        &format!(
+            "videotestsrc num-buffers=1 {PATTERN} ! {caps} \
+             ! bipssink channel={ch} wait-for-consumers=1 sync=false"
+        ),
+        |_| {},
+    );
+    let (info, reference) = reference(caps);
+    let frame =
+        gst_video::VideoFrameRef::from_buffer_ref_readable(reference.as_ref(), &info).unwrap();
+    let data = frame.plane_data(0).unwrap();
+    let stride = frame.info().stride()[0] as usize;
+    let view = bips::View::<u16>::new(&got.bytes, &got.desc).unwrap();
+    for (y, x) in [(0, 0), (2, 31), (4, 62)] {
+        let at = y * stride + 2 * x;
+        assert_eq!(
+            view[[y, x]],
+            u16::from_le_bytes([data[at], data[at + 1]]),
+            "({y}, {x})"
+        );
+    }
+}
+
+/// The descriptor takes the plane layout from the buffer's GstVideoMeta
+/// (here: rows of 1024 bytes for 321 RGB pixels, 16 bytes into the buffer),
+/// not from the caps' default one.
+#[test]
+fn bipssink_takes_strides_from_the_video_meta() {
+    init();
+    let ch = channel("video-meta");
+    let (w, h, stride, offset) = (321usize, 10usize, 1024usize, 16usize);
+    let pipeline = format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={w},height={h},framerate=30/1 \
+         ! bipssink channel={ch} wait-for-consumers=1 buffer-size=16384 sync=false"
+    );
+    let got = through_bipssink(&ch, &pipeline, |p| {
+        let mut bytes = vec![0u8; offset + stride * h];
+        for y in 0..h {
+            for x in 0..w * 3 {
+                bytes[offset + y * stride + x] = (y * 7 + x) as u8;
+            }
+        }
+        let mut buffer = gst::Buffer::from_mut_slice(bytes);
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::ZERO);
+            gst_video::VideoMeta::add_full(
+                b,
+                gst_video::VideoFrameFlags::empty(),
+                gst_video::VideoFormat::Rgb,
+                w as u32,
+                h as u32,
+                &[offset],
+                &[stride as i32],
+            )
+            .unwrap();
+        }
+        let src = p.by_name("src").unwrap();
+        let r = src.emit_by_name::<gst::FlowReturn>("push-buffer", &[&buffer]);
+        assert_eq!(r, gst::FlowReturn::Ok);
+        let r = src.emit_by_name::<gst::FlowReturn>("end-of-stream", &[]);
+        assert_eq!(r, gst::FlowReturn::Ok);
+    });
+    let d = got.desc;
+    assert_eq!(d.shape(), &[h as u64, w as u64, 3]);
+    assert_eq!(d.strides(), &[stride as i64, 3, 1]);
+    assert_eq!(d.offset(), offset as u64);
+    let view = bips::View::<u8>::new(&got.bytes, &d).unwrap();
+    for (y, x, c) in [(0, 0, 0), (5, 100, 2), (9, 320, 2)] {
+        assert_eq!(
+            view[[y, x, c]],
+            (y * 7 + x * 3 + c) as u8,
+            "({y}, {x}, {c})"
+        );
+    }
+}
+
+/// bipssink -> bipssrc with every format: the caps arrive, and the frame
+/// downstream of bipssrc is byte for byte the one videotestsrc made.
+#[test]
+fn every_raw_video_format_round_trips_through_bipssrc() {
+    init();
+    for (i, (caps, ..)) in formats().into_iter().enumerate() {
+        let caps = format!("video/x-raw,format={caps}");
+        let ch = channel(&format!("round-trip-{i}"));
+        let producer = parse(&format!(
+            "videotestsrc num-buffers=3 {PATTERN} ! {caps} \
+             ! bipssink channel={ch} wait-for-consumers=1 sync=false"
+        ));
+        let consumer = parse(&format!(
+            "bipssrc channel={ch} timeout=10000000000 ! fakesink name=sink"
+        ));
+        let seen = watch_keeping(&sink_of(&consumer), true);
+        let prod = std::thread::spawn(move || run(&producer, Duration::from_secs(30)));
+        run(&consumer, Duration::from_secs(30)).expect("consumer pipeline ends with EOS");
+        prod.join().unwrap().expect("producer pipeline");
+        let (info, reference) = reference(&caps);
+        let mut seen = seen.lock().unwrap();
+        assert_eq!(seen.buffers.len(), 3, "{caps}");
+        let out = gst_video::VideoInfo::from_caps(seen.caps.as_ref().unwrap()).unwrap();
+        assert_eq!(out, info, "{caps}");
+        assert!(
+            seen.strides.is_empty(),
+            "{caps}: default layout, no GstVideoMeta"
+        );
+        // Compared row by row: padding bytes are whatever the pools held.
+        let first = seen.kept.remove(0);
+        let layout = gstbips::video::Layout::of_info(&info);
+        let out = Got {
+            desc: gstbips::video::describe(&info, None, &layout)
+                .unwrap()
+                .unwrap(),
+            bytes: first.map_readable().unwrap().to_vec(),
+        };
+        same_pixels(&caps, &out, &info, &reference);
+        seen.kept.clear();
+        drop(seen);
+        drop(consumer);
+        assert!(shm_gone(&ch), "{caps}");
+    }
+}
+
+/// A consumer that requires raw video (`video/x-raw` v1) opens bipssink's
+/// video channel and gets a typed error on an audio one (which declares no
+/// type: it carries no descriptor).
+#[test]
+fn a_consumer_may_require_raw_video() {
+    init();
+    let video = bips::PayloadType::new("video/x-raw", 1).unwrap();
+    let require = bips::ConsumerOptions::new().require_type(video);
+    for (test, src, typed) in [
+        (
+            "typed-video",
+            "videotestsrc num-buffers=2 ! video/x-raw,format=GRAY8,width=16,height=8",
+            true,
+        ),
+        (
+            "untyped-audio",
+            "audiotestsrc num-buffers=2 ! audio/x-raw,format=S16LE,channels=1",
+            false,
+        ),
+    ] {
+        let ch = channel(test);
+        let p = parse(&format!(
+            "{src} ! bipssink channel={ch} wait-for-consumers=1 sync=false"
+        ));
+        let prod = std::thread::spawn(move || run(&p, Duration::from_secs(30)));
+        // The channel exists once render() waits for a consumer.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while shm_gone(&ch) {
+            assert!(std::time::Instant::now() < deadline, "{ch} never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // (Retried while the producer may still be formatting the channel.)
+        let opened = loop {
+            match bips::Consumer::open_with(&ch, &require) {
+                Err(e)
+                    if !matches!(e, bips::Error::TypeMismatch { .. })
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                r => break r,
+            }
+        };
+        let consumer = bips::Consumer::open(&ch).expect("an untyped open");
+        let mut n = 0;
+        while consumer.recv_timeout(Duration::from_secs(10)).is_ok() {
+            n += 1;
+        }
+        prod.join().unwrap().expect("producer pipeline");
+        drop(consumer);
+        assert_eq!(n, 2, "{test}");
+        match (typed, opened) {
+            (true, Ok(c)) => assert_eq!(c.payload_type().unwrap().name(), "video/x-raw"),
+            (
+                false,
+                Err(bips::Error::TypeMismatch {
+                    required, found, ..
+                }),
+            ) => {
+                assert!(required.contains("video/x-raw"), "{required}");
+                assert!(found.contains("no declared type"), "{found}");
+            }
+            (_, other) => panic!("{test}: {other:?}"),
+        }
+        assert!(shm_gone(&ch), "{ch}");
+    }
 }

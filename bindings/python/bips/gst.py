@@ -12,9 +12,19 @@ and, in another, plain Python (GStreamer is *not* needed on this side)::
         print(frame.shape, frame.dtype)          # (1080, 1920, 4) uint8
         model(torch.from_numpy(frame))           # still no copy
 
-``bipssink`` writes the buffer's caps, timestamps, offsets, flags and plane
-strides into each sample's metadata (layout version 1, little-endian, see
-``bindings/gst/src/meta.rs``); this module parses it with :mod:`struct`.
+Each array is ``np.asarray(sample)``: the shape, element type and strides
+come from the frame descriptor ``bipssink`` writes beside every raw-video
+sample (``Sample.descriptor``), so a plain ``bips.Consumer`` gets the same
+array without this module: RGBA/BGRx/... ``(h, w, 4)`` uint8, RGB/BGR
+``(h, w, 3)`` uint8 (padded rows as strides), GRAY8 ``(h, w)`` uint8,
+GRAY16_LE ``(h, w)`` uint16; planar formats (I420, NV12, ...) give the luma
+plane ``(h, w)`` and list every plane in ``descriptor.planes``. What this
+module adds is the metadata header ``bipssink`` writes into each sample's
+metadata (version 2, little-endian, see ``bindings/gst/src/meta.rs``,
+parsed here with :mod:`struct`): the caps, PTS/DTS/duration, offsets, flags
+and the sender's clock time (``with_info=True``); and GRAY16_BE as
+big-endian ``(h, w)`` uint16 (the descriptor gives its bytes, ``(h, w, 2)``
+uint8, since its element types are little-endian).
 
 Lifetime rule: each array is a view of the shared buffer itself. The
 producer never rewrites that buffer while the array (or any view made from
@@ -39,7 +49,6 @@ import numpy as np
 from . import Consumer, Disconnected, LayoutMismatch, NotFound, Timeout
 
 __all__ = [
-    "FORMATS",
     "FrameInfo",
     "MetaError",
     "frames",
@@ -48,38 +57,19 @@ __all__ = [
 ]
 
 MAGIC = b"BGST"
-VERSION = 1
-HEADER_LEN = 128
+VERSION = 2
+HEADER_LEN = 72
 NONE = 2**64 - 1
-MAX_PLANES = 4
 
 # magic, version, header_len, pts, dts, duration, offset, offset_end, flags,
-# caps_len, base_time, running_time, n_planes, reserved, offsets[4],
-# strides[4], reserved[16].
-_HEADER = struct.Struct("<4sHHQQQQQIIQQII4I4i16x")
+# caps_len, base_time, running_time; the caps string follows.
+_HEADER = struct.Struct("<4sHHQQQQQIIQQ")
 assert _HEADER.size == HEADER_LEN
-
-# Packed formats: (channels, dtype). Rows may be padded: strides come from
-# the metadata (or GStreamer's default rule, rows rounded up to 4 bytes).
-FORMATS: dict[str, tuple[int, str]] = {
-    "RGBA": (4, "u1"),
-    "BGRA": (4, "u1"),
-    "ARGB": (4, "u1"),
-    "ABGR": (4, "u1"),
-    "RGBx": (4, "u1"),
-    "BGRx": (4, "u1"),
-    "xRGB": (4, "u1"),
-    "xBGR": (4, "u1"),
-    "RGB": (3, "u1"),
-    "BGR": (3, "u1"),
-    "GRAY8": (1, "u1"),
-    "GRAY16_LE": (1, "<u2"),
-    "GRAY16_BE": (1, ">u2"),
-}
 
 
 class MetaError(ValueError):
-    """The sample's metadata was not written by ``bipssink`` (or is damaged)."""
+    """The sample's metadata was not written by ``bipssink`` (or is damaged),
+    or the sample is not a raw-video frame (it carries no frame descriptor)."""
 
 
 @dataclass(frozen=True)
@@ -97,8 +87,9 @@ class FrameInfo:
     flags: int
     base_time: int | None
     running_time: int | None
-    plane_offsets: tuple[int, ...]
-    plane_strides: tuple[int, ...]
+    #: The frame descriptor (``bips.Descriptor``: shape, strides, format,
+    #: planes); ``None`` from :func:`parse_meta` alone.
+    descriptor: object = None
     seq: int = -1
     timestamp_ns: int = 0
     lagged: int = 0
@@ -158,7 +149,7 @@ def _opt(v: int) -> int | None:
 
 def parse_meta(meta: Union[bytes, bytearray, memoryview]) -> FrameInfo:
     """Parses a sample's metadata area (``Sample.meta``); raises
-    :class:`MetaError` when it is not a version-1 ``bipssink`` header. Every
+    :class:`MetaError` when it is not a version-2 ``bipssink`` header. Every
     length read is checked against ``len(meta)``."""
     meta = bytes(meta)
     if len(meta) < HEADER_LEN:
@@ -176,9 +167,6 @@ def parse_meta(meta: Union[bytes, bytearray, memoryview]) -> FrameInfo:
         caps_len,
         base_time,
         running_time,
-        n_planes,
-        _reserved,
-        *planes,
     ) = _HEADER.unpack_from(meta)
     if magic != MAGIC:
         raise MetaError("no BGST magic: the channel was not written by bipssink")
@@ -194,7 +182,6 @@ def parse_meta(meta: Union[bytes, bytearray, memoryview]) -> FrameInfo:
     if "\0" in caps:
         raise MetaError("caps string holds a NUL")
     media_type, fields = parse_caps(caps)
-    n = min(n_planes, MAX_PLANES)
     return FrameInfo(
         caps=caps,
         media_type=media_type,
@@ -207,41 +194,19 @@ def parse_meta(meta: Union[bytes, bytearray, memoryview]) -> FrameInfo:
         flags=flags,
         base_time=_opt(base_time),
         running_time=_opt(running_time),
-        plane_offsets=tuple(planes[:n]),
-        plane_strides=tuple(planes[MAX_PLANES : MAX_PLANES + n]),
     )
 
 
 def _view(sample, info: FrameInfo) -> np.ndarray:
-    """The (height, width, channels) view of a packed raw-video sample."""
-    if info.media_type != "video/x-raw":
-        raise MetaError(f"not raw video: {info.caps}")
-    fmt = info.format
-    if fmt not in FORMATS:
-        raise MetaError(f"format {fmt!r} is not a packed format bips.gst understands ({', '.join(FORMATS)})")
-    if info.width is None or info.height is None:
-        raise MetaError(f"caps without width/height: {info.caps}")
-    channels, dtype = FORMATS[fmt]
-    dt = np.dtype(dtype)
-    w, h = info.width, info.height
-    row = w * channels * dt.itemsize
-    if info.plane_strides:
-        stride, off = info.plane_strides[0], info.plane_offsets[0]
-    else:
-        stride, off = (row + 3) & ~3, 0
-    if stride < row:
-        raise MetaError(f"stride {stride} is shorter than a row of {row} bytes")
-    # np.frombuffer holds a buffer export of the sample (a memoryview), which
-    # keeps it held; np.ndarray(buffer=sample) would not: it lets go of the
-    # export at once and keeps only the object.
-    flat = np.frombuffer(sample, np.uint8)
-    return np.ndarray(
-        shape=(h, w, channels),
-        dtype=dt,
-        buffer=flat,
-        offset=off,
-        strides=(stride, channels * dt.itemsize, dt.itemsize),
-    )
+    """The array of a raw-video sample, as its frame descriptor says."""
+    if sample.descriptor is None:
+        raise MetaError(f"the sample carries no frame descriptor (not raw video?): {info.caps}")
+    # np.asarray holds a buffer export of the sample while the array (or a
+    # view of it) lives, which keeps the sample held.
+    frame = np.asarray(sample)
+    if sample.descriptor.format == "GRAY16_BE":
+        frame = frame.view(">u2")[..., 0]
+    return frame
 
 
 def _open(channel: str, timeout: float | None, start: str) -> Consumer:
@@ -265,13 +230,16 @@ def frames(
     start: str = "oldest",
 ) -> Iterator[Union[np.ndarray, tuple[np.ndarray, FrameInfo]]]:
     """Yields the frames of ``bipssink channel=<channel>`` as read-only NumPy
-    arrays shaped ``(height, width, channels)`` (``GRAY8``: 1 channel), views
-    of the shared memory (see the module's lifetime rule).
+    arrays shaped by their frame descriptor (``(height, width, channels)``
+    for packed colour formats, ``(height, width)`` for GRAY8/GRAY16 and for
+    the luma plane of planar formats), views of the shared memory (see the
+    module's lifetime rule). A sample that is not raw video raises
+    :class:`MetaError`.
 
     ``timeout`` (seconds, ``None`` = forever) bounds the wait for the channel
     to appear and for each frame (``bips.Timeout`` after). The iteration ends
     when the producer leaves (the sending pipeline stopped). ``with_info``
-    yields ``(array, FrameInfo)`` pairs (caps, timestamps, strides). ``start``:
+    yields ``(array, FrameInfo)`` pairs (caps, timestamps, descriptor). ``start``:
     ``"oldest"`` (default: frames still in the channel first) or ``"newest"``.
     """
     consumer = _open(channel, timeout, start)
@@ -285,7 +253,13 @@ def frames(
                 info = parse_meta(sample.meta)
                 if with_info:
                     info = FrameInfo(
-                        **{**info.__dict__, "seq": sample.seq, "timestamp_ns": sample.timestamp_ns, "lagged": sample.lagged}
+                        **{
+                            **info.__dict__,
+                            "descriptor": sample.descriptor,
+                            "seq": sample.seq,
+                            "timestamp_ns": sample.timestamp_ns,
+                            "lagged": sample.lagged,
+                        }
                     )
                 frame = _view(sample, info)
                 yield (frame, info) if with_info else frame

@@ -13,6 +13,7 @@ import os
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +96,8 @@ def test_rgba_1080p_frames_from_videotestsrc(gst_env, channel):
             assert (info.format, info.width, info.height) == ("RGBA", 1920, 1080)
             assert info.pts == count * 40_000_000
             assert info.duration == 40_000_000
-            assert info.plane_strides == (1920 * 4,)
+            assert info.descriptor.strides == (1920 * 4, 4, 1)
+            assert info.descriptor.format == "RGBA"
             assert info.seq == count
             count += 1
     finally:
@@ -122,7 +124,7 @@ def test_padded_rgb_rows_are_stride_aware(gst_env, channel):
     assert count == 5
 
 
-def test_gray8_has_one_channel(gst_env, channel):
+def test_gray8_is_two_dimensional(gst_env, channel):
     proc = launch(
         gst_env,
         f"videotestsrc num-buffers=3 pattern=white ! video/x-raw,format=GRAY8,width=64,height=16 "
@@ -133,7 +135,7 @@ def test_gray8_has_one_channel(gst_env, channel):
     finally:
         finish(proc)
     assert len(got) == 3
-    assert all(f.shape == (16, 64, 1) and (f == 235).all() for f in got)
+    assert all(f.shape == (16, 64) and (f == 235).all() for f in got)
 
 
 def test_kept_frames_stay_intact_while_the_stream_moves_on(gst_env, channel):
@@ -164,15 +166,13 @@ def test_timeout_when_no_channel_appears(channel):
 
 
 def _meta(caps: bytes, **kw) -> bytes:
-    fields = dict(
-        pts=5, dts=2**64 - 1, duration=7, offset=0, offset_end=1, flags=0, base_time=100, running_time=5, n_planes=1
-    )
+    fields = dict(pts=5, dts=2**64 - 1, duration=7, offset=0, offset_end=1, flags=0, base_time=100, running_time=5)
     fields.update(kw)
     head = struct.pack(
-        "<4sHHQQQQQIIQQII4I4i16x",
+        "<4sHHQQQQQIIQQ",
         b"BGST",
-        1,
-        128,
+        2,
+        72,
         fields["pts"],
         fields["dts"],
         fields["duration"],
@@ -182,16 +182,6 @@ def _meta(caps: bytes, **kw) -> bytes:
         len(caps),
         fields["base_time"],
         fields["running_time"],
-        fields["n_planes"],
-        0,
-        0,
-        0,
-        0,
-        0,
-        256,
-        0,
-        0,
-        0,
     )
     return (head + caps).ljust(1024, b"\0")
 
@@ -202,7 +192,7 @@ def test_parse_meta_reads_the_layout():
     assert (info.media_type, info.format, info.width, info.height) == ("video/x-raw", "BGRx", 640, 480)
     assert info.fields["colorimetry"] == "bt601"
     assert (info.pts, info.dts, info.duration, info.clock_time) == (5, None, 7, 105)
-    assert info.plane_offsets == (0,) and info.plane_strides == (256,)
+    assert info.descriptor is None  # the header alone: geometry is in the sample's descriptor
 
 
 def test_parse_meta_refuses_foreign_or_damaged_metadata():
@@ -215,8 +205,101 @@ def test_parse_meta_refuses_foreign_or_damaged_metadata():
     with pytest.raises(bips.gst.MetaError, match="overruns"):
         bips.gst.parse_meta(bytes(bad))
     bad = bytearray(_meta(b"video/x-raw"))
-    bad[4:6] = struct.pack("<H", 2)
+    bad[4:6] = struct.pack("<H", 1)  # the old layout (plane strides at 72..112, caps at 128)
     with pytest.raises(bips.gst.MetaError, match="version"):
         bips.gst.parse_meta(bytes(bad))
     with pytest.raises(bips.gst.MetaError, match="NUL"):
         bips.gst.parse_meta(_meta(b"video/x-raw\0, width=(int)1"))
+
+
+# --------------------------------------------------------------- plain NumPy
+# Issue 16: a consumer that knows nothing of GStreamer or bips.gst gets the
+# shaped array from the frame descriptor bipssink writes (np.asarray).
+
+
+def first_frame(env: dict[str, str], channel: str, pipeline: str):
+    """Runs ``{pipeline} ! bipssink channel=<channel>`` and returns
+    ``(np.asarray(sample).copy(), descriptor)`` of its first frame, read by a
+    plain ``bips.Consumer`` that requires the ``video/x-raw`` v1 type."""
+    proc = launch(env, f"{pipeline} ! bipssink channel={channel} wait-for-consumers=1 sync=false")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                consumer = bips.Consumer(channel, require_type=("video/x-raw", 1))
+                break
+            except (bips.NotFound, bips.Disconnected, bips.LayoutMismatch):
+                assert time.monotonic() < deadline, f"channel {channel} never appeared"
+                time.sleep(0.01)
+        with consumer:
+            assert consumer.payload_type == ("video/x-raw", 1)
+            s = consumer.recv(timeout=20)
+            a = np.asarray(s)
+            got = (a.copy(), a.shape, a.strides, a.dtype, s.descriptor)
+            del a, s
+            while True:  # drain: the pipeline ends when it may
+                try:
+                    consumer.recv(timeout=20)
+                except bips.Disconnected:
+                    break
+    except BaseException:
+        # The pipeline may wait for a consumer forever: do not wait for it.
+        proc.kill()
+        proc.communicate()
+        raise
+    finish(proc)
+    return got
+
+
+def test_numpy_rgba_is_h_w_4(gst_env, channel):
+    a, shape, strides, dtype, d = first_frame(
+        gst_env, channel, f"videotestsrc num-buffers=2 {SOLID} ! video/x-raw,format=RGBA,width=33,height=7"
+    )
+    assert (shape, strides, dtype) == ((7, 33, 4), (132, 4, 1), np.uint8)
+    assert (a == np.array([0x10, 0x20, 0x30, 0xFF], np.uint8)).all()
+    assert d.format == "RGBA" and d.planes == []
+
+
+def test_numpy_gray16_le_is_h_w_uint16(gst_env, channel):
+    a, shape, strides, dtype, d = first_frame(
+        gst_env, channel, "videotestsrc num-buffers=2 pattern=white ! video/x-raw,format=GRAY16_LE,width=63,height=5"
+    )
+    # 63 pixels = 126 bytes, rows padded to 128.
+    assert (shape, strides, dtype) == ((5, 63), (128, 2), np.dtype("<u2"))
+    assert (a == 235 * 257).all()  # GRAY8 white (235) widened to 16 bits
+    assert d.format == "GRAY16_LE"
+
+
+def test_numpy_padded_rgb_rows_are_strides(gst_env, channel):
+    a, shape, strides, dtype, _ = first_frame(
+        gst_env, channel, f"videotestsrc num-buffers=2 {SOLID} ! video/x-raw,format=RGB,width=321,height=10"
+    )
+    # 321 RGB pixels = 963 bytes, rows padded to 964: strides, not a reshape.
+    assert (shape, strides, dtype) == ((10, 321, 3), (964, 3, 1), np.uint8)
+    assert (a == np.array([0x10, 0x20, 0x30], np.uint8)).all()
+
+
+def test_numpy_nv12_is_the_luma_plane_plus_a_plane_table(gst_env, channel):
+    a, shape, strides, dtype, d = first_frame(
+        gst_env, channel, "videotestsrc num-buffers=2 pattern=white ! video/x-raw,format=NV12,width=66,height=50"
+    )
+    assert (shape, strides, dtype) == ((50, 66), (68, 1), np.uint8)
+    assert (a == 235).all()
+    assert d.format == "NV12"
+    assert d.planes == [(0, 68, 50, 66), (3400, 68, 25, 66)]
+
+
+def test_frames_gives_gray16_be_as_big_endian_uint16(gst_env, channel):
+    proc = launch(
+        gst_env,
+        f"videotestsrc num-buffers=2 pattern=white ! video/x-raw,format=GRAY16_BE,width=63,height=5 "
+        f"! bipssink channel={channel} wait-for-consumers=1 sync=false",
+    )
+    try:
+        got = [(f.copy(), info.descriptor.shape) for f, info in bips.gst.frames(channel, timeout=20, with_info=True)]
+    finally:
+        finish(proc)
+    assert len(got) == 2
+    for f, desc_shape in got:
+        assert desc_shape == (5, 63, 2)  # the descriptor: bytes, most significant first
+        assert f.shape == (5, 63) and f.dtype == np.dtype(">u2") and (f == 235 * 257).all()
