@@ -67,7 +67,7 @@ pub use cleanup::cleanup_on_signals;
 pub use cleanup::remove_owned_channels;
 pub use consumer::{Consumer, Iter, RawSample, Sample};
 pub use error::{Error, Result};
-pub use options::{Backend, Backpressure, ConsumerOptions, Options, WaitStrategy};
+pub use options::{Backend, Backpressure, ConsumerOptions, Options, WaitStrategy, BACKEND_ENV};
 pub use os::shm::{list_channels, page_size};
 pub use os::socket::{socket_dir, SOCKET_DIR_ENV};
 pub use producer::{Producer, RawLoan, SampleMut};

@@ -68,6 +68,36 @@ pub enum Backend {
     Memfd,
 }
 
+/// Environment variable that sets the default [`Backend`] of
+/// [`Options::new`]: `shm` or `memfd` (run an application on sealed memfd
+/// channels without changing its code). [`Options::backend`] overrides it.
+pub const BACKEND_ENV: &str = "BIPS_BACKEND";
+
+impl Backend {
+    /// `$BIPS_BACKEND` (`shm` or `memfd`), else [`Backend::Shm`]. Another
+    /// value is refused when the channel is created.
+    fn from_env() -> Backend {
+        match std::env::var(BACKEND_ENV).as_deref() {
+            Ok("memfd") => Backend::Memfd,
+            _ => Backend::Shm,
+        }
+    }
+
+    /// Checks `$BIPS_BACKEND`: unset, `shm` or `memfd`.
+    pub(crate) fn check_env() -> Result<()> {
+        match std::env::var(BACKEND_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(()),
+            Ok(v) if v == "shm" || v == "memfd" => Ok(()),
+            Ok(v) => Err(Error::InvalidOptions(format!(
+                "{BACKEND_ENV}={v:?}: the backend is \"shm\" or \"memfd\""
+            ))),
+            Err(_) => Err(Error::InvalidOptions(format!(
+                "{BACKEND_ENV} is not valid UTF-8: the backend is \"shm\" or \"memfd\""
+            ))),
+        }
+    }
+}
+
 /// Options for creating a channel: [`Options::new`] then builder methods.
 ///
 /// ```
@@ -114,12 +144,13 @@ impl Options {
             map: MapOptions::default(),
             owner: OwnerPolicy::default(),
             payload: None,
-            backend: Backend::Shm,
+            backend: Backend::from_env(),
             socket_dir: None,
         }
     }
 
-    /// Where the segment lives (default [`Backend::Shm`]).
+    /// Where the segment lives (default [`Backend::Shm`], or what
+    /// [`BACKEND_ENV`] says).
     ///
     /// ```
     /// use bips::{Backend, Options};

@@ -92,6 +92,7 @@ impl Producer {
     /// stale segment left by a dead producer is replaced.
     pub fn create(name: &str, options: &Options) -> Result<Producer> {
         let name = ChannelName::new(name)?;
+        crate::options::Backend::check_env()?;
         let geometry = options.geometry()?;
         let layout =
             bips_core::Layout::new(geometry).map_err(|e| Error::InvalidOptions(e.to_string()))?;
