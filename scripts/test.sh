@@ -61,6 +61,21 @@ body_clippy() {
 body_test() {
     run cargo test --workspace --release
     run cargo test --manifest-path "$ROOT/core/fuzz/Cargo.toml" --target-dir "$ROOT/target/fuzz-check"
+    # The cross-process suite again with every channel on the sealed memfd backend
+    # (BIPS_BACKEND=memfd, sockets in a directory of its own): kill -9, reclaim, ordering,
+    # wake-ups, system-call counts, a PID namespace, typed frames. The files about /dev/shm
+    # objects themselves (clean, takeover, owner, hostile writes into the object, signals'
+    # unlink, staging) stay on shm; memfd.rs has their memfd counterparts.
+    local sockdir="$ROOT/target/memfd-suite-sockets"
+    rm -rf "$sockdir"
+    mkdir -p "$sockdir"
+    run env BIPS_BACKEND=memfd BIPS_SOCKET_DIR="$sockdir" cargo test --release -p bips-tests \
+        --test crash --test errors --test frames --test isolation --test order --test raw_api \
+        --test raw_loan --test syscalls --test wakeups
+    if [[ -n $(ls -A "$sockdir") ]]; then
+        echo "test: FAILED: the memfd pass left files in $sockdir: $(ls -A "$sockdir")"
+        return 1
+    fi
 }
 
 # demo: README's main-job command, shortened; it exits non-zero on any bad frame, a

@@ -81,10 +81,14 @@ impl Channel {
         shm_path(&self.name)
     }
 
-    /// Whether the shared-memory object exists now.
+    /// Whether the channel's name is taken now: its shared-memory object,
+    /// or, in a run on the memfd backend ([`memfd_run`]), its socket.
     pub fn exists(&self) -> bool {
         // `symlink_metadata`: a dangling or planted entry counts too.
         std::fs::symlink_metadata(self.path()).is_ok()
+            || memfd_run().is_some_and(|dir| {
+                std::fs::symlink_metadata(dir.join(format!("bips.{}.sock", self.name))).is_ok()
+            })
     }
 
     /// Asserts that `/dev/shm/bips.<name>` is gone (the producer removed it
@@ -102,7 +106,22 @@ impl Channel {
 impl Drop for Channel {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(self.path());
+        if let Some(dir) = memfd_run() {
+            for suffix in ["sock", "lock"] {
+                let _ = std::fs::remove_file(dir.join(format!("bips.{}.{suffix}", self.name)));
+            }
+        }
     }
+}
+
+/// In a run of the suite on the memfd backend (`BIPS_BACKEND=memfd`, the
+/// `test` stage's second pass): the socket directory its channels live in.
+/// Tests about `/dev/shm` objects themselves pin `Backend::Shm`.
+pub fn memfd_run() -> Option<PathBuf> {
+    if std::env::var("BIPS_BACKEND").as_deref() != Ok("memfd") {
+        return None;
+    }
+    Some(bips::socket_dir(None))
 }
 
 /// `/dev/shm/bips.<name>`.

@@ -222,7 +222,9 @@ fn a_descriptor_left_by_an_earlier_sample_of_the_buffer_is_not_reported() {
 #[test]
 fn a_descriptor_that_does_not_fit_is_refused_on_both_sides() {
     let ch = Channel::new("fbounds");
-    let producer = Producer::create(ch.name(), &Options::new(1, 64)).unwrap();
+    // Shm: the hostile process below writes through the /dev/shm object.
+    let producer =
+        Producer::create(ch.name(), &Options::new(1, 64).backend(bips::Backend::Shm)).unwrap();
     let consumer = Consumer::open(ch.name()).unwrap();
 
     // Producer side: past the buffer at set, past the length at publish (the

@@ -173,7 +173,12 @@ fn open_as_role() {
 /// Runs `open-as` as `nobody` on a channel created with `mode`.
 fn open_as_nobody(exe: &Path, mode: u32) -> (Fields, Channel) {
     let ch = Channel::new("perm");
-    let producer = Producer::create(ch.name(), &Options::new(2, 64).mode(mode)).expect("create");
+    // Shm: this is about the /dev/shm object's mode.
+    let producer = Producer::create(
+        ch.name(),
+        &Options::new(2, 64).mode(mode).backend(bips::Backend::Shm),
+    )
+    .expect("create");
     let got = std::fs::metadata(ch.path()).unwrap().permissions().mode() & 0o777;
     assert_eq!(got, mode, "segment mode");
     let mut kid = spawn(ENTRY, "open-as")

@@ -158,6 +158,9 @@ impl Claim {
                 _ => io("mkdir", e),
             })?;
         let paths = Paths::new(dir, name);
+        // A name whose socket path cannot be bound is refused before any
+        // file is made.
+        with_sun_path(&paths.sock, name, |_| Ok(()))?.map_err(|e| io("open", e))?;
         for _ in 0..32 {
             let file = std::fs::OpenOptions::new()
                 .read(true)
@@ -226,6 +229,16 @@ impl Claim {
             stop,
             thread: Some(thread),
         })
+    }
+}
+
+impl Drop for Claim {
+    /// A claim that never served (its creation failed midway) removes its
+    /// lock file, if the name still names that very file.
+    fn drop(&mut self) {
+        if super::shm::file_id(self._lock.as_fd()) == path_id(&self.paths.lock) {
+            let _ = std::fs::remove_file(&self.paths.lock);
+        }
     }
 }
 
