@@ -198,7 +198,8 @@ capture_to_python() {
     local ch="$TAG-capture"
     "$PY" "$EX/consume.py" "$ch" --frames 30 >"$WORK/capture.py.out" 2>&1 &
     local pid=$!
-    timeout 60 "$BIN/capture_producer" "$ch" --frames 30 --width 320 --height 240 --fps 200 \
+    # An odd width: RGB rows of 963 bytes padded to the producer's stride.
+    timeout 60 "$BIN/capture_producer" "$ch" --frames 30 --width 321 --height 240 --fps 200 \
         --wait-consumers 1 || { echo "capture_producer failed"; wait $pid; return 1; }
     wait $pid || { cat "$WORK/capture.py.out"; return 1; }
     cat "$WORK/capture.py.out"

@@ -5,7 +5,8 @@
 Opens the channel requiring its payload type ("image/rgb8" v1); each sample
 carries its descriptor, so ``np.asarray(sample)`` is the (height, width, 3)
 uint8 image itself, padded rows as strides, straight over the shared buffer
-(no copy). Checks every pixel of each frame against the producer's moving
+(no copy), and ``np.from_dlpack(sample)`` (``torch.from_dlpack`` alike) the same
+memory. Checks every pixel of each frame against the producer's moving
 gradient (frame t = the sample's sequence number); stops after N frames or
 when the producer leaves.
 """
@@ -56,6 +57,12 @@ for sample in consumer:
         if image.flags.owndata or image.strides[1:] != (3, 1):
             print("not a zero-copy view of the padded rows", file=sys.stderr)
             bad += 1
+        # DLPack (what torch.from_dlpack and CuPy use): the same shared bytes.
+        tensor = np.from_dlpack(sample)
+        if not (np.shares_memory(tensor, image) and tensor.strides == image.strides):
+            print(f"frame {t}: from_dlpack is not the same memory", file=sys.stderr)
+            bad += 1
+        del tensor
         if seen % 30 == 0:
             # timestamps are CLOCK_MONOTONIC ns, which time.monotonic_ns() reads on Linux
             age_us = (time.monotonic_ns() - sample.timestamp_ns) / 1000
