@@ -79,6 +79,16 @@
 #define BIPS_FLAG_HUGE_PAGES 4
 
 /**
+ * `flags` bit (producer only): make the channel a sealed memfd served on a
+ * Unix socket in the socket directory (`$BIPS_SOCKET_DIR`, else
+ * `$XDG_RUNTIME_DIR/bips`, else `/run/bips`) instead of a `/dev/shm` object:
+ * no peer can truncate it, and peers share only that directory. Consumers
+ * find either kind by name. Without this bit the backend is `$BIPS_BACKEND`
+ * (`shm`, the default, or `memfd`).
+ */
+#define BIPS_FLAG_MEMFD 8
+
+/**
  * How many uids `bips_options_trust_owner` / `bips_consumer_options_trust_owner`
  * can add to one options struct.
  */

@@ -487,6 +487,11 @@ public:
     Options& mode(uint32_t m) { o_.mode = m; return *this; }
     Options& alignment(uint32_t a) { o_.alignment = a; return *this; }
     Options& flags(uint32_t f) { o_.flags = f; return *this; }
+    /// A sealed memfd channel served from the socket directory (BIPS_FLAG_MEMFD).
+    Options& memfd(bool on = true) {
+        o_.flags = on ? (o_.flags | BIPS_FLAG_MEMFD) : (o_.flags & ~BIPS_FLAG_MEMFD);
+        return *this;
+    }
     /// Also trust a stale object of `uid` under the name (replace it).
     Options& trust_owner(uint32_t uid) { detail::check(bips_options_trust_owner(&o_, uid)); return *this; }
     /// Replace a stale object under the name whoever owns it.

@@ -41,6 +41,13 @@ pub const BIPS_FLAG_PREFAULT: u32 = 1;
 pub const BIPS_FLAG_MLOCK: u32 = 2;
 /// `flags` bit (producer only): ask for transparent huge pages.
 pub const BIPS_FLAG_HUGE_PAGES: u32 = 4;
+/// `flags` bit (producer only): make the channel a sealed memfd served on a
+/// Unix socket in the socket directory (`$BIPS_SOCKET_DIR`, else
+/// `$XDG_RUNTIME_DIR/bips`, else `/run/bips`) instead of a `/dev/shm` object:
+/// no peer can truncate it, and peers share only that directory. Consumers
+/// find either kind by name. Without this bit the backend is `$BIPS_BACKEND`
+/// (`shm`, the default, or `memfd`).
+pub const BIPS_FLAG_MEMFD: u32 = 8;
 
 /// How many uids `bips_options_trust_owner` / `bips_consumer_options_trust_owner`
 /// can add to one options struct.
@@ -646,7 +653,7 @@ pub(crate) unsafe fn producer_options(options: *const bips_options) -> FfiResult
     };
     check_flags(
         o.flags,
-        BIPS_FLAG_PREFAULT | BIPS_FLAG_MLOCK | BIPS_FLAG_HUGE_PAGES,
+        BIPS_FLAG_PREFAULT | BIPS_FLAG_MLOCK | BIPS_FLAG_HUGE_PAGES | BIPS_FLAG_MEMFD,
     )?;
     let mut r = bips::Options::new(o.buffers, buffer_size)
         .backpressure(policy)
@@ -658,6 +665,9 @@ pub(crate) unsafe fn producer_options(options: *const bips_options) -> FfiResult
         .mlock(o.flags & BIPS_FLAG_MLOCK != 0)
         .huge_pages(o.flags & BIPS_FLAG_HUGE_PAGES != 0)
         .trust(owner_policy(o)?);
+    if o.flags & BIPS_FLAG_MEMFD != 0 {
+        r = r.backend(bips::Backend::Memfd);
+    }
     if o.ring_capacity != 0 {
         r = r.ring_capacity(o.ring_capacity);
     }
