@@ -94,6 +94,14 @@ pub enum Error {
     #[error("timed out; the peer is slow or gone (retry, or use a longer timeout)")]
     Timeout,
 
+    /// This producer's channel was closed ([`crate::Producer::close`]): no
+    /// more loans or publishes.
+    #[error(
+        "the channel was closed by its producer (Producer::close); create a new producer \
+         to publish again"
+    )]
+    Closed,
+
     /// The producer has gone (shut down or died) and no samples remain.
     #[error(
         "disconnected: the producer has gone and every remaining sample was received; \

@@ -63,8 +63,14 @@ pub struct Producer {
     /// Per buffer: whether its descriptor slot holds a descriptor from an
     /// earlier sample, to clear when a later sample of it sets none.
     desc_in_slot: Box<[Cell<bool>]>,
-    /// A [`Backend::Memfd`] channel's socket server.
-    server: Option<Server>,
+    /// A [`Backend::Memfd`] channel's socket server (taken by `close`).
+    server: std::cell::RefCell<Option<Server>>,
+    /// Set by [`Producer::close`]: no more loans or publishes.
+    closed: Cell<bool>,
+    /// Loans not yet published or given back (raw ones included).
+    loans: Cell<u32>,
+    /// Set by [`Producer::close_after_loans`] while loans were out.
+    close_pending: Cell<bool>,
 }
 
 /// Wakes that must find nobody before the producer checks whether the
@@ -184,7 +190,10 @@ impl Producer {
             doorbell: DoorbellWake::default(),
             last_sleeper_check: Cell::new(None),
             payload: options.payload,
-            server,
+            server: std::cell::RefCell::new(server),
+            closed: Cell::new(false),
+            loans: Cell::new(0),
+            close_pending: Cell::new(false),
         }
     }
 
@@ -242,6 +251,77 @@ impl Producer {
         Ok(Producer::new(region, seg, options, id, Some(server)))
     }
 
+    /// Closes the channel now, as dropping the producer does: consumers
+    /// receive what is left, then [`Error::Disconnected`]; the name is removed
+    /// (a new producer may take it). The mapping stays valid while this value
+    /// lives, so bytes a caller still references (a view handed to another
+    /// language) stay readable; loans and publishes fail with
+    /// [`Error::Closed`] from now on. Idempotent.
+    ///
+    /// ```
+    /// # use bips::{Consumer, Error, Options, Producer};
+    /// # let name = format!("doc-close-{}", std::process::id());
+    /// let producer = Producer::create(&name, &Options::new(2, 64))?;
+    /// let consumer = Consumer::open(&name)?;
+    /// producer.close();
+    /// assert!(matches!(consumer.recv(), Err(Error::Disconnected)));
+    /// assert!(matches!(producer.loan(), Err(Error::Closed)));
+    /// # Ok::<(), bips::Error>(())
+    /// ```
+    pub fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        self.core.close(&FutexWake);
+        self.seg.unlink_if_same();
+        // A memfd channel: stop serving, remove the socket and lock file.
+        drop(self.server.borrow_mut().take());
+        // Last: until now a signal's cleanup may still remove the channel.
+        crate::cleanup::deregister(self.id);
+    }
+
+    /// [`Producer::close`] once every loan out now (raw ones included) is
+    /// published or given back: those may still be published; no new loan
+    /// is made ([`Error::Closed`]). At once when no loan is out. For a
+    /// shutdown that lets a frame being written reach the consumers.
+    pub fn close_after_loans(&self) {
+        if self.loans.get() == 0 {
+            self.close();
+        } else {
+            self.close_pending.set(true);
+        }
+    }
+
+    /// Whether [`Producer::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// New loans: refused once a close is done or pending.
+    fn check_loanable(&self) -> Result<()> {
+        if self.closed.get() || self.close_pending.get() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Publishes of loans already out: refused once the channel is closed.
+    fn check_open(&self) -> Result<()> {
+        if self.closed.get() {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// A loan was published or given back.
+    fn loan_ended(&self) {
+        let n = self.loans.get().saturating_sub(1);
+        self.loans.set(n);
+        if n == 0 && self.close_pending.get() {
+            self.close();
+        }
+    }
+
     /// The channel name.
     pub fn name(&self) -> &str {
         self.seg.name().as_str()
@@ -293,6 +373,7 @@ impl Producer {
 
     /// Loans a buffer if one is free now.
     pub fn try_loan(&self) -> Result<Option<SampleMut<'_>>> {
+        self.check_loanable()?;
         match self.core.try_loan().map_err(map_protocol)? {
             Some(buf) => Ok(Some(self.sample(buf))),
             None => {
@@ -334,6 +415,7 @@ impl Producer {
     }
 
     fn loan_inner(&self, timeout: Option<Duration>) -> Result<SampleMut<'_>> {
+        self.check_loanable()?;
         if let Some(buf) = self.core.try_loan().map_err(map_protocol)? {
             return Ok(self.sample(buf));
         }
@@ -362,6 +444,7 @@ impl Producer {
     }
 
     fn sample(&self, buf: u32) -> SampleMut<'_> {
+        self.loans.set(self.loans.get() + 1);
         SampleMut {
             producer: self,
             buf,
@@ -396,7 +479,16 @@ impl Producer {
     /// When `raw` was loaned by another producer.
     pub fn publish_raw(&self, raw: RawLoan) -> Result<u64> {
         self.check_owner(&raw);
-        if let Err(e) = self.stage_descriptor(raw.buf, raw.desc_extent, raw.len) {
+        let r = self.publish_raw_inner(&raw);
+        self.loan_ended();
+        r
+    }
+
+    fn publish_raw_inner(&self, raw: &RawLoan) -> Result<u64> {
+        let staged = self
+            .check_open()
+            .and_then(|()| self.stage_descriptor(raw.buf, raw.desc_extent, raw.len));
+        if let Err(e) = staged {
             let _ = self.core.unloan(raw.buf);
             return Err(e);
         }
@@ -482,6 +574,7 @@ impl Producer {
     pub fn unloan_raw(&self, raw: RawLoan) {
         self.check_owner(&raw);
         let _ = self.core.unloan(raw.buf);
+        self.loan_ended();
     }
 
     /// Whether `raw` was loaned by this producer.
@@ -532,12 +625,7 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        self.core.close(&FutexWake);
-        self.seg.unlink_if_same();
-        // A memfd channel: stop serving, remove the socket and lock file.
-        drop(self.server.take());
-        // Last: until now a signal's cleanup may still remove the channel.
-        crate::cleanup::deregister(self.id);
+        self.close();
     }
 }
 
@@ -807,15 +895,18 @@ impl<'p> SampleMut<'p> {
     /// Fails with [`Error::Descriptor`] when the sample's descriptor reaches
     /// past the published length; the buffer then goes back unpublished.
     pub fn publish(mut self) -> Result<u64> {
+        self.producer.check_open()?;
         self.producer
             .stage_descriptor(self.buf, self.desc_extent, self.len)?;
         self.done = true;
         let ts = self.timestamp.unwrap_or_else(now_ns);
-        let seq = self
+        let r = self
             .producer
             .core
             .publish(self.buf, self.len as u64, ts, &self.producer.doorbell)
-            .map_err(map_protocol)?;
+            .map_err(map_protocol);
+        self.producer.loan_ended();
+        let seq = r?;
         self.producer.after_publish();
         Ok(seq)
     }
@@ -825,6 +916,7 @@ impl Drop for SampleMut<'_> {
     fn drop(&mut self) {
         if !self.done {
             let _ = self.producer.core.unloan(self.buf);
+            self.producer.loan_ended();
         }
     }
 }

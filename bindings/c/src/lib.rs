@@ -174,6 +174,7 @@ impl From<bips::Error> for Fail {
                 E::Corrupt { .. } => BIPS_E_CORRUPT,
                 E::TypeMismatch { .. } => BIPS_E_TYPE_MISMATCH,
                 E::Descriptor(_) => BIPS_E_DESCRIPTOR,
+                E::Closed => BIPS_E_DISCONNECTED,
                 _ => BIPS_E_INTERNAL,
             };
         Fail::new(status, e.to_string())

@@ -185,7 +185,7 @@ pub(crate) fn to_py(e: bips::Error) -> PyErr {
         E::UntrustedOwner { .. } => Kind::UntrustedOwner,
         E::NoSpace { .. } => Kind::NoSpace,
         E::Timeout => Kind::Timeout,
-        E::Disconnected => Kind::Disconnected,
+        E::Disconnected | E::Closed => Kind::Disconnected,
         E::TooManyConsumers { .. } => Kind::TooManyConsumers,
         E::HeldLimit { .. } => Kind::HeldLimit,
         E::Layout { .. } => Kind::LayoutMismatch,

@@ -442,10 +442,15 @@ impl Producer {
     }
 
     /// Closes the channel (consumers drain, then get ``Disconnected``) and
-    /// removes its name, once no loan of it is alive. Idempotent.
-    fn close(&self) {
+    /// removes its name once no loan of it is out: loans still out may be
+    /// published first. Arrays of frames already published (a shaped loan's
+    /// ``frame`` after its ``with`` block) do not hold the close back: they
+    /// stay readable. Idempotent.
+    fn close(&self, py: Python<'_>) {
         let core = self.core.lock().unwrap_or_else(|e| e.into_inner()).take();
-        drop(core);
+        if let Some(core) = core {
+            core.run(py, |p| p.close_after_loans());
+        }
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
@@ -453,8 +458,8 @@ impl Producer {
     }
 
     #[pyo3(signature = (*_args))]
-    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
-        self.close();
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
         false
     }
 

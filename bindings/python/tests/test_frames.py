@@ -147,16 +147,25 @@ def test_plain_export_of_a_shaped_loan_is_still_refused(channel):
         gc.collect()
 
 
-def test_sealed_frame_keeps_the_mapping_until_it_goes(channel):
+def test_close_ends_the_channel_while_a_sealed_frame_stays_readable(channel):
     producer = bips.Producer(channel, 1, 4096)
+    consumer = bips.Consumer(channel, start="oldest")
     with producer.loan(shape=(16,), dtype=np.uint8) as frame:
         frame[:] = 3
-    producer.close()
+    producer.close()  # the natural end: `frame` is still bound
+    assert not shm_path(channel).exists()  # the name is gone at once
     assert int(frame.sum()) == 48  # still mapped: reading is safe
-    assert shm_path(channel).exists()
+    assert not frame.flags.writeable
+    got = consumer.recv(timeout=1)  # what was published is still delivered
+    assert np.asarray(got).sum() == 48
+    del got
+    with pytest.raises(bips.Disconnected):
+        consumer.recv(timeout=1)  # then the channel is over, not hanging
+    again = bips.Producer(channel, 1, 4096)  # and the name is free again
+    again.close()
+    consumer.close()
     del frame
     gc.collect()
-    assert not shm_path(channel).exists()  # the close completed
 
 
 def test_send_any_strides_and_meta(channel):
