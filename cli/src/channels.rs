@@ -47,8 +47,15 @@ pub struct CleanArgs {
     json: bool,
 }
 
+/// Where channel `name` lives: `/dev/shm/bips.<name>`, or its memfd
+/// socket in the socket directory when only that exists.
 fn path(name: &str) -> String {
-    format!("/dev/shm/bips.{name}")
+    let shm = format!("/dev/shm/bips.{name}");
+    let sock = bips::socket_dir(None).join(format!("bips.{name}.sock"));
+    if std::fs::symlink_metadata(&shm).is_err() && std::fs::symlink_metadata(&sock).is_ok() {
+        return sock.display().to_string();
+    }
+    shm
 }
 
 fn policy(info: &ChannelInfo) -> &'static str {
@@ -359,13 +366,15 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
     };
     let (mut removed, mut kept, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     for n in &targets {
+        // Said before the sweep: a removed memfd socket is no longer there to find.
+        let place = path(n);
         // T1: `sweep` removes an object only while holding its producer
         // lock, having seen no consumer lock; it says what it found. No
         // object under a channel's name is ever "being created" (producers
         // create under a staging name and rename when complete), so an
         // unlocked, unreadable one is dead and removed too.
         match monitor::sweep(n, a.dry_run) {
-            Ok(monitor::Sweep::Removed { what }) => removed.push((n.clone(), what)),
+            Ok(monitor::Sweep::Removed { what }) => removed.push((n.clone(), what, place)),
             Ok(monitor::Sweep::Gone) => {
                 if !a.names.is_empty() {
                     errors.push((n.clone(), "no such channel".to_string()));
@@ -389,8 +398,8 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
     if a.json {
         let v = json!({
             "dry_run": a.dry_run,
-            "removed": removed.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            "removed_what": removed.iter().map(|(n, what)| json!({"name": n, "what": what})).collect::<Vec<_>>(),
+            "removed": removed.iter().map(|(n, _, _)| n).collect::<Vec<_>>(),
+            "removed_what": removed.iter().map(|(n, what, place)| json!({"name": n, "what": what, "path": place})).collect::<Vec<_>>(),
             "staging_removed": staging,
             "kept": kept.iter().map(|(n, why)| json!({"name": n, "why": why})).collect::<Vec<_>>(),
             "errors": errors.iter().map(|(n, e)| json!({"name": n, "error": e})).collect::<Vec<_>>(),
@@ -398,8 +407,8 @@ pub fn clean(a: CleanArgs) -> Result<(), Failure> {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     } else {
         let verb = if a.dry_run { "would remove" } else { "removed" };
-        for (n, what) in &removed {
-            println!("{verb} {} ({what})", path(n));
+        for (_, what, place) in &removed {
+            println!("{verb} {place} ({what})");
         }
         for f in &staging {
             println!("{verb} /dev/shm/{f} (left by a producer that died while creating)");
