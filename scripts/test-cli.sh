@@ -20,6 +20,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -f "$SHM" "$SHM-empty" "$SHM-link" "$SHM-fifo"
+    if [[ -n ${SOCKS:-} ]]; then rm -rf "$SOCKS"; fi
 }
 trap cleanup EXIT
 
@@ -123,4 +124,32 @@ grep -q "kept $SHM-fifo (a FIFO" <<<"$out" || fail "clean FIFO label: $out"
 [[ ! -e $SHM-empty && -L $SHM-link && -p $SHM-fifo ]] || fail "clean removed the wrong objects"
 rm -f "$SHM-link" "$SHM-fifo"
 check "clean removes an unlocked empty object, keeps and names a symlink and a FIFO (exit 0)"
+# The memfd backend: a producer run with BIPS_BACKEND=memfd (its code unchanged) serves
+# its channel from the socket directory; list/inspect show it; after kill -9 the stale
+# socket is listed as such and clean removes it by its path.
+SOCKS="$ROOT/target/cli-sockets-$$"
+rm -rf "$SOCKS"
+mkdir -p "$SOCKS"
+export BIPS_SOCKET_DIR="$SOCKS"
+BIPS_BACKEND=memfd "$B/examples/producer" "$NAME-m" 1000000 50 >/dev/null &
+PIDS+=($!)
+MPRODUCER=$!
+for _ in $(seq 100); do [[ -S $SOCKS/bips.$NAME-m.sock ]] && break; sleep 0.05; done
+[[ -S $SOCKS/bips.$NAME-m.sock ]] || fail "the memfd producer did not serve $SOCKS/bips.$NAME-m.sock"
+[[ ! -e $SHM-m ]] || fail "a memfd channel made $SHM-m"
+out=$("$BIPS" list)
+echo "$out"
+grep -E "^$NAME-m .* alive .* open +memfd  image/rgb8 v1" <<<"$out" >/dev/null || fail "list of a memfd channel: $out"
+out=$("$BIPS" inspect "$NAME-m")
+grep -q "backend    memfd" <<<"$out" || fail "inspect of a memfd channel: $out"
+kill -9 "$MPRODUCER"
+wait "$MPRODUCER" 2>/dev/null || true
+out=$("$BIPS" list)
+grep -q "^$NAME-m .*stale memfd channel" <<<"$out" || fail "list of a stale memfd socket: $out"
+out=$("$BIPS" clean "$NAME-m")
+grep -q "removed $SOCKS/bips.$NAME-m.sock (stale memfd channel socket)" <<<"$out" || fail "clean of a memfd socket: $out"
+[[ -z $(ls -A "$SOCKS") ]] || fail "clean left $(ls -A "$SOCKS")"
+rm -rf "$SOCKS"
+unset BIPS_SOCKET_DIR
+check "memfd channel: list/inspect show the backend; a stale socket is listed and cleaned"
 echo "cli: all checks passed"
