@@ -148,7 +148,9 @@ fn traced_run(setup: Setup, n: u64) -> (BTreeMap<String, u64>, u64, Duration) {
         .env("BIPS_CONSUMER_WORK", setup.consumer_work)
         .label(&format!("strace-producer-{n}"))
         .start();
-    let r = p.expect_result(Duration::from_secs(30));
+    // Generous: strace slows every process it follows, and two spinners on a
+    // loaded 2-core machine may wait long for a CPU (a hang still fails).
+    let r = p.expect_result(Duration::from_secs(120));
     p.expect_success(Duration::from_secs(10));
     assert_eq!(r.u64("received"), n, "the consumer must get every sample");
     let text = std::fs::read_to_string(&out).expect("strace summary");
