@@ -130,22 +130,10 @@ impl Producer {
             if !lock::try_lock(seg.fd(), PRODUCER_LOCK_BYTE).map_err(|e| io("lock", &name, e))? {
                 continue;
             }
-            let epoch = now_ns() ^ (u64::from(std::process::id()) << 32);
-            // SAFETY: `seg` maps `len >= total_size` bytes, page-aligned, that
-            // we just created under a name nobody else uses (consumers cannot
-            // find it before `publish`). The region borrows the mapping for
-            // 'static, but it lives in `Producer` next to the `Segment` and is
-            // dropped first (field order).
-            let region: Region<'static> = unsafe {
-                Region::format_typed(
-                    seg.as_ptr(),
-                    seg.len(),
-                    geometry,
-                    epoch,
-                    options.payload.as_ref(),
-                )
-            }
-            .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+            // SAFETY: we just created `seg` under a staging name nobody else
+            // uses (consumers cannot find it before `publish`), and the
+            // region goes into the `Producer` that owns `seg`.
+            let region = unsafe { format_segment(&seg, geometry, options) }?;
             for _ in 0..8 {
                 match seg.publish()? {
                     Publish::Done => {
@@ -226,21 +214,9 @@ impl Producer {
                 what: "a fresh memfd was locked by someone else",
             });
         }
-        let epoch = now_ns() ^ (u64::from(std::process::id()) << 32);
-        // SAFETY: `seg` maps `len >= total_size` bytes, page-aligned, of a
-        // memfd nobody else has yet (it is served below). The region borrows
-        // the mapping for 'static, but lives in `Producer` next to the
-        // `Segment` and is dropped first (field order).
-        let region: Region<'static> = unsafe {
-            Region::format_typed(
-                seg.as_ptr(),
-                seg.len(),
-                geometry,
-                epoch,
-                options.payload.as_ref(),
-            )
-        }
-        .map_err(|e| Error::InvalidOptions(e.to_string()))?;
+        // SAFETY: nobody else has this memfd yet (it is served below), and
+        // the region goes into the `Producer` that owns `seg`.
+        let region = unsafe { format_segment(&seg, geometry, options) }?;
         let served = seg
             .fd()
             .try_clone_to_owned()
@@ -684,6 +660,35 @@ fn replace_stale(name: &ChannelName, owner: &OwnerPolicy) -> Result<()> {
     // Only this dead object: never one another producer just made; another
     // user's object in the sticky /dev/shm is a clear error now.
     crate::trust::remove_stale(obj.fd(), obj.name())
+}
+
+/// Formats a fresh segment as a channel of `geometry` (and the payload type
+/// of `options`) under a new epoch.
+///
+/// # Safety
+/// `seg` must be a segment this process just created (sized for the
+/// geometry) that no other process uses yet, and the region returned must
+/// live in the `Producer` that owns `seg`, dropped before it (the region
+/// borrows the mapping for 'static; `Producer` declares `core` before `seg`).
+unsafe fn format_segment(
+    seg: &Segment,
+    geometry: bips_core::Geometry,
+    options: &Options,
+) -> Result<Region<'static>> {
+    let epoch = now_ns() ^ (u64::from(std::process::id()) << 32);
+    // SAFETY: `seg` maps `seg.len() >= total_size` bytes, page-aligned,
+    // exclusively ours (the caller's contract) for as long as the region
+    // lives (the caller's contract too).
+    unsafe {
+        Region::format_typed(
+            seg.as_ptr(),
+            seg.len(),
+            geometry,
+            epoch,
+            options.payload.as_ref(),
+        )
+    }
+    .map_err(|e| Error::InvalidOptions(e.to_string()))
 }
 
 fn io(op: &'static str, name: &ChannelName, e: std::io::Error) -> Error {

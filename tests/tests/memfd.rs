@@ -80,6 +80,35 @@ fn producer_role() {
     say("RESULT done=1");
 }
 
+/// Starts a memfd producer process of `n` samples (0: it waits to be killed)
+/// and waits until it serves.
+fn start_producer(dir: &Dir, ch: &Channel, n: u64) -> Proc {
+    let mut p = spawn(ENTRY, "producer")
+        .env("BIPS_CHANNEL", ch.name())
+        .env("BIPS_DIR", dir.0.display())
+        .env("BIPS_N", n)
+        .start();
+    p.expect_line("READY", Duration::from_secs(10));
+    p
+}
+
+/// Receives and checks samples `first..` until the producer leaves; returns
+/// how many came.
+fn drain_checked(consumer: &Consumer, first: u64) -> u64 {
+    let mut scratch = Vec::new();
+    let mut next = first;
+    loop {
+        match consumer.recv_timeout(Duration::from_secs(10)) {
+            Ok(s) => {
+                check_sample(&s, next, TAG, 4096, &mut scratch).unwrap();
+                next += 1;
+            }
+            Err(Error::Disconnected) => return next - first,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+}
+
 fn sock_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("bips.{name}.sock"))
 }
@@ -88,29 +117,12 @@ fn sock_path(dir: &Path, name: &str) -> PathBuf {
 fn a_memfd_channel_crosses_processes_through_the_socket_directory() {
     let dir = Dir::new("mfdx");
     let ch = Channel::new("mfd");
-    let mut p = spawn(ENTRY, "producer")
-        .env("BIPS_CHANNEL", ch.name())
-        .env("BIPS_DIR", dir.0.display())
-        .env("BIPS_N", N)
-        .start();
-    p.expect_line("READY", Duration::from_secs(10));
+    let mut p = start_producer(&dir, &ch, N);
     assert!(!ch.exists(), "a memfd channel has no /dev/shm object");
     assert!(sock_path(&dir.0, ch.name()).exists());
     let consumer = Consumer::open_with(ch.name(), &consumer_options(&dir.0)).unwrap();
-    let mut scratch = Vec::new();
-    let mut next = 0;
-    loop {
-        match consumer.recv_timeout(Duration::from_secs(10)) {
-            Ok(s) => {
-                assert_eq!(s.seq(), next);
-                check_sample(&s, next, TAG, 4096, &mut scratch).unwrap();
-                next += 1;
-            }
-            Err(Error::Disconnected) => break,
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-    assert_eq!(next, N);
+    // Every sample, in order (check_sample checks each sequence), checked.
+    assert_eq!(drain_checked(&consumer, 0), N);
     p.expect_success(Duration::from_secs(10));
     assert!(
         !sock_path(&dir.0, ch.name()).exists(),
@@ -143,12 +155,7 @@ fn producer_memfd(pid: i32, name: &str) -> std::fs::File {
 fn nobody_can_truncate_a_memfd_channel_and_everyone_survives_the_attempt() {
     let dir = Dir::new("mfdt");
     let ch = Channel::new("mfdt");
-    let mut p = spawn(ENTRY, "producer")
-        .env("BIPS_CHANNEL", ch.name())
-        .env("BIPS_DIR", dir.0.display())
-        .env("BIPS_N", N)
-        .start();
-    p.expect_line("READY", Duration::from_secs(10));
+    let mut p = start_producer(&dir, &ch, N);
     let consumer = Consumer::open_with(ch.name(), &consumer_options(&dir.0)).unwrap();
     let first = consumer.recv_timeout(Duration::from_secs(10)).unwrap();
     // A peer with write access (here: through /proc/PID/fd, as any process
@@ -161,21 +168,9 @@ fn nobody_can_truncate_a_memfd_channel_and_everyone_survives_the_attempt() {
     }
     assert_eq!(f.metadata().unwrap().len(), len);
     // Everyone carries on: every sample arrives intact.
-    let mut scratch = Vec::new();
-    check_sample(&first, 0, TAG, 4096, &mut scratch).unwrap();
+    check_sample(&first, 0, TAG, 4096, &mut Vec::new()).unwrap();
     drop(first);
-    let mut next = 1;
-    loop {
-        match consumer.recv_timeout(Duration::from_secs(10)) {
-            Ok(s) => {
-                check_sample(&s, next, TAG, 4096, &mut scratch).unwrap();
-                next += 1;
-            }
-            Err(Error::Disconnected) => break,
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-    assert_eq!(next, N);
+    assert_eq!(drain_checked(&consumer, 1), N - 1);
     p.expect_success(Duration::from_secs(10));
 }
 
@@ -295,12 +290,7 @@ fn a_consumer_refuses_an_unsealed_or_misannounced_memfd() {
 fn a_dead_producers_socket_is_detected_and_replaced_and_garbage_harms_nobody() {
     let dir = Dir::new("mfdd");
     let ch = Channel::new("mfdd");
-    let mut p = spawn(ENTRY, "producer")
-        .env("BIPS_CHANNEL", ch.name())
-        .env("BIPS_DIR", dir.0.display())
-        .env("BIPS_N", 0)
-        .start();
-    p.expect_line("READY", Duration::from_secs(10));
+    let mut p = start_producer(&dir, &ch, 0);
 
     // Garbage: a client that sends junk, one that never reads, one that
     // connects and closes at once. The producer keeps serving.
@@ -340,12 +330,7 @@ fn a_dead_producers_socket_is_detected_and_replaced_and_garbage_harms_nobody() {
 fn sigterm_removes_a_memfd_producers_socket_and_lock_file() {
     let dir = Dir::new("mfds");
     let ch = Channel::new("mfds");
-    let mut p = spawn(ENTRY, "producer")
-        .env("BIPS_CHANNEL", ch.name())
-        .env("BIPS_DIR", dir.0.display())
-        .env("BIPS_N", 0)
-        .start();
-    p.expect_line("READY", Duration::from_secs(10));
+    let mut p = start_producer(&dir, &ch, 0);
     let lock = dir.0.join(format!("bips.{}.lock", ch.name()));
     assert!(sock_path(&dir.0, ch.name()).exists() && lock.exists());
     // SAFETY: kill has no memory-safety preconditions; `pid` is our child.
@@ -392,12 +377,7 @@ fn sweep_in_child(dir: &Path, name: &str) -> Fields {
 fn bips_clean_removes_a_stale_memfd_socket_and_keeps_a_live_one() {
     let dir = Dir::new("mfdc");
     let ch = Channel::new("mfdc");
-    let mut p = spawn(ENTRY, "producer")
-        .env("BIPS_CHANNEL", ch.name())
-        .env("BIPS_DIR", dir.0.display())
-        .env("BIPS_N", 0)
-        .start();
-    p.expect_line("READY", Duration::from_secs(10));
+    let mut p = start_producer(&dir, &ch, 0);
     let r = sweep_in_child(&dir.0, ch.name());
     assert_eq!(
         (r.str("listed"), r.str("info"), r.str("removed")),
@@ -428,19 +408,7 @@ fn boxed_consumer_role() {
         "READY pid={} shm_entries={shm_entries}",
         std::process::id()
     ));
-    let mut scratch = Vec::new();
-    let mut next = 0;
-    loop {
-        match consumer.recv_timeout(Duration::from_secs(10)) {
-            Ok(s) => {
-                check_sample(&s, next, TAG, 4096, &mut scratch).unwrap();
-                next += 1;
-            }
-            Err(Error::Disconnected) => break,
-            Err(e) => panic!("recv: {e}"),
-        }
-    }
-    say(format!("RESULT received={next}"));
+    say(format!("RESULT received={}", drain_checked(&consumer, 0)));
 }
 
 /// Why the namespaces of a "container" cannot be made here, if they cannot.
