@@ -4,6 +4,8 @@
 #
 #   bash scripts/aarch64-python.sh              # wheel + aarch64 Python + pytest
 #   bash scripts/aarch64-python.sh -k zero_copy # extra arguments go to pytest
+#   bash scripts/aarch64-python.sh --pyroot-only  # only step 2's aarch64 CPython (for
+#                                                 # scripts/test-wheels.sh), then exit
 #
 # Not a stage of scripts/test.sh (it downloads an aarch64 Python from Debian's arm64 archive
 # and aarch64 wheels from PyPI on first use); docs/JETSON.md explains what it proves.
@@ -36,6 +38,12 @@ run() {
     "$@"
 }
 
+PYROOT_ONLY=0
+if [[ ${1:-} == --pyroot-only ]]; then
+    PYROOT_ONLY=1
+    shift
+fi
+
 cd "$ROOT"
 # maturin and a host Python with pip: the venv of scripts/setup.sh --python.
 [[ -x $ROOT/.venv/bin/maturin ]] || run bash "$ROOT/scripts/setup.sh" --python
@@ -44,10 +52,12 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="$OUT"
 
 # 1. the wheel
+if ((PYROOT_ONLY)); then :; else
 rm -rf "$OUT/wheels"
 run "$ROOT/.venv/bin/maturin" build --release --target "$TARGET" \
     --manifest-path "$ROOT/bindings/python/Cargo.toml" --out "$OUT/wheels"
 wheel=$(ls "$OUT"/wheels/bips_ipc-*_aarch64.whl)
+fi
 
 # 2. aarch64 CPython 3.11, once
 if [[ ! -x $PYROOT/usr/bin/python3.11 ]]; then
@@ -60,6 +70,10 @@ if [[ ! -x $PYROOT/usr/bin/python3.11 ]]; then
     rm -rf "$PYROOT"
     mkdir -p "$PYROOT"
     for deb in "$APT_DIR"/debs/*.deb; do dpkg -x "$deb" "$PYROOT"; done
+fi
+if ((PYROOT_ONLY)); then
+    echo "aarch64-python: aarch64 CPython at $PYROOT/usr/bin/python3.11"
+    exit 0
 fi
 rm -rf "$SITE"
 mkdir -p "$SITE/dl"

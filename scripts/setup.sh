@@ -24,7 +24,9 @@ APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfm
     gstreamer1.0-plugins-bad)
 RUST_TARGETS=(aarch64-unknown-linux-gnu aarch64-unknown-none thumbv7em-none-eabihf)
 NIGHTLY_COMPONENTS=(miri rust-src)
-PYTHON_PACKAGES=(maturin numpy pytest)
+# ziglang: `maturin build --zig` links the wheels against glibc 2.17 (manylinux2014,
+# scripts/build-wheels.sh); auditwheel checks that they are manylinux2014-compliant.
+PYTHON_PACKAGES=(maturin numpy pytest ziglang auditwheel)
 AARCH64_SYSROOT=/usr/aarch64-linux-gnu
 
 TRIES=3         # attempts per download

@@ -26,6 +26,14 @@ rewrites its buffer) while the ``Sample`` or any view of it is alive;
 ``Sample.release()`` gives it back early and raises ``BufferError`` while views
 exist. Errors are subclasses of :class:`bips.Error`.
 
+Two wheels: ``cp311-abi3`` (CPython >= 3.11) has the buffer protocol;
+``cp38-abi3`` (CPython 3.8-3.10: JetPack 5 and 6, ROS 2 Humble) cannot, the
+stable ABI has none before 3.11 (:data:`HAS_BUFFER_PROTOCOL` is ``False``):
+there use ``np.asarray(sample)`` / ``np.asarray(buf)`` (zero copy, same
+lifetime rules), ``np.from_dlpack(sample)``, ``sample.raw`` and
+``producer.loan(shape=..., dtype=...)``, not ``memoryview(sample)`` or
+``np.frombuffer(sample)``.
+
 The BIPS API's spelling works too (``bips._seed`` says what its arguments
 mean)::
 
@@ -34,6 +42,7 @@ mean)::
 """
 
 from ._bips import (
+    HAS_BUFFER_PROTOCOL,
     MAX_HELD,
     ChannelBusy,
     Corrupt,
@@ -61,6 +70,7 @@ from ._bips import (
 from ._seed import Backends, Consumer, Producer
 
 __all__ = [
+    "HAS_BUFFER_PROTOCOL",
     "MAX_HELD",
     "Backends",
     "ChannelBusy",

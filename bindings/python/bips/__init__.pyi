@@ -14,6 +14,8 @@ else:
 
 __version__: str
 MAX_HELD: int
+HAS_BUFFER_PROTOCOL: bool
+"""Whether this wheel has the buffer protocol (cp311-abi3: True; cp38-abi3: False)."""
 """How many samples one consumer may hold at once."""
 
 Backpressure = Literal["block", "drop_oldest", "drop-oldest"]
@@ -433,6 +435,7 @@ def now_ns() -> int:
     """CLOCK_MONOTONIC in nanoseconds (the clock of ``Sample.timestamp_ns``)."""
 
 __all__ = [
+    "HAS_BUFFER_PROTOCOL",
     "MAX_HELD",
     "Backends",
     "ChannelBusy",

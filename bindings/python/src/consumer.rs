@@ -14,13 +14,15 @@
 //!   (it cannot be freed while an export lives: the export holds a strong
 //!   reference to it).
 
+#[cfg(not(feature = "abi3-py38"))]
 use std::ffi::c_int;
 use std::sync::{Arc, Mutex as StdMutex};
 
 use pyo3::exceptions::{PyBufferError, PyValueError};
+#[cfg(not(feature = "abi3-py38"))]
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyMemoryView};
+use pyo3::types::{PyBytes, PyMemoryView};
 
 use crate::errors::{new_err, to_py, IntoPyResult, Kind};
 use crate::frames::{bytes_geom, dlpack_args, to_capsule, Geom, PyDescriptor};
@@ -545,6 +547,7 @@ impl Sample {
 
     /// The plain bytes of the whole sample: a read-only 1-D ``memoryview``
     /// of ``len(sample)`` bytes (an export: it keeps the sample held).
+    #[cfg(not(feature = "abi3-py38"))]
     #[getter]
     fn raw<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
         let exporter = Bound::new(
@@ -556,12 +559,33 @@ impl Sample {
         PyMemoryView::from(exporter.as_any())
     }
 
+    /// The plain bytes of the whole sample: a read-only 1-D ``memoryview``
+    /// of ``len(sample)`` bytes (an export: it keeps the sample held). On
+    /// this wheel (no buffer protocol) the memoryview is of a ctypes array
+    /// that holds the export.
+    #[cfg(feature = "abi3-py38")]
+    #[getter]
+    fn raw<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyMemoryView>> {
+        let export = Sample::export(slf, Some(bytes_geom(slf.get().len)))?;
+        let addr = {
+            let st = slf.get().state();
+            st.held.as_ref().map_or(0, |h| h.ptr() as usize)
+        };
+        crate::export::Export::memoryview(&export, addr, slf.get().len)
+    }
+
     /// NumPy's array interface (version 3): the shaped, typed, strided,
     /// read-only array. Reading it pins the sample: ``release()`` then
     /// refuses, and the buffer is given back when the sample is freed (an
-    /// array made from the interface keeps it alive as its ``base``).
+    /// array made from the interface keeps it alive as its ``base``). Not on
+    /// the cp38-abi3 wheel, where ``np.asarray(sample)`` goes through
+    /// ``__array__`` (an export counted like a memoryview) instead.
+    #[cfg(not(feature = "abi3-py38"))]
     #[getter]
-    fn __array_interface__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    fn __array_interface__<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let geom = self.geom_or_err()?;
         let mut st = self.state();
         let Some(held) = st.held.as_ref() else {
@@ -574,6 +598,7 @@ impl Sample {
 
     /// ``np.array(sample)`` / ``np.asarray(sample)`` fallback (the buffer
     /// protocol comes first): raises the reason the buffer protocol refused.
+    #[cfg(not(feature = "abi3-py38"))]
     #[pyo3(signature = (dtype = None, copy = None))]
     fn __array__<'py>(
         slf: &Bound<'py, Self>,
@@ -584,6 +609,28 @@ impl Sample {
         let view = PyMemoryView::from(slf.as_any())?;
         let np = py.import("numpy")?;
         let mut arr = np.getattr("asarray")?.call1((view,))?;
+        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
+            arr = arr.call_method1("astype", (dt,))?;
+        }
+        if copy == Some(true) {
+            arr = arr.call_method0("copy")?;
+        }
+        Ok(arr)
+    }
+
+    /// ``np.asarray(sample)`` / ``np.array(sample)`` on the cp38-abi3 wheel
+    /// (no buffer protocol): the shaped, read-only array of an export that
+    /// keeps the sample held while the array (or any view of it) lives;
+    /// ``release()`` raises ``BufferError`` meanwhile.
+    #[cfg(feature = "abi3-py38")]
+    #[pyo3(signature = (dtype = None, copy = None))]
+    fn __array__<'py>(
+        slf: &Bound<'py, Self>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let export = Sample::export(slf, None)?;
+        let mut arr = crate::export::Export::array(&export)?;
         if let Some(dt) = dtype.filter(|d| !d.is_none()) {
             arr = arr.call_method1("astype", (dt,))?;
         }
@@ -649,6 +696,7 @@ impl Sample {
 
     /// # Safety
     /// Called by CPython with a valid `view` (buffer protocol).
+    #[cfg(not(feature = "abi3-py38"))]
     unsafe fn __getbuffer__(
         slf: Bound<'_, Self>,
         view: *mut ffi::Py_buffer,
@@ -709,12 +757,41 @@ impl Sample {
 
     /// # Safety
     /// Called by CPython for a view that `__getbuffer__` filled.
+    #[cfg(not(feature = "abi3-py38"))]
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
         self.unexport();
     }
 }
 
 impl Sample {
+    /// A counted export of the sample for NumPy (cp38-abi3 wheel): its
+    /// geometry (or `geom`, the plain bytes), read-only.
+    #[cfg(feature = "abi3-py38")]
+    fn export<'py>(
+        slf: &Bound<'py, Self>,
+        geom: Option<Geom>,
+    ) -> PyResult<Bound<'py, crate::export::Export>> {
+        let py = slf.py();
+        let this = slf.get();
+        let geom = match &geom {
+            Some(g) => g,
+            None => this.geom_or_err()?,
+        };
+        let iface = {
+            let mut st = this.state();
+            let Some(held) = st.held.as_ref() else {
+                return Err(this.released_err());
+            };
+            let iface = geom.array_interface(py, held.ptr(), true, "this sample")?;
+            st.exports += 1;
+            iface
+        };
+        // The export count was raised: the hold (and the consumer's mapping,
+        // through its `Arc`) lasts until the export is freed, which lowers it
+        // (also if making it fails here).
+        crate::export::Export::new(py, slf.clone().into_any().unbind(), unexport_sample, iface)
+    }
+
     fn released_err(&self) -> PyErr {
         PyBufferError::new_err(format!(
             "sample #{} was released: its buffer is no longer readable",
@@ -751,11 +828,13 @@ fn unexport_sample(obj: &Bound<'_, PyAny>) {
 }
 
 /// The exporter behind ``Sample.raw``: the sample's plain bytes, 1-D ``uint8``.
+#[cfg(not(feature = "abi3-py38"))]
 #[pyclass(frozen, module = "bips")]
 pub(crate) struct RawBytes {
     sample: Py<Sample>,
 }
 
+#[cfg(not(feature = "abi3-py38"))]
 #[pymethods]
 impl RawBytes {
     /// # Safety

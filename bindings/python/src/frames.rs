@@ -13,7 +13,9 @@
 //! count it raised); the DLPack deleter, which may run on any thread, takes the
 //! GIL before it lowers the count and drops the reference.
 
-use std::ffi::{c_int, c_void, CStr, CString};
+#[cfg(not(feature = "abi3-py38"))]
+use std::ffi::c_int;
+use std::ffi::{c_void, CStr, CString};
 
 use pyo3::exceptions::PyBufferError;
 use pyo3::ffi;
@@ -98,7 +100,14 @@ fn no_format_err(what: &str) -> PyErr {
 /// ``"float32"``, ``"bfloat16"``, ...) or a NumPy dtype; ``strides`` in bytes
 /// (default C-contiguous); ``planes`` a sequence of ``(offset, stride, rows,
 /// row_bytes)``. Raises ``DescriptorError`` when it is not well-formed.
-#[pyclass(frozen, eq, hash, module = "bips", name = "Descriptor")]
+#[pyclass(
+    frozen,
+    eq,
+    hash,
+    skip_from_py_object,
+    module = "bips",
+    name = "Descriptor"
+)]
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PyDescriptor {
     pub(crate) d: bips::Descriptor,
@@ -240,13 +249,17 @@ pub(crate) struct Geom {
     pub(crate) d: bips::Descriptor,
     shape: Vec<ffi::Py_ssize_t>,
     strides: Vec<ffi::Py_ssize_t>,
+    // (`format`, `nbytes`, `f_contig`: for the buffer protocol only.)
+    #[cfg_attr(feature = "abi3-py38", allow(dead_code))]
     format: Option<CString>,
     itemsize: usize,
     /// Byte offset of element [0, ..., 0] (0 for an empty array).
     pub(crate) offset: usize,
     /// Bytes of the elements (product of the shape times the item size).
+    #[cfg_attr(feature = "abi3-py38", allow(dead_code))]
     nbytes: usize,
     c_contig: bool,
+    #[cfg_attr(feature = "abi3-py38", allow(dead_code))]
     f_contig: bool,
 }
 
@@ -305,6 +318,7 @@ impl Geom {
     /// exporting object, which owns `self` (so the arrays outlive the view)
     /// and keeps the `base` bytes valid while the export lives; the
     /// descriptor was validated against those bytes.
+    #[cfg(not(feature = "abi3-py38"))]
     pub(crate) unsafe fn fill(
         &self,
         view: *mut ffi::Py_buffer,

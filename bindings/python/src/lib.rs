@@ -15,10 +15,17 @@ use pyo3::prelude::*;
 
 mod consumer;
 mod errors;
+#[cfg(feature = "abi3-py38")]
+mod export;
 mod frames;
 mod producer;
 mod send;
 mod serial;
+
+/// Whether this build has the buffer protocol: the cp311-abi3 wheel does;
+/// the cp38-abi3 one (feature `abi3-py38`) cannot, since the stable ABI
+/// before 3.11 has no `bf_getbuffer` slot (`bips.HAS_BUFFER_PROTOCOL`).
+pub(crate) const HAS_BUFFER_PROTOCOL: bool = cfg!(not(feature = "abi3-py38"));
 
 /// Longest time a blocking call stays in Rust without coming back for
 /// signals (Ctrl-C), `close()` and other threads using the same object.
@@ -164,10 +171,13 @@ fn _bips(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::Sample>()?;
     m.add_class::<frames::PyDescriptor>()?;
+    #[cfg(feature = "abi3-py38")]
+    m.add_class::<export::Export>()?;
     errors::register(m)?;
     m.add_function(wrap_pyfunction!(list_channels, m)?)?;
     m.add_function(wrap_pyfunction!(now_ns, m)?)?;
     m.add("MAX_HELD", bips::MAX_HELD)?;
+    m.add("HAS_BUFFER_PROTOCOL", HAS_BUFFER_PROTOCOL)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

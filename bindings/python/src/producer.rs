@@ -18,10 +18,10 @@
 //!   lives, so no Python view can write into a buffer after it was handed to
 //!   consumers.
 
+#[cfg(not(feature = "abi3-py38"))]
 use std::ffi::c_int;
 use std::sync::{Arc, Mutex as StdMutex};
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -708,13 +708,16 @@ impl SampleMut {
         }
         let meta: Vec<u8> = match meta {
             None => Vec::new(),
-            Some(m) => PyBuffer::<u8>::get(m)
+            // memoryview(meta).tobytes(): the buffer protocol of `meta` (a
+            // bytes-like object) is CPython's, usable from every abi3 level.
+            Some(m) => PyMemoryView::from(m)
                 .map_err(|_| {
                     pyo3::exceptions::PyTypeError::new_err(
                         "meta must be a bytes-like object (bytes, bytearray, memoryview)",
                     )
                 })?
-                .to_vec(py)?,
+                .call_method0("tobytes")?
+                .extract()?,
         };
         if meta.len() > self.meta_size {
             return Err(new_err(
@@ -871,7 +874,12 @@ impl SampleMut {
             return Ok(f);
         }
         // The buffer export (raising BufferError once published) ...
-        let view = PyMemoryView::from(slf.as_any())?;
+        #[cfg(not(feature = "abi3-py38"))]
+        let view = PyMemoryView::from(slf.as_any())?.into_any();
+        // (on the cp38-abi3 wheel: an export with `__array_interface__`,
+        // counted the same way; sealing `release()`s it as a memoryview)
+        #[cfg(feature = "abi3-py38")]
+        let view = SampleMut::export(slf)?.into_any();
         // ... wrapped by NumPy in `base`, and the frame, a view of it: views
         // of the frame collapse their `base` to `base`, not to the frame.
         let base = py.import("numpy")?.getattr("asarray")?.call1((view,))?;
@@ -936,8 +944,56 @@ impl SampleMut {
         format!("<bips.SampleMut capacity={} {what}>", self.capacity)
     }
 
+    /// ``np.array(buf)`` / ``np.asarray(buf)`` fallback (the buffer protocol
+    /// comes first): raises the reason the buffer protocol refused (a
+    /// published loan), rather than NumPy making an object array.
+    #[cfg(not(feature = "abi3-py38"))]
+    #[pyo3(signature = (dtype = None, copy = None))]
+    fn __array__<'py>(
+        slf: &Bound<'py, Self>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let view = PyMemoryView::from(slf.as_any())?;
+        let mut arr = slf
+            .py()
+            .import("numpy")?
+            .getattr("asarray")?
+            .call1((view,))?;
+        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
+            arr = arr.call_method1("astype", (dt,))?;
+        }
+        if copy == Some(true) {
+            arr = arr.call_method0("copy")?;
+        }
+        Ok(arr)
+    }
+
+    /// ``np.asarray(buf)`` on the cp38-abi3 wheel (no buffer protocol): the
+    /// writable array of the loan (shaped by its descriptor, else 1-D
+    /// bytes), an export: ``publish()`` raises ``BufferError`` while the
+    /// array or any view of it lives, as with a memoryview on the cp311 wheel.
+    #[cfg(feature = "abi3-py38")]
+    #[pyo3(signature = (dtype = None, copy = None))]
+    fn __array__<'py>(
+        slf: &Bound<'py, Self>,
+        dtype: Option<&Bound<'py, PyAny>>,
+        copy: Option<bool>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let export = SampleMut::export(slf)?;
+        let mut arr = crate::export::Export::array(&export)?;
+        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
+            arr = arr.call_method1("astype", (dt,))?;
+        }
+        if copy == Some(true) {
+            arr = arr.call_method0("copy")?;
+        }
+        Ok(arr)
+    }
+
     /// # Safety
     /// Called by CPython with a valid `view` (buffer protocol).
+    #[cfg(not(feature = "abi3-py38"))]
     unsafe fn __getbuffer__(
         slf: Bound<'_, Self>,
         view: *mut ffi::Py_buffer,
@@ -946,13 +1002,7 @@ impl SampleMut {
         let this = slf.get();
         let mut st = this.state();
         let Some(loaned) = st.loaned.as_ref() else {
-            let msg = match st.seq {
-                Some(seq) => {
-                    format!("this buffer was published as #{seq}: it is no longer writable")
-                }
-                None => "this buffer was given back: it is no longer writable".to_owned(),
-            };
-            return Err(PyBufferError::new_err(msg));
+            return Err(this.done_err(&st));
         };
         if let Some(geom) = &this.geom {
             // SAFETY: `view` is CPython's; the loan's buffer (`capacity`
@@ -990,7 +1040,59 @@ impl SampleMut {
 
     /// # Safety
     /// Called by CPython for a view that `__getbuffer__` filled.
+    #[cfg(not(feature = "abi3-py38"))]
     unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {
+        self.unexport();
+    }
+}
+
+#[cfg(feature = "abi3-py38")]
+fn unexport_loan(obj: &Bound<'_, PyAny>) {
+    if let Ok(s) = obj.cast::<SampleMut>() {
+        s.get().unexport();
+    }
+}
+
+impl SampleMut {
+    /// Why the buffer can no longer be written (published or given back).
+    fn done_err(&self, st: &LoanState) -> PyErr {
+        let msg = match st.seq {
+            Some(seq) => format!("this buffer was published as #{seq}: it is no longer writable"),
+            None => "this buffer was given back: it is no longer writable".to_owned(),
+        };
+        PyBufferError::new_err(msg)
+    }
+
+    /// A counted, writable export of the loan for NumPy (cp38-abi3 wheel).
+    #[cfg(feature = "abi3-py38")]
+    fn export<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, crate::export::Export>> {
+        let py = slf.py();
+        let this = slf.get();
+        let bytes;
+        let geom = match &this.geom {
+            Some(g) => g,
+            None => {
+                bytes = crate::frames::bytes_geom(this.capacity);
+                &bytes
+            }
+        };
+        let iface = {
+            let mut st = this.state();
+            let Some(loaned) = st.loaned.as_ref() else {
+                return Err(this.done_err(&st));
+            };
+            let iface = geom.array_interface(py, loaned.ptr(), false, "this loan")?;
+            st.exports += 1;
+            iface
+        };
+        // The export count was raised: publish and discard refuse (and the
+        // loan, with its `Arc` of the producer, stays) until the export is
+        // freed or released, which lowers it (also if making it fails here).
+        crate::export::Export::new(py, slf.clone().into_any().unbind(), unexport_loan, iface)
+    }
+
+    /// Ends one export (buffer protocol or `Export`).
+    fn unexport(&self) {
         let loaned = {
             let mut st = self.state();
             st.exports = st.exports.saturating_sub(1);

@@ -1,9 +1,11 @@
 //! `Producer.send(array)`: the source array's buffer export and the strided
 //! copy of its elements into a loaned buffer.
 
+#[cfg(not(feature = "abi3-py38"))]
 use std::ffi::CStr;
 
 use pyo3::exceptions::PyBufferError;
+#[cfg(not(feature = "abi3-py38"))]
 use pyo3::ffi;
 use pyo3::prelude::*;
 
@@ -13,8 +15,17 @@ use crate::frames::desc_err;
 const DETACH_BYTES: usize = 64 * 1024;
 
 /// A read-only, strided buffer export of the array `send` publishes.
+///
+/// On the cp38-abi3 wheel (no `PyObject_GetBuffer` in the stable ABI before
+/// 3.11) the export is `numpy.asarray(memoryview(obj))`, whose memory the
+/// array (held here) keeps alive; its `__array_interface__` gives the address.
 pub(crate) struct Source {
+    #[cfg(not(feature = "abi3-py38"))]
     view: Box<ffi::Py_buffer>,
+    #[cfg(feature = "abi3-py38")]
+    _array: Py<PyAny>,
+    /// Address of the first element.
+    buf: usize,
     pub(crate) dtype: bips::DType,
     shape: Vec<isize>,
     /// Byte strides (C-contiguous ones when the exporter gave none).
@@ -27,6 +38,54 @@ pub(crate) struct Source {
 unsafe impl Send for Source {}
 
 impl Source {
+    #[cfg(feature = "abi3-py38")]
+    pub(crate) fn get(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
+        use pyo3::types::{PyDict, PyMemoryView};
+        let py = obj.py();
+        let not_buffer = |e: PyErr| {
+            PyBufferError::new_err(format!(
+                "send() takes a buffer-protocol object (a NumPy array, memoryview, bytes): {e}"
+            ))
+        };
+        let view = PyMemoryView::from(obj).map_err(not_buffer)?;
+        let np = py.import("numpy").map_err(|_| {
+            PyBufferError::new_err(
+                "send() reads the array through NumPy on this wheel (cp38-abi3, no buffer \
+                 protocol): pip install numpy",
+            )
+        })?;
+        let array = np.getattr("asarray")?.call1((view,)).map_err(not_buffer)?;
+        let iface = array
+            .getattr("__array_interface__")?
+            .cast_into::<PyDict>()?;
+        let item = |k: &str| -> PyResult<Bound<'_, PyAny>> {
+            iface
+                .get_item(k)?
+                .ok_or_else(|| PyBufferError::new_err(format!("__array_interface__ has no {k}")))
+        };
+        let typestr: String = item("typestr")?.extract()?;
+        let dtype = dtype_of_typestr(&typestr)?;
+        let shape: Vec<isize> = item("shape")?.extract()?;
+        if shape.len() > crate::frames::MAX_DIMS {
+            return Err(desc_err(format!(
+                "{} dimensions (at most {})",
+                shape.len(),
+                crate::frames::MAX_DIMS
+            )));
+        }
+        let strides: Option<Vec<isize>> = item("strides")?.extract()?;
+        let (buf, _readonly): (usize, bool) = item("data")?.extract()?;
+        let strides = strides.unwrap_or_else(|| c_strides(&shape, dtype.size() as isize));
+        Ok(Source {
+            _array: array.unbind(),
+            buf,
+            dtype,
+            shape,
+            strides,
+        })
+    }
+
+    #[cfg(not(feature = "abi3-py38"))]
     pub(crate) fn get(obj: &Bound<'_, PyAny>) -> PyResult<Source> {
         let mut view: Box<ffi::Py_buffer> = Box::new(ffi::Py_buffer::new());
         // SAFETY: `obj` is a live object and `view` an owned, zeroed Py_buffer;
@@ -39,7 +98,9 @@ impl Source {
                 "send() takes a buffer-protocol object (a NumPy array, memoryview, bytes): {e}"
             )));
         }
+        let buf = view.buf as usize;
         let mut src = Source {
+            buf,
             view,
             dtype: bips::DType::U8,
             shape: Vec::new(),
@@ -102,7 +163,7 @@ impl Source {
         let n = self.len();
         // Addresses as integers: the closure may run without the GIL, on this
         // thread, while the export (held by `self`) keeps the source alive.
-        let (src, dst) = (self.view.buf as usize, dst as usize);
+        let (src, dst) = (self.buf, dst as usize);
         let (shape, strides, size) = (&self.shape, &self.strides, self.dtype.size());
         let copy = move || {
             // SAFETY: the caller's contract for `dst`; the export covers every
@@ -117,6 +178,7 @@ impl Source {
     }
 }
 
+#[cfg(not(feature = "abi3-py38"))]
 impl Drop for Source {
     fn drop(&mut self) {
         // SAFETY: got by PyObject_GetBuffer in `get`, released once; a
@@ -125,7 +187,41 @@ impl Drop for Source {
     }
 }
 
+/// C-contiguous byte strides of `shape`.
+#[cfg(feature = "abi3-py38")]
+fn c_strides(shape: &[isize], itemsize: isize) -> Vec<isize> {
+    let mut acc = itemsize;
+    let mut st = vec![0; shape.len()];
+    for i in (0..shape.len()).rev() {
+        st[i] = acc;
+        acc *= shape[i].max(1);
+    }
+    st
+}
+
+/// The element type of an `__array_interface__` typestr (`"<f4"`, `"|u1"`).
+#[cfg(feature = "abi3-py38")]
+fn dtype_of_typestr(ts: &str) -> PyResult<bips::DType> {
+    if let Some(d) = bips::DType::ALL
+        .iter()
+        .copied()
+        .find(|&d| crate::frames::typestr(d) == Some(ts))
+    {
+        return Ok(d);
+    }
+    if ts.starts_with('>') {
+        return Err(desc_err(format!(
+            "array typestr {ts:?} is big-endian: descriptors are little-endian \
+             (a.astype(a.dtype.newbyteorder('<')))"
+        )));
+    }
+    Err(desc_err(format!(
+        "send() cannot describe elements of type {ts:?}: use a NumPy array of a plain number type"
+    )))
+}
+
 /// The element type of a PEP 3118 format of `itemsize` bytes.
+#[cfg(not(feature = "abi3-py38"))]
 fn dtype_of(format: &str, itemsize: usize) -> PyResult<bips::DType> {
     use bips::DType as D;
     let (order, code) = match format.chars().next() {

@@ -11,6 +11,8 @@ import pytest
 
 import bips
 
+from conftest import needs_buffer_protocol
+
 
 def test_module_exports_everything_it_declares():
     for name in bips.__all__:
@@ -22,6 +24,7 @@ def test_module_exports_everything_it_declares():
         assert cls.__doc__
 
 
+@needs_buffer_protocol
 def test_roundtrip_bytes_meta_seq_timestamp(channel):
     p = bips.Producer(channel, 4, 1024, meta_size=16)
     c = bips.Consumer(channel)
@@ -51,6 +54,7 @@ def test_roundtrip_bytes_meta_seq_timestamp(channel):
     assert c.closed and p.closed
 
 
+@needs_buffer_protocol
 def test_own_timestamp_and_explicit_length_zero(channel):
     with bips.Producer(channel, 2, 64) as p, bips.Consumer(channel) as c:
         p.loan().publish(length=0, timestamp_ns=42)
@@ -58,6 +62,7 @@ def test_own_timestamp_and_explicit_length_zero(channel):
         assert (len(s), s.timestamp_ns, bytes(s)) == (0, 42, b"")
 
 
+@needs_buffer_protocol
 def test_loan_context_manager_publishes_on_clean_exit(channel):
     with bips.Producer(channel, 2, 16) as p, bips.Consumer(channel) as c:
         with p.loan() as buf:
@@ -66,6 +71,7 @@ def test_loan_context_manager_publishes_on_clean_exit(channel):
         assert bytes(c.recv(timeout=1))[:3] == b"abc"
 
 
+@needs_buffer_protocol
 def test_loan_context_manager_gives_back_on_exception(channel):
     with bips.Producer(channel, 2, 16) as p, bips.Consumer(channel) as c:
         with pytest.raises(RuntimeError):
@@ -102,6 +108,7 @@ def test_try_loan_and_try_recv(channel):
         assert s is not None and s.seq == 0
 
 
+@needs_buffer_protocol
 def test_iteration_ends_on_disconnect(channel):
     p = bips.Producer(channel, 4, 8)
     c = bips.Consumer(channel)
@@ -115,6 +122,7 @@ def test_iteration_ends_on_disconnect(channel):
     c.close()
 
 
+@needs_buffer_protocol
 def test_pull_push_aliases(channel):
     with bips.Producer(channel, 2, 8) as p, bips.Consumer(channel) as c:
         buf = p.Pull()
@@ -134,6 +142,7 @@ def test_pull_push_aliases(channel):
         assert s.released
 
 
+@needs_buffer_protocol
 def test_publish_twice_and_after_discard_raise(channel):
     with bips.Producer(channel, 2, 8) as p:
         buf = p.loan()

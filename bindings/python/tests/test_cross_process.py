@@ -16,6 +16,7 @@ import pytest
 import bips
 
 from conftest import (
+    needs_buffer_protocol,
     HEIGHT,
     ROOT,
     WIDTH,
@@ -88,6 +89,7 @@ def test_python_producer_to_rust_consumer(channel):
     assert f"producer gone after {frames} frames" in out, out
 
 
+@needs_buffer_protocol
 def test_python_producer_to_python_consumer_checksums(channel):
     frames, size = 200, 64 * 1024
     rng = np.random.default_rng(7)

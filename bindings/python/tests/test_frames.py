@@ -17,7 +17,7 @@ import pytest
 
 import bips
 
-from conftest import array_address, example_binary, file_offset, open_consumer, shm_path
+from conftest import array_address, example_binary, file_offset, open_consumer, shm_path, needs_buffer_protocol
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -138,6 +138,7 @@ def test_shaped_loan_refuses_to_publish_while_a_view_lives(channel, make_view):
         buf.discard()
 
 
+@needs_buffer_protocol
 def test_plain_export_of_a_shaped_loan_is_still_refused(channel):
     with bips.Producer(channel, 1, 4096) as producer:
         with pytest.raises(BufferError, match="buffer export"):
@@ -232,6 +233,7 @@ def test_dlpack_refuses_strides_that_are_not_whole_elements(channel):
             np.from_dlpack(s)
 
 
+@needs_buffer_protocol
 def test_bfloat16_points_to_dlpack(channel):
     with bips.Producer(channel, 1, 4096) as p, bips.Consumer(channel) as c:
         p.loan(shape=(4,), dtype="bfloat16").publish()
@@ -246,6 +248,7 @@ def test_bfloat16_points_to_dlpack(channel):
         assert len(s.raw) == 8
 
 
+@needs_buffer_protocol
 def test_array_interface_pins_the_sample(channel):
     class Wrapper:
         def __init__(self, s):
@@ -279,6 +282,7 @@ def test_np_asarray_does_not_pin(channel):
         s.release()  # the buffer protocol came first: no pin
 
 
+@needs_buffer_protocol
 def test_sample_without_descriptor_exports_bytes(channel):
     with bips.Producer(channel, 1, 64) as p, bips.Consumer(channel) as c:
         with p.loan() as buf:
@@ -326,6 +330,7 @@ def desc_offset(p: bips.Producer, ring_capacity: int) -> int:
     return types + 512
 
 
+@needs_buffer_protocol
 def test_hostile_descriptor_raises_never_a_view(channel):
     with bips.Producer(channel, 2, 256, ring_capacity=2) as p, bips.Consumer(channel) as c:
         base = desc_offset(p, 2)

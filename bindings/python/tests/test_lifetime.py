@@ -13,7 +13,7 @@ import pytest
 
 import bips
 
-from conftest import shm_path
+from conftest import shm_path, needs_buffer_protocol
 
 
 class Py_buffer(ctypes.Structure):
@@ -38,6 +38,7 @@ _get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(Py_buffer), ctypes.c_in
 _get_buffer.restype = ctypes.c_int
 
 
+@needs_buffer_protocol
 def test_release_with_live_exports_raises_buffer_error(channel):
     with bips.Producer(channel, 2, 64) as p, bips.Consumer(channel) as c:
         p.loan().publish()
@@ -56,6 +57,7 @@ def test_release_with_live_exports_raises_buffer_error(channel):
             memoryview(s)
 
 
+@needs_buffer_protocol
 def test_sample_refuses_writable_export(channel):
     with bips.Producer(channel, 2, 64) as p, bips.Consumer(channel) as c:
         p.loan().publish()
@@ -72,6 +74,7 @@ def test_sample_refuses_writable_export(channel):
         s.release()  # the failed export was not counted
 
 
+@needs_buffer_protocol
 def test_sample_mut_exports_are_writable(channel):
     with bips.Producer(channel, 2, 64) as p:
         buf = p.loan()
@@ -84,6 +87,7 @@ def test_sample_mut_exports_are_writable(channel):
         buf.discard()
 
 
+@needs_buffer_protocol
 def test_publish_with_live_view_raises_and_keeps_the_loan(channel):
     with bips.Producer(channel, 2, 64) as p, bips.Consumer(channel) as c:
         buf = p.loan()
@@ -112,6 +116,7 @@ def test_sample_exit_with_live_view_releases_when_the_view_goes(channel):
         p.loan(timeout=1).publish()
 
 
+@needs_buffer_protocol
 def test_loan_exit_on_exception_with_live_view_gives_back_when_the_view_goes(channel):
     with bips.Producer(channel, 1, 64) as p:
         with pytest.raises(KeyError):
@@ -125,6 +130,7 @@ def test_loan_exit_on_exception_with_live_view_gives_back_when_the_view_goes(cha
         p.loan(timeout=1).discard()
 
 
+@needs_buffer_protocol
 def test_samples_keep_the_consumer_alive_after_close(channel):
     with bips.Producer(channel, 2, 64) as p:
         c = bips.Consumer(channel)
@@ -160,6 +166,7 @@ def test_closing_the_producer_waits_for_live_loans(channel):
     c.close()
 
 
+@needs_buffer_protocol
 def test_dropping_everything_with_live_arrays_is_safe(channel):
     """In a child process: producer, consumer, samples and loans all dropped
     while NumPy arrays still point into the segment; the arrays stay readable
@@ -204,6 +211,7 @@ def test_dropping_everything_with_live_arrays_is_safe(channel):
     assert r.stdout.strip() == "ok"
 
 
+@needs_buffer_protocol
 def test_many_samples_and_views_are_freed_by_gc(channel):
     with bips.Producer(channel, 4, 256) as p, bips.Consumer(channel) as c:
         views = []

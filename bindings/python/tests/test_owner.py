@@ -13,7 +13,7 @@ import pytest
 
 import bips
 
-from conftest import shm_path
+from conftest import shm_path, needs_buffer_protocol
 
 OTHER = 65534
 
@@ -69,6 +69,7 @@ class ForeignProducer:
         assert os.waitstatus_to_exitcode(status) == 0
 
 
+@needs_buffer_protocol
 def test_consumer_refuses_another_owner_unless_trusted(channel):
     kid = ForeignProducer(channel)
     try:

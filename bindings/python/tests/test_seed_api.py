@@ -10,6 +10,8 @@ import pytest
 
 import bips
 
+from conftest import needs_buffer_protocol
+
 # The seed's example, as written for BIPS. Only the channel name is replaced
 # by a unique one (still with its leading '/'), so that parallel runs do not
 # collide. The lines marked "test:" are the harness, not the example.
@@ -65,15 +67,30 @@ def seed_script(text: str, channel: str) -> str:
     return text.replace("'/example'", repr("/" + channel)).replace("FRAMES", str(FRAMES))
 
 
-def test_seed_example_across_processes(channel):
+def without_buffer_protocol(text: str) -> str:
+    """The one change the seed's example needs on the cp38-abi3 wheel (no
+    buffer protocol): np.asarray(buffer) for np.frombuffer(buffer, np.uint8)."""
+    assert "np.frombuffer(buffer, np.uint8)" in text
+    return text.replace("np.frombuffer(buffer, np.uint8)", "np.asarray(buffer)")
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        pytest.param("verbatim", marks=needs_buffer_protocol),
+        "asarray",  # every wheel
+    ],
+)
+def test_seed_example_across_processes(channel, spelling):
+    fix = without_buffer_protocol if spelling == "asarray" else (lambda text: text)
     consumer = subprocess.Popen(
-        [sys.executable, "-c", seed_script(SEED_CONSUMER, channel)],
+        [sys.executable, "-c", seed_script(fix(SEED_CONSUMER), channel)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     producer = subprocess.Popen(
-        [sys.executable, "-c", seed_script(SEED_PRODUCER, channel)],
+        [sys.executable, "-c", seed_script(fix(SEED_PRODUCER), channel)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -137,6 +154,7 @@ def test_consumer_checks_the_geometry_and_in_order(channel):
             assert p.consumer_count == 1
 
 
+@needs_buffer_protocol
 def test_pull_push_and_options_pass_through(channel):
     with bips.Producer(bips.Backends.kShm, channel, 2, 16, True, meta_size=8) as p:
         assert p.meta_size == 8

@@ -12,6 +12,8 @@ import pytest
 
 import bips
 
+from conftest import needs_buffer_protocol
+
 
 class Counter(threading.Thread):
     """Counts in pure Python: it advances only while it can get the GIL."""
@@ -60,6 +62,7 @@ def test_loan_lets_other_threads_run(channel):
         assert counted_while(blocked_loan) > 10_000
 
 
+@needs_buffer_protocol
 def test_blocked_recv_is_woken_by_a_publish_from_another_thread(channel):
     with bips.Producer(channel, 2, 64) as p, bips.Consumer(channel) as c:
         got = []
@@ -98,6 +101,7 @@ def test_releases_from_other_threads_while_recv_blocks(channel):
         assert p.loan(timeout=1) is not None
 
 
+@needs_buffer_protocol
 def test_many_threads_share_one_consumer(channel):
     n = 200
     with bips.Producer(channel, 8, 64) as p, bips.Consumer(channel, start="oldest") as c:

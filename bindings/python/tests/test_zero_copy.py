@@ -9,9 +9,10 @@ import pytest
 
 import bips
 
-from conftest import array_address, file_offset, shm_path, shm_ranges
+from conftest import array_address, file_offset, shm_path, shm_ranges, needs_buffer_protocol
 
 
+@needs_buffer_protocol
 def test_views_lie_in_the_mapped_segment_at_the_same_file_offset(channel):
     size = 1 << 20
     with bips.Producer(channel, 4, size) as p, bips.Consumer(channel) as c:
@@ -52,6 +53,7 @@ def test_views_lie_in_the_mapped_segment_at_the_same_file_offset(channel):
         s.release()
 
 
+@needs_buffer_protocol
 def test_writes_through_the_producer_view_are_what_the_consumer_reads(channel):
     with bips.Producer(channel, 2, 4096) as p, bips.Consumer(channel) as c:
         for value in (7, 200):
@@ -64,6 +66,7 @@ def test_writes_through_the_producer_view_are_what_the_consumer_reads(channel):
             s.release()
 
 
+@needs_buffer_protocol
 def test_typed_and_shaped_views(channel):
     h, w = 48, 64
     with bips.Producer(channel, 2, h * w * 3 * 4) as p, bips.Consumer(channel) as c:
