@@ -129,12 +129,24 @@ pub enum Error {
 /// Result of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Zenoh's message without the source location it appends (" at
+/// /path/to/file.rs:123.").
+fn msg(e: impl std::fmt::Display) -> String {
+    let s = e.to_string();
+    match s.rfind(" at /") {
+        Some(i)
+            if s.trim_end_matches('.')
+                .ends_with(|c: char| c.is_ascii_digit()) =>
+        {
+            s[..i].trim_end_matches('.').to_owned()
+        }
+        _ => s,
+    }
+}
+
 fn zerr(op: impl Into<String>) -> impl FnOnce(zenoh::Error) -> Error {
     let op = op.into();
-    move |e| Error::Zenoh {
-        op,
-        reason: e.to_string(),
-    }
+    move |e| Error::Zenoh { op, reason: msg(e) }
 }
 
 /// Where the bridge's Zenoh session connects and listens.
@@ -178,14 +190,14 @@ impl Config {
         let mut c = match &self.file {
             Some(p) => zenoh::Config::from_file(p).map_err(|e| Error::Config {
                 what: format!("file {}", p.display()),
-                reason: e.to_string(),
+                reason: msg(e),
             })?,
             None => zenoh::Config::default(),
         };
         let set = |c: &mut zenoh::Config, key: &str, value: String| {
             c.insert_json5(key, &value).map_err(|e| Error::Config {
                 what: key.to_owned(),
-                reason: e.to_string(),
+                reason: msg(e),
             })
         };
         if !self.listen.is_empty() || !self.connect.is_empty() {
@@ -201,7 +213,7 @@ impl Config {
     fn open(&self) -> Result<Session> {
         let c = self.to_zenoh()?;
         zenoh::open(c).wait().map_err(|e| {
-            let reason = e.to_string();
+            let reason = msg(e);
             let all = self.listen.iter().chain(&self.connect);
             let endpoints = all.cloned().collect::<Vec<_>>().join(", ");
             Error::Zenoh {
@@ -242,7 +254,7 @@ fn endpoints(list: &[String]) -> Result<String> {
             reason,
             extra: extra_transports(),
         };
-        let ep = zenoh::config::EndPoint::try_from(e.clone()).map_err(|x| bad(x.to_string()))?;
+        let ep = zenoh::config::EndPoint::try_from(e.clone()).map_err(|x| bad(msg(x)))?;
         let proto = ep.protocol();
         let known = match proto.as_str() {
             "tcp" => true,
@@ -269,7 +281,7 @@ fn endpoints(list: &[String]) -> Result<String> {
 fn parse_key(key: &str) -> Result<KeyExpr<'static>> {
     KeyExpr::try_from(key.to_owned()).map_err(|e| Error::KeyExpr {
         key: key.to_owned(),
-        reason: e.to_string(),
+        reason: msg(e),
     })
 }
 

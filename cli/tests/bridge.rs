@@ -596,3 +596,67 @@ fn subscribe_side_killed_and_restarted_resumes_the_stream() {
     s.dst.assert_removed();
     s.src.assert_removed();
 }
+
+/// Bad key expressions, endpoints and channel names are refused before
+/// anything starts (exit status 2, a message that says what is wrong), and
+/// leave nothing in /dev/shm. No network traffic: nothing gets that far.
+#[test]
+fn bad_arguments_are_refused_with_exit_status_2() {
+    let ch = Channel::new("bridge-bad");
+    for (args, says) in [
+        (
+            vec![
+                "publish",
+                "x",
+                "--key",
+                "a//b",
+                "--listen",
+                "tcp/127.0.0.1:1",
+            ],
+            "invalid key expression \"a//b\"",
+        ),
+        (
+            vec!["publish", "x", "--key", "k", "--listen", "udp/127.0.0.1:1"],
+            "transport \"udp\" is not built in",
+        ),
+        (
+            vec!["publish", "x", "--key", "k", "--connect", "tcp/127.0.0.1"],
+            "no port",
+        ),
+        (
+            vec![
+                "publish",
+                "bad/name",
+                "--key",
+                "k",
+                "--listen",
+                "tcp/127.0.0.1:1",
+            ],
+            "invalid channel name",
+        ),
+        (
+            vec![
+                "subscribe",
+                "k",
+                "--channel",
+                ch.name(),
+                "--size",
+                "64",
+                "--connect",
+                "nonsense",
+            ],
+            "invalid endpoint \"nonsense\"",
+        ),
+    ] {
+        let out = Command::new(BIPS)
+            .arg("bridge")
+            .args(&args)
+            .output()
+            .expect("run bips");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains(".rs:"), "{args:?}: a source location: {err}");
+    }
+    ch.assert_removed();
+}
