@@ -7,8 +7,8 @@
 #   bash scripts/test.sh --no-setup --only fmt # same as adding --skip setup
 #   bash scripts/test.sh --list                # print the stages and their commands
 #
-# Stages, in order: setup fmt clippy test demo cli soak bench python wheels c gst doc loom miri
-# tsan fuzz no_std aarch64. `setup` runs
+# Stages, in order: setup fmt clippy test demo cli soak bench python wheels c gst bridge doc loom
+# miri tsan fuzz no_std aarch64. `setup` runs
 # scripts/setup.sh (a quick no-op once everything is installed) and is skipped only by
 # `--skip setup` / `--no-setup`. A failing stage does not stop the run: every selected stage
 # runs, a summary table follows, and the last line reads `N passed, M failed` (stages
@@ -27,7 +27,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SELF="$ROOT/scripts/test.sh"
 LOG_DIR="$ROOT/target/test-logs"
 BINFMT_STATUS="$ROOT/target/setup/binfmt.status"
-STAGES=(setup fmt clippy test demo cli soak bench python wheels c gst doc loom miri tsan fuzz no_std aarch64)
+STAGES=(setup fmt clippy test demo cli soak bench python wheels c gst bridge doc loom miri tsan fuzz no_std aarch64)
 
 cd "$ROOT"
 
@@ -47,13 +47,17 @@ body_setup() { run bash "$ROOT/scripts/setup.sh"; }
 
 # fmt, clippy, test also cover core/fuzz, a crate of its own outside the workspace (cargo-fuzz
 # layout); its tests replay the committed fuzz corpus on stable Rust, without libFuzzer.
+# bips-zenoh (bridge/, the Zenoh bridge) is excluded from clippy, test, doc and aarch64:
+# zenoh is a large dependency tree that only the `bridge` stage builds (clippy, rustdoc, release
+# build and tests of the bridge there). fmt covers it (`--all`). bips-cli is built without its
+# `bridge` feature everywhere else, so nothing else pulls zenoh in.
 body_fmt() {
     run cargo fmt --all -- --check
     run cargo fmt --manifest-path "$ROOT/core/fuzz/Cargo.toml" -- --check
 }
 
 body_clippy() {
-    run cargo clippy --workspace --all-targets -- -D warnings
+    run cargo clippy --workspace --exclude bips-zenoh --all-targets -- -D warnings
     # The cp38-abi3 build of the Python bindings (no buffer protocol) compiles other code.
     run cargo clippy -p bips-python --all-targets --features abi3-py38 -- -D warnings
     run cargo clippy --manifest-path "$ROOT/core/fuzz/Cargo.toml" --all-targets \
@@ -61,7 +65,7 @@ body_clippy() {
 }
 
 body_test() {
-    run cargo test --workspace --release
+    run cargo test --workspace --exclude bips-zenoh --release
     run cargo test --manifest-path "$ROOT/core/fuzz/Cargo.toml" --target-dir "$ROOT/target/fuzz-check"
     # The cross-process suite again with every channel on the sealed memfd backend
     # (BIPS_BACKEND=memfd, sockets in a directory of its own): kill -9, reclaim, ordering,
@@ -169,24 +173,38 @@ body_c() { run bash "$ROOT/scripts/test-c.sh"; }
 # consumer (bips.gst.frames) and out of bipssrc, the Rust pipeline tests, /dev/shm left clean.
 body_gst() { run bash "$ROOT/scripts/test-gst.sh"; }
 
+# bridge: the Zenoh bridge (bips-zenoh, and `bips bridge` = bips-cli with feature `bridge`),
+# the only stage that builds zenoh: clippy -D warnings and rustdoc of both (zenoh checked once,
+# the check artifacts are shared), then one release build for its unit tests and the
+# cross-process tests (cli/tests/bridge.rs: producer -> bips bridge publish -> TCP on
+# 127.0.0.1 -> bips bridge subscribe -> consumer, Block and DropOldest, kill -9 and restart
+# of the subscribing bridge; scouting off, never multicast; /dev/shm left clean).
+body_bridge() {
+    run cargo clippy -p bips-zenoh -p bips-cli --features bips-cli/bridge --all-targets -- -D warnings
+    run env RUSTDOCFLAGS="-D warnings" cargo doc -p bips-zenoh --no-deps
+    run cargo test --release -p bips-zenoh -p bips-cli --features bips-cli/bridge --test bridge --lib
+}
+
 # doc also checks that the publishable crates package: `cargo package` of bips-core, bips,
-# bips-bench and bips-cli in one call, so each dependent is verified (built, debug profile)
-# against the packaged copy of its dependencies, not the path one (~30 s from a cold target
-# dir). It catches a path dependency without a version, a file outside the package that the
+# bips-bench, bips-zenoh and bips-cli in one call (bips-zenoh because bips-cli's optional
+# `bridge` feature depends on it: without it bips-cli's manifest does not resolve), so each
+# dependent is verified (built, debug profile) against the packaged copy of its dependencies,
+# not the path one (~30 s from a cold target dir, plus a debug build of zenoh for bips-zenoh:
+# see the `bridge` stage). It catches a path dependency without a version, a file outside the package that the
 # build needs, a missing license file. --allow-dirty: the check is about the manifests, not
 # about uncommitted edits of the person running it.
 body_doc() {
-    run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-    run cargo package --allow-dirty -p bips-core -p bips -p bips-bench -p bips-cli
+    run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --exclude bips-zenoh --no-deps
+    run cargo package --allow-dirty -p bips-core -p bips -p bips-bench -p bips-zenoh -p bips-cli
     local crate
-    for crate in bips-core bips bips-bench bips-cli; do
+    for crate in bips-core bips bips-bench bips-zenoh bips-cli; do
         if ! cargo package --allow-dirty --list -p "$crate" 2>/dev/null | grep -qx LICENSE-MIT ||
             ! cargo package --allow-dirty --list -p "$crate" 2>/dev/null | grep -qx LICENSE-APACHE; then
             echo "doc: FAILED: the $crate package lacks LICENSE-MIT or LICENSE-APACHE"
             return 1
         fi
     done
-    echo "doc: ok: bips-core, bips, bips-bench, bips-cli package with both license files"
+    echo "doc: ok: bips-core, bips, bips-bench, bips-zenoh, bips-cli package with both license files"
 }
 
 # loom: its own target dir, because `--cfg loom` in RUSTFLAGS changes every crate's
@@ -258,6 +276,9 @@ body_no_std() {
 #      as a dependency of bips-cli (`bips bench`).
 #    * bips-gst (--exclude): a GStreamer plugin linked against the system's libgstreamer-1.0;
 #      this machine has no aarch64 GStreamer to link against. Tested natively (`gst` stage).
+#    * bips-zenoh (--exclude): the Zenoh bridge; its zenoh dependency tree would add minutes of
+#      cross-compilation for a crate with no architecture-specific code; tested natively
+#      (`bridge` stage).
 #    * bips-c (--exclude from the tests): its header test builds cbindgen (syn & co.) for
 #      aarch64, minutes of emulation-free but pointless work; the C ABI's libraries are
 #      cross-built below instead (cdylib + staticlib link for aarch64), and its tests run
@@ -304,7 +325,7 @@ body_aarch64() {
     fi
     local rc=0
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" \
-        cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c \
+        cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --exclude bips-zenoh \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
         -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel --skip dead_sleeper_costs_a_bounded_number_of_wakes || rc=1
     echo "aarch64: the C ABI (bips-c): libbips_c.so and libbips_c.a cross-built and linked for aarch64"
@@ -312,7 +333,7 @@ body_aarch64() {
         cargo build -p bips-c --release --target aarch64-unknown-linux-gnu || rc=1
     echo "aarch64: pass 2: the same binaries with a 64 KiB page size (QEMU_PAGESIZE=65536)"
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" QEMU_PAGESIZE=65536 BIPS_EXPECT_PAGE_SIZE=65536 \
-        cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --tests \
+        cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --exclude bips-zenoh --tests \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
         -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel --skip dead_sleeper_costs_a_bounded_number_of_wakes || rc=1
     return "$rc"

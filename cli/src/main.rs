@@ -3,8 +3,10 @@
 //! `bips demo` runs a producer and consumers as separate processes over a
 //! real channel and shows live throughput and latency; `bips list`,
 //! `bips inspect` and `bips clean` look after the channels in /dev/shm;
-//! `bips bench` measures bips against the physical floor and its peers.
+//! `bips bench` measures bips against the physical floor and its peers;
+//! `bips bridge` carries a channel to other hosts over Zenoh (feature `bridge`).
 
+mod bridge;
 mod channels;
 mod demo;
 mod signals;
@@ -107,6 +109,15 @@ enum Cmd {
     /// S4 violations, producer stalls, reclaim or recovery timeouts, child
     /// failures or /dev/shm entries left is not 0.
     Soak(soak::SoakArgs),
+    /// Carry a channel to other hosts over Zenoh: `bridge publish` on the
+    /// host of the producer, `bridge subscribe` on the host of the consumers.
+    ///
+    /// Needs a bips built with the `bridge` feature
+    /// (`cargo install bips-cli --features bridge`). Example, host A:
+    /// `bips bridge publish camera --key robot/camera --listen tcp/0.0.0.0:7447`;
+    /// host B: `bips bridge subscribe robot/camera --channel camera --size 6220800
+    /// --connect tcp/HOST-A:7447`. Ctrl-C stops a bridge and removes its channel.
+    Bridge(bridge::BridgeArgs),
     /// (internal) the producer process of `bips soak`.
     #[command(hide = true, name = "__soak-producer")]
     SoakProducer(soak::ChildArgs),
@@ -261,6 +272,7 @@ fn main() -> ExitCode {
             .map_err(|e| Failure::new(1, e.to_string()))
             .and_then(|l| bips_bench::run(&a, &l).map(|_| ()).map_err(Into::into)),
         Cmd::BenchPeer(a) => bips_bench::peer_main(&a).map_err(Into::into),
+        Cmd::Bridge(a) => bridge::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
