@@ -45,7 +45,12 @@ VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
 
 # --libdir lib: the same layout on every distribution (cargo-c would otherwise pick
 # lib/x86_64-linux-gnu under /usr on Debian).
-(cd "$ROOT" && cargo cinstall --release -p bips-c --prefix "$PREFIX" --libdir "$PREFIX/lib")
+# --target-dir: cargo-c builds with flags of its own (--cfg cargo_c), also for the host's
+# proc macros and build scripts; in the workspace's target dir that would rebuild them on
+# every switch between `cargo cinstall` and a plain `cargo build`/`cargo test`.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+(cd "$ROOT" && cargo cinstall --release -p bips-c --target-dir "$TARGET_DIR/cargo-c" \
+    --prefix "$PREFIX" --libdir "$PREFIX/lib")
 cmake -DPREFIX="$PREFIX" -DVERSION="$VERSION" -P "$HERE/cmake/install-cmake.cmake"
 if command -v strip >/dev/null; then
     strip --strip-debug "$PREFIX/lib/libbips.a"
