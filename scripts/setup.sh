@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/setup.sh — install what `scripts/test.sh` needs on a fresh Debian 12 machine.
 #
-#   bash scripts/setup.sh            # system packages, Rust targets/components, Miri, cargo-fuzz, binfmt
+#   bash scripts/setup.sh            # system packages, Rust targets/components, Miri, cargo-fuzz, cargo-c, binfmt
 #   bash scripts/setup.sh --python   # ... and the Python venv at .venv (for bindings/python)
 #
 # Idempotent: every step checks before it installs, so a second run is a quick no-op.
@@ -15,11 +15,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE_DIR="$ROOT/target/setup"
 BINFMT_STATUS="$STATE_DIR/binfmt.status"
 
-# aarch64 cross + qemu; strace (syscall tests); C/C++ tests (g++, cmake, pkg-config);
+# aarch64 cross + qemu; strace (syscall tests); C/C++ tests (g++, cmake, pkg-config; libssl-dev
+# to build cargo-c; python3-yaml for examples/containers/check.py);
 # GStreamer for bindings/gst (dev files to build the plugin, tools and base plugins to run
 # pipelines, plugins-bad for shmsink/shmsrc in its benchmark).
 APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support strace util-linux
-    g++ cmake pkg-config
+    g++ cmake pkg-config libssl-dev python3-yaml
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base
     gstreamer1.0-plugins-bad)
 RUST_TARGETS=(aarch64-unknown-linux-gnu aarch64-unknown-none thumbv7em-none-eabihf)
@@ -202,15 +203,30 @@ setup_miri_sysroot() {
 # cargo-fuzz runs the fuzz targets of core/fuzz (scripts/fuzz.sh), built from crates.io.
 CARGO_FUZZ_VERSION=0.13.2
 
+# cargo-c builds and installs the C library (bindings/c/install.sh runs `cargo cinstall`:
+# libbips.so with its SONAME, libbips.a, the headers, bips.pc). It embeds cargo itself as a
+# library, so building it is the longest install here: 14 min of CPU (31 min of wall time on
+# the shared 2-core VM under a load of 7; ~8-10 min when the machine is otherwise idle), once
+# per machine: later runs find it installed. 0.10.24 is the newest release that builds with Rust 1.95 (its rust-version).
+CARGO_C_VERSION=0.10.24+cargo-0.98.0
+
 setup_cargo_tools() {
     if cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
         log "cargo-fuzz: present ($(cargo fuzz --version 2>/dev/null))"
-        return 0
+    else
+        log "cargo-fuzz: cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked (~1-2 min)"
+        retry "cargo install cargo-fuzz" cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked ||
+            die "could not download/build cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (cargo install cargo-fuzz). Check network access, then re-run scripts/setup.sh"
+        STEPS_DONE+=("cargo-fuzz $CARGO_FUZZ_VERSION")
     fi
-    log "cargo-fuzz: cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked (~1-2 min)"
-    retry "cargo install cargo-fuzz" cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked ||
-        die "could not download/build cargo-fuzz $CARGO_FUZZ_VERSION from crates.io (cargo install cargo-fuzz). Check network access, then re-run scripts/setup.sh"
-    STEPS_DONE+=("cargo-fuzz $CARGO_FUZZ_VERSION")
+    if cargo cinstall --version 2>/dev/null | grep -qF "${CARGO_C_VERSION%%+*}"; then
+        log "cargo-c: present ($(cargo cinstall --version 2>/dev/null | head -n1))"
+    else
+        log "cargo-c: cargo install cargo-c --version $CARGO_C_VERSION --locked (~10 min of CPU, once)"
+        retry "cargo install cargo-c" cargo install cargo-c --version "=$CARGO_C_VERSION" --locked ||
+            die "could not download/build cargo-c $CARGO_C_VERSION from crates.io (cargo install cargo-c; it needs libssl-dev and pkg-config). Check network access, then re-run scripts/setup.sh"
+        STEPS_DONE+=("cargo-c $CARGO_C_VERSION")
+    fi
 }
 
 # ------------------------------------------------- binfmt_misc (run aarch64 binaries directly)

@@ -4,7 +4,9 @@
 #   bash scripts/test-c.sh
 #
 # Steps: cargo test of bips-c (misuse through the extern "C" functions, header currency);
-# bindings/c/install.sh into a temporary prefix; then, against that installed package,
+# bindings/c/install.sh (cargo-c's `cargo cinstall` + the CMake package) into a temporary
+# prefix, and what it installed (SONAME, links, headers under include/bips/, bips.pc, size,
+# the CMake version check); then, against that installed package,
 # programs compiled by gcc/g++ through pkg-config (shared and static) and through CMake
 # find_package(bips), run as separate processes exchanging a checksummed stream
 # (bindings/c/tests/c/checksum.h):
@@ -14,12 +16,17 @@
 #   the BIPS spelling (bindings/c/tests/c/cpp_seed.cpp): seed C++ producer -> seed C++
 #   consumer, -> C and Python consumers, and its argument checks,
 #   examples/cpp/capture_producer -> examples/cpp/consume.py;
+#   examples/containers: each compose file's producer and consumer services run in their own
+#   namespaces as different uids, sharing what the file shares (check.py; needs root);
 # the misuse tests in C (plain, and under -fsanitize=address,undefined) and the C++ wrapper
 # tests (C++17 and C++20, under ASan+UBSan). Needs gcc, g++, pkg-config, cmake (apt) and
 # .venv with the bips Python module (made here with maturin if `import bips` fails).
 # Frames (bindings/c/tests/c/frames.h): a C++ producer setting descriptors -> a C consumer
 # (bips_descriptor) and a C++ consumer (typed views), and the in-process checks of
 # cpp_frames.cpp (C++17, and C++23 under ASan+UBSan).
+# Without exceptions (bindings/c/tests/c/cpp_noexcept.cpp, -fno-exceptions -fno-rtti, the C
+# API from C++): its producer -> its consumer and a C consumer, a C++ producer -> it; and
+# bips.hpp refusing -fno-exceptions with a message naming that route.
 #
 # Channel names carry this script's pid; nothing may be left in /dev/shm. Each check's
 # output goes to target/test-c/NAME.log. Ends with `N passed, M failed`; exit 1 on failure.
@@ -108,8 +115,40 @@ python_ready() {
 }
 
 build_rust() {
-    run cargo build --release -p bips-c --lib --examples &&
-        run bash "$ROOT/bindings/c/install.sh" --prefix "$PREFIX" --no-build
+    run cargo build --release -p bips-c --examples &&
+        run cargo build --release -p bips --example producer --example consumer &&
+        run bash "$ROOT/bindings/c/install.sh" --prefix "$PREFIX"
+}
+
+# What cargo cinstall + install-cmake.cmake left in the prefix.
+installed() {
+    local version soname lib size cflags f
+    version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -n1)
+    soname="libbips.so.$(awk -F. '{ print ($1 == 0) ? "0." $2 : $1 }' <<<"$version")"
+    lib="$PREFIX/lib/libbips.so.$version"
+    (cd "$PREFIX" && find . \( -type f -o -type l \) | sort)
+    for f in lib/libbips.a lib/pkgconfig/bips.pc include/bips/bips.h include/bips/bips.hpp \
+        lib/cmake/bips/bipsConfig.cmake lib/cmake/bips/bipsConfigVersion.cmake; do
+        [[ -f $PREFIX/$f ]] || { echo "missing: $f"; return 1; }
+    done
+    [[ ! -e $PREFIX/include/bips.h && ! -e $PREFIX/include/bips.hpp ]] ||
+        { echo "a header at the top of include/ (it would collide with other projects')"; return 1; }
+    [[ $(readlink "$PREFIX/lib/$soname") == "libbips.so.$version" &&
+        $(readlink "$PREFIX/lib/libbips.so") == "libbips.so.$version" ]] ||
+        { echo "links: $(ls -l "$PREFIX"/lib/libbips.so*)"; return 1; }
+    run readelf -d "$lib" | grep -F "Library soname: [$soname]" || { echo "SONAME is not $soname"; return 1; }
+    if readelf -S "$lib" "$PREFIX/lib/libbips.a" | grep -q '\.debug_'; then
+        echo "debug info left in the installed libraries"
+        return 1
+    fi
+    size=$(stat -c %s "$lib")
+    echo "libbips.so: $size bytes, libbips.a: $(stat -c %s "$PREFIX/lib/libbips.a") bytes"
+    ((size < 2 * 1024 * 1024)) || { echo "libbips.so is 2 MB or more"; return 1; }
+    cflags=$(pkg-config --cflags bips)
+    cflags=${cflags%% }
+    [[ $cflags == "-I$PREFIX/include" ]] || { echo "pkg-config --cflags: '$cflags'"; return 1; }
+    [[ $(pkg-config --modversion bips) == "$version" ]] || { echo "pkg-config version"; return 1; }
+    echo "installed: SONAME $soname, headers in include/bips/, bips.pc $version"
 }
 
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
@@ -136,8 +175,24 @@ build_pkgconfig() {
         run gcc "${CFLAGS_C[@]}" $cflags -I"$SRC" "$SRC/c_frames.c" -o "$BIN/c_frames" $libs $rp &&
         run gcc "${CFLAGS_C[@]}" $cflags "$SRC/misuse.c" -o "$BIN/misuse_static" $static &&
         run g++ -std=c++17 "${CFLAGS_CXX[@]}" $cflags "$EX/capture_producer.cpp" -o "$BIN/capture_producer" $libs $rp &&
-        run readelf -d "$BIN/cpp_producer" | grep -q 'NEEDED.*libbips.so.0' &&
-        echo "cpp_producer needs libbips.so.0 (the SONAME)"
+        run g++ -std=c++17 "${CFLAGS_CXX[@]}" -fno-exceptions -fno-rtti $cflags -I"$SRC" "$SRC/cpp_noexcept.cpp" \
+            -o "$BIN/cpp_noexcept" $libs $rp &&
+        run readelf -d "$BIN/cpp_producer" | grep -F 'Shared library: [libbips.so.0.1]' &&
+        echo "cpp_producer needs libbips.so.0.1 (the SONAME)"
+}
+
+# bips.hpp throws; built with -fno-exceptions it stops with a message naming the C API.
+hpp_refuses_no_exceptions() {
+    local cflags
+    cflags=$(pkg-config --cflags bips) || return 1
+    printf '#include <bips/bips.hpp>\nint main() { return 0; }\n' >"$WORK/nx.cpp"
+    # shellcheck disable=SC2086
+    if g++ -std=c++17 -fno-exceptions $cflags -c "$WORK/nx.cpp" -o "$WORK/nx.o" 2>"$WORK/nx.err"; then
+        echo "bips.hpp compiled with -fno-exceptions"
+        return 1
+    fi
+    cat "$WORK/nx.err"
+    grep -q 'with -fno-exceptions include <bips/bips.h> and use the C API' "$WORK/nx.err"
 }
 
 build_sanitized() {
@@ -157,7 +212,21 @@ build_cmake() {
     run cmake -S "$ROOT/bindings/c/tests/cmake" -B "$WORK/cmake" -DCMAKE_PREFIX_PATH="$PREFIX" \
         -DCMAKE_BUILD_TYPE=Release &&
         run cmake --build "$WORK/cmake" -j 2 &&
-        cp "$WORK/cmake/cmake_cpp_producer" "$WORK/cmake/cmake_c_consumer" "$BIN/"
+        cp "$WORK/cmake/cmake_cpp_producer" "$WORK/cmake/cmake_c_consumer" "$BIN/" &&
+        run readelf -d "$BIN/cmake_cpp_producer" | grep -F 'Shared library: [libbips.so.0.1]'
+}
+
+# bipsConfigVersion.cmake (write_basic_package_version_file, SameMinorVersion before 1.0):
+# find_package(bips 0.2) must not take 0.1.
+cmake_version_check() {
+    if run cmake -S "$ROOT/bindings/c/tests/cmake" -B "$WORK/cmake-0.2" -DCMAKE_PREFIX_PATH="$PREFIX" \
+        -DBIPS_WANT=0.2 >"$WORK/cmake-0.2.log" 2>&1; then
+        cat "$WORK/cmake-0.2.log"
+        echo "find_package(bips 0.2) accepted bips 0.1"
+        return 1
+    fi
+    cat "$WORK/cmake-0.2.log"
+    grep -q 'but it set PACKAGE_VERSION_COMPATIBLE to FALSE\|not compatible\|version: 0.1.0' "$WORK/cmake-0.2.log"
 }
 
 # pair CHANNEL FRAMES PRODUCER_CMD -- CONSUMER_CMD [-- CONSUMER_CMD ...]
@@ -206,6 +275,19 @@ capture_to_python() {
     grep -q "frames, all checked" "$WORK/capture.py.out"
 }
 
+# examples/containers: the two compose files' services run as Docker would run them
+# (namespaces, uids, the shared /dev/shm or socket volume), by examples/containers/check.py.
+containers() {
+    local py b="$WORK/containers-bin"
+    for py in /usr/bin/python3 python3; do
+        if "$py" -c 'import yaml' 2>/dev/null; then break; fi
+    done
+    mkdir -p "$b" &&
+        cp "$TARGET_DIR/release/examples/producer" "$b/bips-producer" &&
+        cp "$TARGET_DIR/release/examples/consumer" "$b/bips-consumer" &&
+        run "$py" "$ROOT/examples/containers/check.py" --bin "$b"
+}
+
 shm_clean() {
     local left
     left=$(find /dev/shm -maxdepth 1 -name "bips.$TAG*" -printf '%f\n')
@@ -220,9 +302,12 @@ shm_clean() {
 fatal tools tools
 check cargo-test run cargo test --release -p bips-c
 fatal build-rust build_rust
+check installed installed
 fatal build-pkgconfig build_pkgconfig
+check hpp-refuses-no-exceptions hpp_refuses_no_exceptions
 check build-sanitized build_sanitized
 check build-cmake build_cmake
+check cmake-version-check cmake_version_check
 check python-venv python_ready
 
 check misuse-c "$BIN/misuse" "$TAG-m1"
@@ -250,7 +335,12 @@ check cmake-cpp-to-c pair "$TAG-p5" 300 "$BIN/cmake_cpp_producer" -- "$BIN/cmake
 check asan-cpp-to-c pair "$TAG-p6" 300 "$BIN/cpp_producer_asan" -- "$BIN/c_consumer_asan"
 check cpp-frames-to-c-cpp pair "$TAG-f1" 300 "$BIN/cpp_frames producer" -- "$BIN/c_frames" -- \
     "$BIN/cpp_frames consumer"
+# Without exceptions: the C API from C++ (-fno-exceptions -fno-rtti).
+check noexcept-cpp-to-cpp-c pair "$TAG-n1" 300 "$BIN/cpp_noexcept producer" -- "$BIN/cpp_noexcept consumer" -- \
+    "$BIN/c_consumer"
+check cpp-to-noexcept-cpp pair "$TAG-n2" 300 "$BIN/cpp_producer" -- "$BIN/cpp_noexcept consumer"
 check capture-example-to-python capture_to_python
+check containers containers
 check shm-clean shm_clean
 
 finish

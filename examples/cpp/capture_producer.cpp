@@ -12,7 +12,7 @@
 //
 // A real capture program (V4L2, GStreamer appsink, a camera SDK) does the same
 // with its DMA/memcpy into frame.data() instead of the gradient loop.
-#include "bips.hpp"
+#include <bips/bips.hpp>
 
 #include <chrono>
 #include <csignal>

@@ -1,13 +1,16 @@
 //! A consumer reading frames in place until the producer leaves.
 //!
 //! ```text
-//! cargo run --release -p bips --example consumer -- [CHANNEL]
+//! cargo run --release -p bips --example consumer -- [CHANNEL] [--trust-owner UID]...
 //! ```
+//! A consumer opens only channels of its own user (or root's); `--trust-owner
+//! UID` also trusts the producer's user when it runs as another one
+//! (examples/containers does).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bips::{Consumer, Error};
+use bips::{Consumer, ConsumerOptions, Error};
 
 fn main() -> ExitCode {
     // Errors are shown with their Display message (what to do about them),
@@ -24,12 +27,26 @@ fn main() -> ExitCode {
 // A consumer creates nothing in /dev/shm (its entry lives in the producer's
 // segment and is reclaimed when it dies): signals need no cleanup here.
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let channel = std::env::args().nth(1).unwrap_or_else(|| "example".into());
+    let mut opts = ConsumerOptions::new();
+    let mut channel = None;
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        if arg == "--trust-owner" {
+            let uid = argv.next().ok_or("--trust-owner needs a uid")?;
+            opts = opts.trust_owner(
+                uid.parse()
+                    .map_err(|e| format!("--trust-owner {uid}: {e}"))?,
+            );
+        } else {
+            channel = Some(arg);
+        }
+    }
+    let channel = channel.unwrap_or_else(|| "example".into());
     // The producer may start after us: retry for a few seconds.
     let consumer = {
         let mut tries = 0;
         loop {
-            match Consumer::open(&channel) {
+            match Consumer::open_with(&channel, &opts) {
                 Ok(c) => break c,
                 Err(Error::NotFound { .. } | Error::Disconnected) if tries < 50 => {
                     tries += 1;

@@ -5,10 +5,12 @@
 //! convention of their own.
 //!
 //! ```text
-//! cargo run --release -p bips --example producer -- [CHANNEL] [FRAMES] [FPS]
+//! cargo run --release -p bips --example producer -- [CHANNEL] [FRAMES] [FPS] [--mode OCTAL]
 //! ```
 //! Run `consumer` in another terminal with the same channel name. Ctrl-C
 //! (or SIGTERM, SIGHUP) removes the channel before the producer ends.
+//! `--mode 0660` lets the producer's group open the channel (default `0600`:
+//! its user only); examples/containers runs it so, for a consumer of another uid.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -31,7 +33,18 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut mode = None;
+    let mut positional = Vec::new();
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        if arg == "--mode" {
+            let m = argv.next().ok_or("--mode needs an octal mode, e.g. 0660")?;
+            mode = Some(u32::from_str_radix(&m, 8).map_err(|e| format!("--mode {m}: {e}"))?);
+        } else {
+            positional.push(arg);
+        }
+    }
+    let mut args = positional.into_iter();
     let channel = args.next().unwrap_or_else(|| "example".into());
     let frames: u64 = args
         .next()
@@ -45,8 +58,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // Ctrl-C, SIGTERM and SIGHUP remove our channel before we go.
     bips::cleanup_on_signals()?;
     let frame = Descriptor::image(HEIGHT.into(), WIDTH.into(), 3, DType::U8)?.with_format("RGB")?;
-    let opts = Options::new(4, (WIDTH * HEIGHT * 3) as usize)
+    let mut opts = Options::new(4, (WIDTH * HEIGHT * 3) as usize)
         .payload_type(PayloadType::new("image/rgb8", 1)?.with_descriptor(frame));
+    if let Some(mode) = mode {
+        opts = opts.mode(mode);
+    }
     let producer = Producer::create(&channel, &opts)?;
     println!("producer: channel {channel:?}, {frames} frames at {fps} fps; start a consumer now");
 

@@ -1,8 +1,8 @@
 //! # bips-c — the C ABI of bips
 //!
-//! `libbips.so` / `libbips.a` with the header `include/bips.h` (generated from
+//! `libbips.so` / `libbips.a` with the header `include/bips/bips.h` (generated from
 //! this crate by cbindgen) and the header-only C++17 wrapper
-//! `include/bips.hpp`. Only C types cross the boundary: opaque handles,
+//! `include/bips/bips.hpp`. Only C types cross the boundary: opaque handles,
 //! `repr(C)` plain structs, integers and pointers.
 //!
 //! ## Handles

@@ -4,7 +4,7 @@
  * producer leaves, checks every frame, prints "TOTAL <hex>". Exit 1 on any
  * bad frame or a count other than FRAMES. */
 #define _POSIX_C_SOURCE 199309L /* nanosleep */
-#include "bips.h"
+#include <bips/bips.h>
 #include "checksum.h"
 
 #include <stdio.h>

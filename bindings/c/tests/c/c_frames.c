@@ -4,7 +4,7 @@
  * Usage: c_frames CHANNEL FRAMES (retries the open up to 20 s). Exit 1 on any
  * bad frame or a count other than FRAMES. */
 #define _POSIX_C_SOURCE 199309L /* nanosleep */
-#include "bips.h"
+#include <bips/bips.h>
 #include "frames.h"
 
 #include <stdio.h>

@@ -5,7 +5,7 @@
 //   cpp_frames producer CHANNEL FRAMES N     the stream of frames.h, once N consumers are attached
 //   cpp_frames consumer CHANNEL FRAMES       reads and checks it through views (requires the type)
 // Producer and consumers print "TOTAL <hex>" (frames.h).
-#include "bips.hpp"
+#include <bips/bips.hpp>
 #include "frames.h"
 
 #include <array>

@@ -2,7 +2,7 @@
 // Usage: cpp_producer CHANNEL FRAMES CONSUMERS — waits (up to 20 s) until
 // CONSUMERS consumers are attached, publishes FRAMES frames (Block policy),
 // prints "TOTAL <hex>", and closes the channel.
-#include "bips.hpp"
+#include <bips/bips.hpp>
 #include "checksum.h"
 
 #include <chrono>

@@ -7,7 +7,7 @@
 // Producer and consumer name the channel "/CHANNEL" (the BIPS style; bips
 // drops the '/'), so they interoperate with the other test programs, which
 // open "CHANNEL". Both print "TOTAL <hex>".
-#include "bips.hpp"
+#include <bips/bips.hpp>
 #include "checksum.h"
 
 #include <chrono>

@@ -3,7 +3,7 @@
 // Usage: cpp_wrapper CHANNEL_PREFIX; prints "cpp_wrapper: N checks, M failed".
 // Destructors meeting BIPS_E_BUSY give up (std::terminate) after 200 ms here.
 #define BIPS_HPP_BUSY_TIMEOUT_MS 200
-#include "bips.hpp"
+#include <bips/bips.hpp>
 
 #include <sys/wait.h>
 #include <unistd.h>

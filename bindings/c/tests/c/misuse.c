@@ -3,7 +3,7 @@
  * Usage: misuse CHANNEL_PREFIX. Prints one line per check, then
  * "misuse: N checks, M failed"; exit status 1 when any failed. */
 #define _POSIX_C_SOURCE 200809L
-#include "bips.h"
+#include <bips/bips.h>
 
 #include <pthread.h>
 #include <stdio.h>

@@ -2,8 +2,8 @@
  * bips.h — the C ABI of bips: zero-copy buffers between processes over
  * POSIX shared memory (one producer, N consumers).
  *
- * Link with -lbips (pkg-config --libs bips, or CMake: find_package(bips) and
- * target_link_libraries(app PRIVATE bips::bips)).
+ * #include <bips/bips.h>; link with -lbips (pkg-config --cflags --libs bips, or
+ * CMake: find_package(bips) and target_link_libraries(app PRIVATE bips::bips)).
  *
  * Handles: bips_producer* / bips_consumer* are opaque objects; bips_sample_mut
  * (a loan) and bips_sample (a received sample) are small value handles whose

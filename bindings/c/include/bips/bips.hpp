@@ -1,4 +1,5 @@
 // bips.hpp — header-only C++17 wrapper of the bips C ABI (bips.h).
+// #include <bips/bips.hpp> (installed under include/bips/ with bips.h).
 //
 // RAII, move-only handles: bips::Producer, bips::Consumer, bips::SampleMut
 // (a loan: discarded on destruction unless published), bips::Sample (released
@@ -44,6 +45,15 @@
 // their consumer, or a Block producer stalls once its pool is full.
 #ifndef BIPS_HPP
 #define BIPS_HPP
+
+// Every failure of this wrapper is a thrown bips::Error: there is no mode
+// without exceptions (a timeout or a disconnect is ordinary control flow, so
+// aborting instead would not be a usable wrapper). Code built with
+// -fno-exceptions includes <bips/bips.h> and uses the C API, whose calls
+// return a bips_status (bindings/c/README.md, "Without exceptions").
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "bips.hpp needs C++ exceptions (it throws bips::Error); with -fno-exceptions include <bips/bips.h> and use the C API (bindings/c/README.md, \"Without exceptions\")"
+#endif
 
 #include "bips.h"
 
