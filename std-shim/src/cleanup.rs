@@ -237,9 +237,21 @@ pub fn cleanup_on_signals() -> std::io::Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 remove_all(true);
-                let _ = signal_hook::low_level::emulate_default_handler(sig);
-                // Not reached: the default action of these signals ends us.
-                std::process::exit(128 + sig);
+                // PID 1 (a container without an init) has no default action
+                // for these signals: emulating it would end in abort(),
+                // which PID 1 ignores too, and glibc's last resort then
+                // faults (SIGSEGV, exit 139). Exit with the conventional
+                // status instead.
+                // SAFETY: getpid has no preconditions.
+                if unsafe { libc::getpid() } != 1 {
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                }
+                // Reached as PID 1 (or if the default action failed). `_exit`:
+                // exit handlers and destructors must not run on this thread
+                // while the main thread still runs.
+                // SAFETY: `_exit` ends the process at once; it needs nothing
+                // of this thread and touches no Rust state.
+                unsafe { libc::_exit(128 + sig) };
             }
         })?;
     *started = true;

@@ -142,3 +142,36 @@ fn remove_owned_channels_removes_only_our_objects() {
     assert!(!c.exists());
     drop(pc);
 }
+
+#[test]
+fn a_producer_that_is_pid_1_exits_cleanly_on_sigterm() {
+    // A container without an init runs the producer as PID 1, which has no
+    // default action for SIGTERM: it must still remove its channel and exit
+    // with the conventional status 128 + 15 (it died of SIGSEGV: the
+    // emulated default action ended in abort(), which PID 1 ignores).
+    let probe = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        skip(
+            "a_producer_that_is_pid_1_exits_cleanly_on_sigterm",
+            "unshare --pid is not available here",
+        );
+        return;
+    }
+    let ch = Channel::new("pid1");
+    let mut child = spawn(ENTRY, "producer")
+        .env("BIPS_CHANNEL", ch.name())
+        .wrapper(["unshare", "--pid", "--fork", "--kill-child"])
+        .start();
+    child.expect_line("READY", Duration::from_secs(10));
+    assert!(ch.exists());
+    let inner = children_of(child.pid());
+    assert_eq!(inner.len(), 1, "unshare should have one child: {inner:?}");
+    // SAFETY: kill(2) of our grandchild (PID 1 of its namespace), a valid signal.
+    assert_eq!(unsafe { libc::kill(inner[0], libc::SIGTERM) }, 0);
+    let st = child.wait_exit(Duration::from_secs(10));
+    // unshare exits with its child's status.
+    assert_eq!(st.code(), Some(128 + libc::SIGTERM), "got {st:?}");
+    assert!(!ch.exists(), "{} left behind", ch.path().display());
+}
