@@ -608,14 +608,8 @@ impl Sample {
         let py = slf.py();
         let view = PyMemoryView::from(slf.as_any())?;
         let np = py.import("numpy")?;
-        let mut arr = np.getattr("asarray")?.call1((view,))?;
-        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
-            arr = arr.call_method1("astype", (dt,))?;
-        }
-        if copy == Some(true) {
-            arr = arr.call_method0("copy")?;
-        }
-        Ok(arr)
+        let arr = np.getattr("asarray")?.call1((view,))?;
+        crate::frames::array_as(arr, dtype, copy)
     }
 
     /// ``np.asarray(sample)`` / ``np.array(sample)`` on the cp38-abi3 wheel
@@ -630,14 +624,8 @@ impl Sample {
         copy: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let export = Sample::export(slf, None)?;
-        let mut arr = crate::export::Export::array(&export)?;
-        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
-            arr = arr.call_method1("astype", (dt,))?;
-        }
-        if copy == Some(true) {
-            arr = arr.call_method0("copy")?;
-        }
-        Ok(arr)
+        let arr = crate::export::Export::array(&export)?;
+        crate::frames::array_as(arr, dtype, copy)
     }
 
     /// DLPack export (``np.from_dlpack(sample)``, ``torch.from_dlpack(sample)``):

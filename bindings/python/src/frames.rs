@@ -700,3 +700,20 @@ pub(crate) unsafe fn to_capsule(
     // SAFETY: a new reference returned by PyCapsule_New.
     Ok(unsafe { Bound::from_owned_ptr(py, cap) }.unbind())
 }
+
+/// The end of every `__array__`: NumPy's `dtype` and `copy` requests applied
+/// to the array of a sample or loan (a cast, a copy, or the array itself).
+pub(crate) fn array_as<'py>(
+    arr: Bound<'py, PyAny>,
+    dtype: Option<&Bound<'py, PyAny>>,
+    copy: Option<bool>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let arr = match dtype.filter(|d| !d.is_none()) {
+        Some(dt) => arr.call_method1("astype", (dt,))?,
+        None => arr,
+    };
+    if copy == Some(true) {
+        return arr.call_method0("copy");
+    }
+    Ok(arr)
+}

@@ -955,18 +955,12 @@ impl SampleMut {
         copy: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let view = PyMemoryView::from(slf.as_any())?;
-        let mut arr = slf
+        let arr = slf
             .py()
             .import("numpy")?
             .getattr("asarray")?
             .call1((view,))?;
-        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
-            arr = arr.call_method1("astype", (dt,))?;
-        }
-        if copy == Some(true) {
-            arr = arr.call_method0("copy")?;
-        }
-        Ok(arr)
+        crate::frames::array_as(arr, dtype, copy)
     }
 
     /// ``np.asarray(buf)`` on the cp38-abi3 wheel (no buffer protocol): the
@@ -981,14 +975,8 @@ impl SampleMut {
         copy: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let export = SampleMut::export(slf)?;
-        let mut arr = crate::export::Export::array(&export)?;
-        if let Some(dt) = dtype.filter(|d| !d.is_none()) {
-            arr = arr.call_method1("astype", (dt,))?;
-        }
-        if copy == Some(true) {
-            arr = arr.call_method0("copy")?;
-        }
-        Ok(arr)
+        let arr = crate::export::Export::array(&export)?;
+        crate::frames::array_as(arr, dtype, copy)
     }
 
     /// # Safety
