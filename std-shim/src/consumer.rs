@@ -15,7 +15,6 @@ use crate::os::shm::{Access, ChannelName, Segment};
 use crate::os::{memfd, socket};
 use crate::waiting::{coarse_now_ns, FutexWake, ShimWait, LIVENESS_SLICE};
 use crate::{consumer_lock_byte, map_protocol, PRODUCER_LOCK_BYTE};
-use std::os::fd::AsFd;
 
 /// How long `open` waits for a producer that is still formatting its segment.
 const OPEN_GRACE: Duration = Duration::from_secs(1);
@@ -338,12 +337,8 @@ fn open_segment(name: &ChannelName, options: &ConsumerOptions) -> Result<Segment
 /// anew (our own open file description, for our own locks).
 pub(crate) fn open_memfd(name: &ChannelName, options: &ConsumerOptions) -> Result<Segment> {
     let dir = socket::socket_dir(options.socket_dir.as_deref());
-    let got = socket::fetch(&dir, name)?;
-    options.owner.check(name, got.uid)?;
-    let len = memfd::check(got.fd.as_fd(), name, got.size)?;
-    let fd = memfd::reopen(got.fd.as_fd(), name, Access::ReadWrite)?;
-    drop(got.fd);
-    Segment::from_memfd(fd, len, name, &options.map, false, Access::ReadWrite)
+    let trust = Some(&options.owner);
+    memfd::open_served(&dir, name, trust, &options.map, Access::ReadWrite).map(|(seg, _)| seg)
 }
 
 fn io(name: &ChannelName, e: std::io::Error) -> Error {

@@ -24,9 +24,7 @@ use rustix::fs::{self as rfs, FileType};
 use crate::error::{Error, Result};
 use crate::options::Backend;
 use crate::os::lock;
-use crate::os::shm::{
-    file_type_words, staged_objects, Access, ChannelName, MapOptions, Object, Segment,
-};
+use crate::os::shm::{file_type_words, staged_objects, Access, ChannelName, MapOptions, Object};
 use crate::os::{memfd, socket};
 use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 
@@ -114,12 +112,9 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
             (seg, owner)
         }
         Err(Error::NotFound { .. }) => {
-            let got = socket::fetch(&socket::socket_dir(None), &name)?;
-            let len = memfd::check(got.fd.as_fd(), &name, got.size)?;
-            let fd = memfd::reopen(got.fd.as_fd(), &name, Access::ReadOnly)?;
+            let dir = socket::socket_dir(None);
             let map = MapOptions::default();
-            let seg = Segment::from_memfd(fd, len, &name, &map, false, Access::ReadOnly)?;
-            (seg, got.uid)
+            memfd::open_served(&dir, &name, None, &map, Access::ReadOnly)?
         }
         Err(e) => return Err(e),
     };

@@ -96,6 +96,29 @@ pub(crate) fn reopen(fd: BorrowedFd<'_>, name: &ChannelName, access: Access) -> 
     })
 }
 
+/// Opens memfd channel `name` served in socket directory `dir`: fetches the
+/// fd, lets `trust` judge the server's uid (T2; monitoring passes `None`),
+/// checks the seals and the size, opens it anew (our own open file
+/// description, for our own locks) and maps it with `access`. Returns the
+/// segment and the producer's uid.
+pub(crate) fn open_served(
+    dir: &std::path::Path,
+    name: &ChannelName,
+    trust: Option<&crate::trust::OwnerPolicy>,
+    map: &MapOptions,
+    access: Access,
+) -> Result<(super::shm::Segment, u32)> {
+    let got = super::socket::fetch(dir, name)?;
+    if let Some(policy) = trust {
+        policy.check(name, got.uid)?;
+    }
+    let len = check(got.fd.as_fd(), name, got.size)?;
+    let fd = reopen(got.fd.as_fd(), name, access)?;
+    drop(got.fd);
+    let seg = super::shm::Segment::from_memfd(fd, len, name, map, false, access)?;
+    Ok((seg, got.uid))
+}
+
 /// A peer's memfd that this process refuses to map.
 fn refused(name: &ChannelName, why: &str) -> Error {
     Error::Io {
