@@ -384,6 +384,10 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
         if !a.no_throughput {
             let (rate, errors) = h.bips_throughput(s, "spin", 1)?;
             push(Row::throughput("bips", "spin", 1, size, rate, errors));
+            if let Some(p) = &iox {
+                let (rate, errors) = h.iceoryx2_throughput(p, s)?;
+                push(Row::throughput("iceoryx2", "spin", 1, size, rate, errors));
+            }
             if fan > 1 {
                 let (rate, errors) = h.bips_throughput(s, "park", fan)?;
                 push(Row::throughput("bips", "park", fan, size, rate, errors));
@@ -771,32 +775,80 @@ impl Harness {
         Ok((n as f64 / secs, errors))
     }
 
+    /// A fresh iceoryx2 service tag for one row.
+    fn iox_tag(&mut self) -> String {
+        self.row += 1;
+        format!("{}-{}", std::process::id(), self.row)
+    }
+
+    /// The iceoryx2 peer started in `role` on `cpu` (of `self.cpus`), under
+    /// the same scheduling as our own processes.
+    fn iox_command(
+        &self,
+        bin: &Path,
+        role: &str,
+        size: usize,
+        tag: &str,
+        cpu: Option<usize>,
+    ) -> Command {
+        let mut c = Command::new(bin);
+        c.args([role, "--size", &size.to_string(), "--tag", tag]);
+        if let Some(cpu) = cpu {
+            c.args(["--cpu", &cpu.to_string()]);
+        }
+        if self.fifo {
+            c.args(["--fifo", "1"]);
+        }
+        c
+    }
+
+    /// iceoryx2 throughput, same conditions as [`Harness::bips_throughput`]
+    /// at 1->1 (a lossless service holding 8 samples, the subscriber checks
+    /// each sequence in place): samples/s and out-of-order samples seen.
+    fn iceoryx2_throughput(&mut self, bin: &Path, size: usize) -> Result<(f64, u64), BoxError> {
+        let tag = self.iox_tag();
+        let rx = self
+            .iox_command(bin, "rx", size, &tag, self.cpus.map(|c| c.1))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let mut rx = Children(vec![rx]);
+        let out = self
+            .iox_command(bin, "tx", size, &tag, self.cpus.map(|c| c.0))
+            .args(["--seconds", &self.budget.throughput.to_string()])
+            .stderr(Stdio::inherit())
+            .output()?;
+        let field = |text: &str| -> Option<(f64, f64)> {
+            let l = text.lines().find_map(|l| l.strip_prefix("RESULT_TP "))?;
+            let mut f = l.split_whitespace().map(|x| x.parse::<f64>().ok());
+            Some((f.next()??, f.next()??))
+        };
+        let (sent, secs) = field(&String::from_utf8_lossy(&out.stdout))
+            .ok_or_else(|| format!("iceoryx2 tx gave no result ({})", out.status))?;
+        let child = rx.0.pop().ok_or("iceoryx2 rx not started")?;
+        let got = child.wait_with_output()?;
+        let (received, errors) = field(&String::from_utf8_lossy(&got.stdout))
+            .ok_or_else(|| format!("iceoryx2 rx gave no result ({})", got.status))?;
+        if received != sent {
+            return Err(format!(
+                "iceoryx2 rx received {received} of {sent} samples on a lossless service"
+            )
+            .into());
+        }
+        Ok((sent / secs, errors as u64))
+    }
+
     /// iceoryx2 publish-subscribe ping-pong, its two processes pinned like ours.
     fn iceoryx2(&mut self, bin: &Path, size: usize) -> Result<Summary, BoxError> {
-        let tag = format!("{}-{}", std::process::id(), {
-            self.row += 1;
-            self.row
-        });
-        let cpu = |c: Option<usize>| c.map(|c| c.to_string());
-        let mut pong = Command::new(bin);
-        pong.args(["pong", "--size", &size.to_string(), "--tag", &tag]);
-        if let Some(c) = cpu(self.cpus.map(|c| c.1)) {
-            pong.args(["--cpu", &c]);
-        }
-        if self.fifo {
-            pong.args(["--fifo", "1"]);
-        }
-        let mut pong = Children(vec![pong.stdout(Stdio::null()).spawn()?]);
-        let mut ping = Command::new(bin);
-        ping.args(["ping", "--size", &size.to_string(), "--tag", &tag])
-            .args(["--seconds", &self.budget.spin.to_string()])
+        let tag = self.iox_tag();
+        let pong = self
+            .iox_command(bin, "pong", size, &tag, self.cpus.map(|c| c.1))
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut pong = Children(vec![pong]);
+        let mut ping = self.iox_command(bin, "ping", size, &tag, self.cpus.map(|c| c.0));
+        ping.args(["--seconds", &self.budget.spin.to_string()])
             .args(["--warmup", &self.budget.warm_spin.to_string()]);
-        if let Some(c) = cpu(self.cpus.map(|c| c.0)) {
-            ping.args(["--cpu", &c]);
-        }
-        if self.fifo {
-            ping.args(["--fifo", "1"]);
-        }
         let out = ping.stderr(Stdio::inherit()).output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text

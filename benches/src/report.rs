@@ -323,6 +323,40 @@ impl Report {
         };
         x.goal = "1->4 median <= 1.5x 1->1";
         t.push(x);
+
+        // Throughput: bips / iceoryx2 samples/s at 1->1, per size.
+        let tp = |sys: &str, size: u64| {
+            self.rows
+                .iter()
+                .find(|r| {
+                    r.kind == Kind::Throughput && r.system == sys && r.fanout == 1 && r.size == size
+                })
+                .map(|r| r.samples_per_s)
+        };
+        let x: Vec<(f64, u64)> = sizes
+            .iter()
+            .filter_map(|&s| {
+                let (b, i) = (tp("bips", s)?, tp("iceoryx2", s)?);
+                (i > 0.0).then(|| (b / i, s))
+            })
+            .collect();
+        let lowest = x.iter().copied().min_by(|a, b| a.0.total_cmp(&b.0));
+        let highest = x.iter().map(|v| v.0).fold(f64::NEG_INFINITY, f64::max);
+        t.push(match lowest {
+            Some((lo, s)) => Target {
+                goal: "throughput 1->1 >= 2x iceoryx2",
+                measured: format!(
+                    "bips / iceoryx2 samples/s: {lo:.2}x .. {highest:.2}x (lowest at {})",
+                    fmt_size(s)
+                ),
+                met: Some(lo >= 2.0),
+            },
+            None => Target {
+                goal: "throughput 1->1 >= 2x iceoryx2",
+                measured: "not measured in this run".into(),
+                met: None,
+            },
+        });
         t
     }
 

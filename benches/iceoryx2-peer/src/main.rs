@@ -21,6 +21,19 @@
 //!
 //! with one-way latency = half of each round trip.
 //!
+//! Throughput (the harness's throughput rows, same conditions as bips': a
+//! lossless channel holding 8 samples, the consumer checks each sample's
+//! sequence in place and drops it):
+//!
+//! ```text
+//! iceoryx2-peer rx --size S --cpu 1 --tag T &
+//! iceoryx2-peer tx --size S --cpu 0 --tag T --seconds 1.0
+//! ```
+//!
+//! on service `bips-bench/T/tp` (no safe overflow, subscriber buffer 8, the
+//! publisher's backpressure strategy `RetryUntilDelivered`). `tx` prints
+//! `RESULT_TP <samples> <seconds>`, `rx` prints `RESULT_TP <samples> <errors>`.
+//!
 //! Built on its own (it is not a member of the bips workspace, so the main
 //! build never pulls iceoryx2):
 //! `cargo build --release --manifest-path benches/iceoryx2-peer/Cargo.toml`.
@@ -48,7 +61,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: iceoryx2-peer ping|pong --size BYTES --tag TAG [--cpu N] [--seconds S] \
+        "usage: iceoryx2-peer ping|pong|tx|rx --size BYTES --tag TAG [--cpu N] [--seconds S] \
          [--warmup N] [--max-samples N] [--fifo 1]"
     );
     std::process::exit(2)
@@ -57,7 +70,7 @@ fn usage() -> ! {
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let role = it.next().unwrap_or_else(|| usage());
-    if role != "ping" && role != "pong" {
+    if !["ping", "pong", "tx", "rx"].contains(&role.as_str()) {
         usage();
     }
     let mut a = Args {
@@ -129,6 +142,9 @@ fn run(a: &Args) -> Result<(), BoxError> {
         }
     }
     let node = NodeBuilder::new().create::<ipc::Service>()?;
+    if a.role == "tx" || a.role == "rx" {
+        return throughput(a, &node);
+    }
     let open = |dir: &str| {
         let name: ServiceName = format!("bips-bench/{}/{dir}", a.tag).as_str().try_into()?;
         let s = node
@@ -279,5 +295,101 @@ fn run(a: &Args) -> Result<(), BoxError> {
         one_way[one_way.len() - 1],
         mean
     );
+    Ok(())
+}
+
+/// Samples in flight in the throughput rows: bips' throughput channel has 8
+/// buffers.
+const TP_BUFFER: usize = 8;
+
+/// The throughput roles: `tx` publishes as fast as `rx` takes samples.
+fn throughput(a: &Args, node: &Node<ipc::Service>) -> Result<(), BoxError> {
+    let name: ServiceName = format!("bips-bench/{}/tp", a.tag).as_str().try_into()?;
+    let service = node
+        .service_builder(&name)
+        .publish_subscribe::<[u8]>()
+        .max_publishers(1)
+        .max_subscribers(1)
+        .history_size(0)
+        .subscriber_max_buffer_size(TP_BUFFER)
+        .enable_safe_overflow(false)
+        .open_or_create()?;
+    let read_seq = |payload: &[u8]| -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&payload[..8]);
+        u64::from_le_bytes(b)
+    };
+    let connected = |ok: &dyn Fn() -> bool| -> Result<(), BoxError> {
+        let t0 = Instant::now();
+        while !ok() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err("the other peer did not connect within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    };
+    if a.role == "rx" {
+        let subscriber = service
+            .subscriber_builder()
+            .buffer_size(TP_BUFFER)
+            .create()?;
+        connected(&|| service.dynamic_config().number_of_publishers() >= 1)?;
+        subscriber.update_connections()?;
+        let (mut n, mut errors, mut expect) = (0u64, 0u64, 0u64);
+        loop {
+            let Some(s) = subscriber.receive()? else {
+                std::hint::spin_loop();
+                continue;
+            };
+            let seq = read_seq(s.payload());
+            drop(s);
+            if seq == STOP {
+                break;
+            }
+            if seq != expect {
+                errors += 1;
+            }
+            expect = seq + 1;
+            n += 1;
+        }
+        println!("RESULT_TP {n} {errors}");
+        return Ok(());
+    }
+    let publisher = service
+        .publisher_builder()
+        .initial_max_slice_len(a.size)
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()?;
+    connected(&|| service.dynamic_config().number_of_subscribers() >= 1)?;
+    publisher.update_connections()?;
+    // Samples sent in the first instants after the subscriber appears can be
+    // lost before its side of the connection is up (seen here: a gap of a few
+    // thousand at the start, never later); give it time before counting.
+    std::thread::sleep(Duration::from_millis(50));
+    let send = |seq: u64| -> Result<(), BoxError> {
+        let mut s = publisher.loan_slice_uninit(a.size)?;
+        for (d, b) in s.payload_mut()[..8].iter_mut().zip(seq.to_le_bytes()) {
+            d.write(b);
+        }
+        // SAFETY: as in the latency roles: only the 8-byte header is written
+        // and read; the rest of the payload is handed over untouched.
+        let s = unsafe { s.assume_init() };
+        s.send()?;
+        Ok(())
+    };
+    let budget = Duration::from_secs_f64(a.seconds);
+    let start = Instant::now();
+    let mut n = 0u64;
+    loop {
+        send(n)?;
+        n += 1;
+        if n % 64 == 0 && start.elapsed() >= budget {
+            break;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    send(STOP)?;
+    println!("RESULT_TP {n} {secs:.6}");
     Ok(())
 }
