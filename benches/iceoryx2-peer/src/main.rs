@@ -384,7 +384,7 @@ fn throughput(a: &Args, node: &Node<ipc::Service>) -> Result<(), BoxError> {
     loop {
         send(n)?;
         n += 1;
-        if n % 64 == 0 && start.elapsed() >= budget {
+        if n.is_multiple_of(64) && start.elapsed() >= budget {
             break;
         }
     }
