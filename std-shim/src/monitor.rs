@@ -38,6 +38,12 @@ use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 /// let info = monitor::inspect(&name)?;
 /// assert!(info.producer_alive);
 /// assert_eq!(info.consumers.iter().filter(|c| c.alive).count(), 1);
+/// assert_eq!(info.newest_timestamp_ns, None); // nothing published yet
+///
+/// let mut s = producer.loan()?;
+/// s.set_timestamp_ns(1234);
+/// s.publish()?;
+/// assert_eq!(monitor::inspect(&name)?.newest_timestamp_ns, Some(1234));
 /// # Ok::<(), bips::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -62,6 +68,12 @@ pub struct ChannelInfo {
     pub head: u64,
     /// Oldest sequence still retained.
     pub tail: u64,
+    /// The producer's timestamp of the newest published sample (`head - 1`),
+    /// in nanoseconds, when its ring slot still holds it: by default
+    /// `CLOCK_MONOTONIC` at publish ([`crate::now_ns`]), unless the producer
+    /// set its own ([`crate::SampleMut::set_timestamp_ns`]). `None` before
+    /// the first publish.
+    pub newest_timestamp_ns: Option<u64>,
     /// Whether the channel was closed (producer left or declared dead).
     pub closed: bool,
     /// Whether the producer's liveness lock is held (its process lives).
@@ -169,6 +181,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
         epoch: region.epoch(),
         head,
         tail,
+        newest_timestamp_ns: head.checked_sub(1).and_then(|s| region.sample_timestamp(s)),
         closed: region.is_closed(),
         producer_alive: locked(PRODUCER_LOCK_BYTE),
         consumers,
