@@ -145,6 +145,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
         source,
     })?;
     let (head, tail) = region.head_tail();
+    let newest_timestamp_ns = newest_timestamp(&region);
     let consumers = (0..g.max_consumers)
         .filter_map(|i| {
             let c = region.consumer_info(i)?;
@@ -181,11 +182,22 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
         epoch: region.epoch(),
         head,
         tail,
-        newest_timestamp_ns: head.checked_sub(1).and_then(|s| region.sample_timestamp(s)),
+        newest_timestamp_ns,
         closed: region.is_closed(),
         producer_alive: locked(PRODUCER_LOCK_BYTE),
         consumers,
         buffer_states,
+    })
+}
+
+/// The publish timestamp of the newest sample: read from its ring slot
+/// right after reading the head; a slot the producer rewrote in between
+/// (it went a whole ring further) is read again from the new head, a few
+/// times at most.
+fn newest_timestamp(region: &Region<'_>) -> Option<u64> {
+    (0..4).find_map(|_| {
+        let head = region.head_tail().0;
+        region.sample_timestamp(head.checked_sub(1)?)
     })
 }
 

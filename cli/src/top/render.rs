@@ -103,10 +103,14 @@ pub fn duration(ns: Option<u64>) -> String {
     let f = ns as f64;
     if ns < 1_000 {
         format!("{ns}ns")
-    } else if ns < 1_000_000 {
+    } else if ns < 99_950 {
         format!("{:.1}us", f / 1e3)
-    } else if ns < 1_000_000_000 {
+    } else if ns < 1_000_000 {
+        format!("{:.0}us", f / 1e3)
+    } else if ns < 99_950_000 {
         format!("{:.1}ms", f / 1e6)
+    } else if ns < 1_000_000_000 {
+        format!("{:.0}ms", f / 1e6)
     } else if ns < 100_000_000_000 {
         format!("{:.1}s", f / 1e9)
     } else if ns < 6_000_000_000_000 {
@@ -321,7 +325,14 @@ mod tests {
 
     #[test]
     fn formats_are_short() {
-        for v in [0, 999_999, 1_000_000, 999_999_999_999_999, u64::MAX] {
+        let edges: Vec<u64> = (0..19)
+            .flat_map(|p| [10u64.pow(p) - 1, 10u64.pow(p) / 1000 * 9995, 10u64.pow(p)])
+            .chain([u64::MAX])
+            .collect();
+        for r in edges.iter().map(|&v| v as f64) {
+            assert!(rate(Some(r)).len() <= 7, "{r}: {}", rate(Some(r)));
+        }
+        for v in edges {
             assert!(count(v).len() <= 6, "{v}: {}", count(v));
         }
         for v in [0, 9_999, 10_000, 999_999, 1_000_000, u32::MAX] {
@@ -330,7 +341,11 @@ mod tests {
         for r in [0.0, 0.004, 29.97, 99_999.0, 1e6, 1e20] {
             assert!(rate(Some(r)).len() <= 7, "{r}: {}", rate(Some(r)));
         }
-        for ns in [0, 999, 12_345, 4_560_000, 99_999_999_999, u64::MAX] {
+        let mut all: Vec<u64> = (0..64).map(|p| 1u64 << p).collect();
+        all.extend((0..20).map(|p| 10u64.pow(p) - 1));
+        all.extend((3..19).map(|p| 10u64.pow(p) / 1000 * 9995));
+        all.extend([420_400, 420_400_000, 99_999_999_999, u64::MAX]);
+        for ns in all {
             assert!(
                 duration(Some(ns)).len() <= 6,
                 "{ns}: {}",
