@@ -1,7 +1,7 @@
 //! `bips metrics`: the collector's figures in the Prometheus text exposition
 //! format (version 0.0.4) on `http://ADDR/metrics`, over a plain
-//! `std::net::TcpListener` (one request per connection, one at a time: a
-//! scrape is a few hundred microseconds). Every scrape takes a fresh
+//! `std::net::TcpListener` (one request per connection, one at a time; a
+//! client gets 2 s to send its request). Every scrape takes a fresh
 //! read-only snapshot; counters are totals, so Prometheus computes rates
 //! (`rate(bips_samples_published_total[1m])`).
 
