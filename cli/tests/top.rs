@@ -268,7 +268,26 @@ impl Drop for Tmux {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .output();
+        // The server's socket file (tmux leaves it behind).
+        let dir = std::env::var("TMUX_TMPDIR").unwrap_or_else(|_| "/tmp".to_owned());
+        // SAFETY: getuid(2) has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        let _ = std::fs::remove_file(format!("{dir}/tmux-{uid}/{}", self.socket));
     }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|st| {
+            let after = st.rsplit_once(')')?.1;
+            after
+                .split_whitespace()
+                .next()
+                .map(|s| s != "Z" && s != "X")
+        })
+        .unwrap_or(false)
 }
 
 fn unique() -> u128 {
@@ -479,7 +498,20 @@ fn top_does_not_disturb_a_block_channel_but_latency_is_a_consumer() {
         during > before * 0.6 && during < before * 1.6,
         "pace {before:.1}/s before top, {during:.1}/s during"
     );
+    // The terminal goes away under top (tmux killed, as a dropped SSH
+    // session): top must end, not spin on a dead terminal.
+    let top = children_of(tmux.pane_pid());
+    assert_eq!(top.len(), 1, "the pane's shell runs top: {top:?}");
     drop(tmux);
+    if !bips_tests::wait_until(T, || !running(top[0])) {
+        // SAFETY: kill(2) of the bips top we started, so the failure leaves
+        // nothing behind.
+        unsafe { libc::kill(top[0], libc::SIGKILL) };
+        panic!(
+            "bips top (pid {}) still ran 10 s after its terminal hung up",
+            top[0]
+        );
+    }
     let c = top_json(ch.name(), "0.5", &[], &[]);
     assert_eq!(c["consumers_alive"], 1, "{c:#}");
     let once = bips(&["top", "--once", "--interval", "0.2", ch.name()], &[]);

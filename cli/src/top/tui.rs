@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ratatui::backend::CrosstermBackend;
-use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
@@ -131,32 +130,125 @@ fn live(a: &TopArgs) -> Result<Option<i32>, Failure> {
         let wait = next
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(100));
-        if !event::poll(wait).map_err(io)? {
-            continue;
-        }
-        match event::read().map_err(io)? {
-            Event::Key(k) if k.kind == KeyEventKind::Press => {
-                let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
-                match k.code {
-                    KeyCode::Char('q') | KeyCode::Esc => return Ok(None),
-                    KeyCode::Char('c') if ctrl => return Ok(None),
-                    KeyCode::Char('s') => view.sort = view.sort.next(),
-                    KeyCode::Char('n') => view.sort = SortKey::Name,
-                    KeyCode::Char('r') => view.sort = SortKey::Rate,
-                    KeyCode::Char('l') => view.sort = SortKey::Lag,
-                    KeyCode::Down | KeyCode::Char('j') => view.scroll += 1,
-                    KeyCode::Up | KeyCode::Char('k') => view.scroll = view.scroll.saturating_sub(1),
-                    KeyCode::PageDown => view.scroll += 10,
-                    KeyCode::PageUp => view.scroll = view.scroll.saturating_sub(10),
-                    KeyCode::Home => view.scroll = 0,
-                    _ => continue,
-                }
-                dirty = true;
+        let keys = match read_keys(wait) {
+            Input::Keys(k) => k,
+            // The terminal hung up (SSH dropped): nobody to draw for.
+            Input::Gone => return Ok(Some(libc::SIGHUP)),
+        };
+        for key in keys {
+            match key {
+                Key::Quit => return Ok(None),
+                Key::Sort => view.sort = view.sort.next(),
+                Key::SortBy(k) => view.sort = k,
+                Key::Scroll(d) => view.scroll = view.scroll.saturating_add_signed(d),
+                Key::Home => view.scroll = 0,
             }
-            Event::Resize(..) => dirty = true,
-            _ => {}
+            dirty = true;
         }
+        // A resize shows at the next refresh (ratatui resizes on draw).
     }
+}
+
+/// What the user typed.
+#[derive(Debug, PartialEq, Eq)]
+enum Key {
+    Quit,
+    Sort,
+    SortBy(SortKey),
+    Scroll(isize),
+    Home,
+}
+
+enum Input {
+    Keys(Vec<Key>),
+    Gone,
+}
+
+/// Waits up to `wait` for input on the terminal (stdin) and decodes it.
+///
+/// Read here with poll(2) and read(2), not through crossterm's event
+/// reader: on a terminal that hung up (a dropped SSH session) crossterm
+/// 0.28 retries a read that fails with EIO forever, at 100% CPU, and never
+/// returns; here POLLHUP, EOF or an error ends the view.
+fn read_keys(wait: Duration) -> Input {
+    let mut fds = [libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ms = wait.as_millis().min(1000) as libc::c_int;
+    // SAFETY: `fds` is a valid array of one pollfd for the call's duration.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+    if n < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted {
+            Input::Keys(Vec::new())
+        } else {
+            Input::Gone
+        };
+    }
+    if n == 0 {
+        return Input::Keys(Vec::new());
+    }
+    if fds[0].revents & libc::POLLIN == 0 {
+        // POLLHUP, POLLERR or POLLNVAL without data.
+        return Input::Gone;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: reads at most `buf.len()` bytes into `buf`, which we own.
+    let got = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+    match got {
+        n if n > 0 => Input::Keys(decode(&buf[..n as usize])),
+        0 => Input::Gone,
+        _ => match std::io::Error::last_os_error().kind() {
+            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock => {
+                Input::Keys(Vec::new())
+            }
+            _ => Input::Gone,
+        },
+    }
+}
+
+/// Decodes the bytes of a raw-mode terminal: letters, Ctrl-C, Esc, arrows,
+/// PgUp/PgDn, Home. Anything else is ignored.
+fn decode(mut b: &[u8]) -> Vec<Key> {
+    let mut keys = Vec::new();
+    while let Some((&c, rest)) = b.split_first() {
+        b = rest;
+        let key = match c {
+            b'q' | 0x03 => Some(Key::Quit),
+            b's' => Some(Key::Sort),
+            b'n' => Some(Key::SortBy(SortKey::Name)),
+            b'r' => Some(Key::SortBy(SortKey::Rate)),
+            b'l' => Some(Key::SortBy(SortKey::Lag)),
+            b'j' => Some(Key::Scroll(1)),
+            b'k' => Some(Key::Scroll(-1)),
+            0x1b => {
+                // A CSI/SS3 sequence (ESC [ ... or ESC O ...), else Esc alone.
+                if let Some((&(b'[' | b'O'), rest)) = b.split_first() {
+                    let end = rest
+                        .iter()
+                        .position(|x| (0x40..=0x7e).contains(x))
+                        .unwrap_or(rest.len().saturating_sub(1));
+                    let seq = &rest[..(end + 1).min(rest.len())];
+                    b = &rest[seq.len()..];
+                    match seq {
+                        b"A" => Some(Key::Scroll(-1)),
+                        b"B" => Some(Key::Scroll(1)),
+                        b"5~" => Some(Key::Scroll(-10)),
+                        b"6~" => Some(Key::Scroll(10)),
+                        b"H" | b"1~" => Some(Key::Home),
+                        _ => None,
+                    }
+                } else {
+                    Some(Key::Quit)
+                }
+            }
+            _ => None,
+        };
+        keys.extend(key);
+    }
+    keys
 }
 
 fn draw(f: &mut ratatui::Frame<'_>, view: &mut View, interval: f64) {
@@ -178,4 +270,30 @@ fn draw(f: &mut ratatui::Frame<'_>, view: &mut View, interval: f64) {
     ];
     lines.extend(body.into_iter().skip(view.scroll).take(room).map(Line::raw));
     f.render_widget(Paragraph::new(lines), area);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_keys_and_escape_sequences() {
+        assert_eq!(decode(b"q"), [Key::Quit]);
+        assert_eq!(decode(b"\x03"), [Key::Quit]);
+        assert_eq!(decode(b"\x1b"), [Key::Quit]);
+        assert_eq!(
+            decode(b"\x1b[A\x1b[B\x1b[5~\x1b[6~\x1b[Hs"),
+            [
+                Key::Scroll(-1),
+                Key::Scroll(1),
+                Key::Scroll(-10),
+                Key::Scroll(10),
+                Key::Home,
+                Key::Sort
+            ]
+        );
+        assert_eq!(decode(b"\x1bOA"), [Key::Scroll(-1)]);
+        assert_eq!(decode(b"x\x1b[99;5Xr"), [Key::SortBy(SortKey::Rate)]);
+        assert_eq!(decode(b"\x1b["), []);
+    }
 }
