@@ -206,7 +206,7 @@ impl Tmux {
         }
         // The pane's shell keeps the pane open after the command, so the
         // state of the terminal can be read afterwards.
-        let script = format!("{cmd}; echo EXITED=$?; stty -a; sleep 60");
+        let script = format!("{cmd}; echo EXITED=$?; stty -a; echo STTY-DONE; sleep 60");
         t.run(&[
             "new-session",
             "-d",
@@ -434,7 +434,7 @@ fn live_view_in_tmux_refreshes_and_quits_on_q() {
     });
     assert!(moved, "the screen never changed:\n{a}");
     tmux.run(&["send-keys", "-t", "top", "q"]);
-    let after = tmux.wait_for("EXITED=");
+    let after = tmux.wait_for("STTY-DONE");
     assert_restored(&after, "EXITED=0");
 }
 
@@ -451,7 +451,7 @@ fn terminal_restored_on_sigterm_and_on_panic() {
     assert_eq!(top.len(), 1, "the pane's shell runs top: {top:?}");
     // SAFETY: kill(2) of the bips top process we started (our tmux's child).
     assert_eq!(unsafe { libc::kill(top[0], libc::SIGTERM) }, 0);
-    let after = tmux.wait_for("EXITED=");
+    let after = tmux.wait_for("STTY-DONE");
     assert_restored(&after, &format!("EXITED={}", 128 + libc::SIGTERM));
     drop(tmux);
 
@@ -459,7 +459,7 @@ fn terminal_restored_on_sigterm_and_on_panic() {
         "RUST_BACKTRACE=0 BIPS_TOP_TEST_PANIC=1 {BIPS} top --interval 0.2 {}",
         ch.name()
     ));
-    let after = tmux.wait_for("EXITED=");
+    let after = tmux.wait_for("STTY-DONE");
     assert_restored(&after, "EXITED=101");
     assert!(after.contains("panicking on purpose"), "{after}");
 }
