@@ -18,11 +18,13 @@ BINFMT_STATUS="$STATE_DIR/binfmt.status"
 # aarch64 cross + qemu; strace (syscall tests); C/C++ tests (g++, cmake, pkg-config; libssl-dev
 # to build cargo-c; python3-yaml for examples/containers/check.py);
 # GStreamer for bindings/gst (dev files to build the plugin, tools and base plugins to run
-# pipelines, plugins-bad for shmsink/shmsrc in its benchmark).
+# pipelines, plugins-bad for shmsink/shmsrc in its benchmark); tmux for the `bips top`
+# terminal tests (cli/tests/top.rs).
 APT_PACKAGES=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static binfmt-support strace util-linux
     g++ cmake pkg-config libssl-dev python3-yaml
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools gstreamer1.0-plugins-base
-    gstreamer1.0-plugins-bad)
+    gstreamer1.0-plugins-bad
+    tmux)
 RUST_TARGETS=(aarch64-unknown-linux-gnu aarch64-unknown-none thumbv7em-none-eabihf)
 NIGHTLY_COMPONENTS=(miri rust-src)
 # ziglang: `maturin build --zig` links the wheels against glibc 2.17 (manylinux2014,

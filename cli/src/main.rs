@@ -11,6 +11,7 @@ mod channels;
 mod demo;
 mod signals;
 mod soak;
+mod top;
 
 // The demo's log-linear histogram lives in bips-bench, which shares it.
 use bips_bench::hist;
@@ -118,6 +119,20 @@ enum Cmd {
     /// host B: `bips bridge subscribe robot/camera --channel camera --size 6220800
     /// --connect tcp/HOST-A:7447`. Ctrl-C stops a bridge and removes its channel.
     Bridge(bridge::BridgeArgs),
+    /// A live view of every channel on this machine: producer alive,
+    /// samples/s, per-consumer lag, drops and held samples, free buffers,
+    /// age of the newest sample (publish -> receive latency with --latency).
+    ///
+    /// Read-only: it maps each channel PROT_READ, takes no lock and claims
+    /// no consumer entry, so it never paces a producer nor changes the
+    /// consumer count (except with --latency, see there). Keys: s cycles the
+    /// order (n name, r rate, l lag), arrows scroll, q / Esc / Ctrl-C quit.
+    /// For scripts: --once (plain text) and --json (one JSON document); both
+    /// look twice, --interval apart, to give rates.
+    Top(top::TopArgs),
+    /// Serve the figures of `bips top` in the Prometheus text format on
+    /// http://ADDR/metrics (default 127.0.0.1:9464). Read-only, like top.
+    Metrics(top::MetricsArgs),
     /// (internal) the producer process of `bips soak`.
     #[command(hide = true, name = "__soak-producer")]
     SoakProducer(soak::ChildArgs),
@@ -273,6 +288,8 @@ fn main() -> ExitCode {
             .and_then(|l| bips_bench::run(&a, &l).map(|_| ()).map_err(Into::into)),
         Cmd::BenchPeer(a) => bips_bench::peer_main(&a).map_err(Into::into),
         Cmd::Bridge(a) => bridge::run(a),
+        Cmd::Top(a) => top::top(a),
+        Cmd::Metrics(a) => top::metrics(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

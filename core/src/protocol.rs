@@ -363,6 +363,24 @@ impl<'a> Region<'a> {
         )
     }
 
+    /// The producer's timestamp of sample `seq` while its ring slot still
+    /// holds it, for monitoring tools (`None` when `seq` was not published
+    /// yet or its slot was reused). Claims nothing and writes nothing; racy
+    /// by nature: a slot rewritten between the two reads of its stamp is
+    /// answered `None`, and at worst a reader may get the timestamp of the
+    /// sample `ring_capacity` later, never an out-of-bounds read.
+    pub fn sample_timestamp(&self, seq: u64) -> Option<u64> {
+        let slot = self.slot(seq);
+        let want = seq.checked_add(1)?;
+        if slot.stamp.load(Acquire) != want {
+            return None;
+        }
+        let ts = slot.timestamp.load(Relaxed);
+        // Orders the timestamp read before the second stamp read.
+        fence(Acquire);
+        (slot.stamp.load(Relaxed) == want).then_some(ts)
+    }
+
     /// Whether the channel was closed (producer left or declared dead).
     pub fn is_closed(&self) -> bool {
         self.producer.state.load(Acquire) == PRODUCER_CLOSED

@@ -38,6 +38,12 @@ use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 /// let info = monitor::inspect(&name)?;
 /// assert!(info.producer_alive);
 /// assert_eq!(info.consumers.iter().filter(|c| c.alive).count(), 1);
+/// assert_eq!(info.newest_timestamp_ns, None); // nothing published yet
+///
+/// let mut s = producer.loan()?;
+/// s.set_timestamp_ns(1234);
+/// s.publish()?;
+/// assert_eq!(monitor::inspect(&name)?.newest_timestamp_ns, Some(1234));
 /// # Ok::<(), bips::Error>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -62,6 +68,12 @@ pub struct ChannelInfo {
     pub head: u64,
     /// Oldest sequence still retained.
     pub tail: u64,
+    /// The producer's timestamp of the newest published sample (`head - 1`),
+    /// in nanoseconds, when its ring slot still holds it: by default
+    /// `CLOCK_MONOTONIC` at publish ([`crate::now_ns`]), unless the producer
+    /// set its own ([`crate::SampleMut::set_timestamp_ns`]). `None` before
+    /// the first publish.
+    pub newest_timestamp_ns: Option<u64>,
     /// Whether the channel was closed (producer left or declared dead).
     pub closed: bool,
     /// Whether the producer's liveness lock is held (its process lives).
@@ -133,6 +145,7 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
         source,
     })?;
     let (head, tail) = region.head_tail();
+    let newest_timestamp_ns = newest_timestamp(&region);
     let consumers = (0..g.max_consumers)
         .filter_map(|i| {
             let c = region.consumer_info(i)?;
@@ -169,10 +182,22 @@ pub fn inspect(name: &str) -> Result<ChannelInfo> {
         epoch: region.epoch(),
         head,
         tail,
+        newest_timestamp_ns,
         closed: region.is_closed(),
         producer_alive: locked(PRODUCER_LOCK_BYTE),
         consumers,
         buffer_states,
+    })
+}
+
+/// The publish timestamp of the newest sample: read from its ring slot
+/// right after reading the head; a slot the producer rewrote in between
+/// (it went a whole ring further) is read again from the new head, a few
+/// times at most.
+fn newest_timestamp(region: &Region<'_>) -> Option<u64> {
+    (0..4).find_map(|_| {
+        let head = region.head_tail().0;
+        region.sample_timestamp(head.checked_sub(1)?)
     })
 }
 
