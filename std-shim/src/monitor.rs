@@ -47,6 +47,7 @@ use crate::{consumer_lock_byte, PRODUCER_LOCK_BYTE};
 /// # Ok::<(), bips::Error>(())
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ChannelInfo {
     /// Channel name.
     pub name: String,
@@ -87,6 +88,7 @@ pub struct ChannelInfo {
 
 /// One consumer entry.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ConsumerStatus {
     /// Entry index.
     pub index: u32,
