@@ -458,43 +458,54 @@ impl Helpers {
     }
 
     fn serve(&'static self) {
+        // Whether this helper is counted idle already (it counts itself
+        // back before waking a job's waker, so the future's next
+        // registration finds it instead of starting another helper).
+        let mut counted = false;
         loop {
             let job = {
                 let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if !counted {
+                    q.1 += 1;
+                }
                 loop {
                     if let Some(j) = q.0.pop_front() {
+                        q.1 -= 1;
                         break Some(j);
                     }
-                    q.1 += 1; // idle
                     let (g, t) = self
                         .cv
                         .wait_timeout(q, HELPER_IDLE)
                         .unwrap_or_else(|e| e.into_inner());
                     q = g;
-                    q.1 -= 1;
                     if t.timed_out() && q.0.is_empty() {
+                        q.1 -= 1;
                         break None;
                     }
                 }
             };
-            match job {
-                Some(j) => wait_job(&j),
-                None => return,
+            let Some(job) = job else { return };
+            let fire = wait_job(&job);
+            self.queue.lock().unwrap_or_else(|e| e.into_inner()).1 += 1;
+            counted = true;
+            if fire {
+                job.fire();
             }
         }
     }
 }
 
 /// Blocks this helper until the job's word changes, its deadline passes, or
-/// (noticed at the deadline at the latest) it is cancelled; then fires it.
-fn wait_job(job: &Job) {
+/// (noticed at the deadline at the latest) it is cancelled. Returns whether
+/// to fire it.
+fn wait_job(job: &Job) -> bool {
     loop {
         if job.lock().cancelled {
-            return;
+            return false;
         }
         let now = now_ns();
         if now >= job.deadline_ns {
-            return job.fire();
+            return true;
         }
         let left = job.deadline_ns - now;
         let ts = libc::timespec {
@@ -518,7 +529,7 @@ fn wait_job(job: &Job) {
         match (r, err) {
             (-1, Some(libc::ETIMEDOUT)) | (-1, Some(libc::EINTR)) => continue,
             // Woken, the word changed (EAGAIN), or unreadable (EFAULT).
-            _ => return job.fire(),
+            _ => return true,
         }
     }
 }
