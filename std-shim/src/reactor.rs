@@ -3,7 +3,7 @@
 //! An async receive (or loan) that finds nothing arms the protocol's sleep
 //! handshake (`bips_core::Consumer::arm_wait`), which yields a futex word (the
 //! channel's `doorbell`, or `space_bell` for a loan) and the value it held.
-//! It then [`register`]s `(word, value, deadline, Waker)` here and returns
+//! It then registers `(word, value, deadline, Waker)` here and returns
 //! `Pending`. A registration is one-shot: it fires (its `Waker` is woken and
 //! it is removed) once the word changes, or at its deadline, and the future,
 //! when polled again, re-checks and registers anew.
