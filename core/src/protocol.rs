@@ -36,7 +36,7 @@ use core::cell::Cell;
 
 use crate::descriptor::{PayloadType, DESCRIPTOR_SIZE};
 use crate::layout::*;
-use crate::sync::{fence, AtomicU64, Ordering::*};
+use crate::sync::{fence, AtomicU32, Ordering::*};
 use crate::wait::{Wait, Wake};
 
 /// Tries a lagging consumer makes to catch a producer that keeps recycling
@@ -542,6 +542,10 @@ pub struct Producer<'a> {
     free: Cell<u32>,
     retired: Cell<u32>,
     hint: Cell<u32>,
+    /// Waits that count this producer as waiting for space now (a blocking
+    /// `loan` and armed asynchronous ones): `producer_waiting` is 1 while
+    /// this is above 0.
+    waiting: Cell<u32>,
 }
 
 impl<'a> Producer<'a> {
@@ -555,6 +559,7 @@ impl<'a> Producer<'a> {
             tail: Cell::new(0),
             retired: Cell::new(0),
             hint: Cell::new(0),
+            waiting: Cell::new(0),
         }
     }
 
@@ -639,12 +644,10 @@ impl<'a> Producer<'a> {
                 continue;
             }
             // Handshake 3: announce, fence, read the bell, re-check, sleep.
-            p.producer_waiting.store(1, Relaxed);
-            fence(SeqCst);
-            let bell = p.space_bell.load(Acquire);
+            let bell = self.arm_wait();
             let r = self.try_loan();
             let go_on = !matches!(r, Ok(None)) || wait.wait(&p.space_bell, bell);
-            p.producer_waiting.store(0, Relaxed);
+            self.disarm_wait();
             match r {
                 Ok(Some(b)) => return Ok(b),
                 Err(e) => return Err(e),
@@ -652,6 +655,51 @@ impl<'a> Producer<'a> {
                 Ok(None) => {}
             }
         }
+    }
+
+    /// Handshake 3 split for a waiter that must not block its thread (an
+    /// async loan), as [`Consumer::arm_wait`] for receives: announces this
+    /// producer as waiting for space (`producer_waiting`), fences and returns
+    /// the value of [`Producer::space_bell`]. Re-check with
+    /// [`Producer::try_loan`]; if it finds nothing, a release from now on
+    /// changes the bell and futex-wakes its waiters. Pair each call with one
+    /// [`Producer::disarm_wait`]; [`Producer::rearm_wait`] starts the next
+    /// round of an armed wait.
+    pub fn arm_wait(&self) -> u32 {
+        let n = self.waiting.get();
+        if n == 0 {
+            self.r.producer.producer_waiting.store(1, Relaxed);
+        }
+        self.waiting.set(n + 1);
+        self.space_bell_after_fence()
+    }
+
+    /// The next round of an armed wait: fences and returns the space bell.
+    pub fn rearm_wait(&self) -> u32 {
+        debug_assert!(self.waiting.get() > 0, "rearm_wait without arm_wait");
+        self.space_bell_after_fence()
+    }
+
+    /// Ends a wait begun with [`Producer::arm_wait`].
+    pub fn disarm_wait(&self) {
+        let n = self.waiting.get();
+        debug_assert!(n > 0, "disarm without arm");
+        let n = n.saturating_sub(1);
+        self.waiting.set(n);
+        if n == 0 {
+            self.r.producer.producer_waiting.store(0, Relaxed);
+        }
+    }
+
+    /// The word a release changes (and futex-wakes) while this producer is
+    /// armed.
+    pub fn space_bell(&self) -> &'a AtomicU32 {
+        &self.r.producer.space_bell
+    }
+
+    fn space_bell_after_fence(&self) -> u32 {
+        fence(SeqCst);
+        self.r.producer.space_bell.load(Acquire)
     }
 
     /// Returns a loaned buffer to the pool without publishing it.
@@ -844,6 +892,10 @@ pub struct Consumer<'a> {
     pending_lost: Cell<u64>,
     lost: Cell<u64>,
     received: Cell<u64>,
+    /// Waits that count this entry as a sleeper now (a blocking `recv` and
+    /// any number of armed asynchronous waits, see [`Consumer::arm_wait`]):
+    /// the `sleepers` bit is set while this is above 0, and only then.
+    sleeping: Cell<u32>,
 }
 
 impl<'a> Consumer<'a> {
@@ -935,6 +987,7 @@ impl<'a> Consumer<'a> {
             pending_lost: Cell::new(0),
             lost: Cell::new(0),
             received: Cell::new(0),
+            sleeping: Cell::new(0),
         })
     }
 
@@ -1074,8 +1127,6 @@ impl<'a> Consumer<'a> {
     /// wakes them (and only then makes a system call).
     pub fn recv(&self, wait: &mut impl Wait) -> Result<Received, ProtocolError> {
         let p = self.r.producer;
-        let (word, bit) = sleeper_bit(self.idx as u32);
-        let sleeper = &p.sleepers[word];
         loop {
             if let Some(s) = self.try_recv()? {
                 return Ok(s);
@@ -1089,9 +1140,8 @@ impl<'a> Consumer<'a> {
             // Handshake 2: set our bit, fence, read the bell, re-check. One
             // RMW of one word: killed anywhere in here, we leave at most our
             // own bit set, and reclaiming the entry clears it.
-            let asleep = Asleep::mark(sleeper, bit);
-            fence(SeqCst);
-            let bell = p.doorbell.load(Acquire);
+            let asleep = Asleep::mark(self);
+            let bell = self.doorbell_after_fence();
             let r = self.try_recv();
             let go_on = !matches!(r, Ok(None)) || wait.wait(&p.doorbell, bell);
             drop(asleep);
@@ -1101,6 +1151,69 @@ impl<'a> Consumer<'a> {
                 Ok(None) if !go_on => return Err(ProtocolError::TimedOut),
                 Ok(None) => {}
             }
+        }
+    }
+
+    /// Handshake 2 split for a waiter that must not block its thread (an
+    /// async receive): counts this consumer as a sleeper (sets its bit in
+    /// `sleepers` unless an earlier armed wait already did), then fences and
+    /// returns the doorbell's value. The caller then re-checks with
+    /// [`Consumer::try_recv`]; if that finds nothing, a publish from now on
+    /// changes [`Consumer::doorbell`] away from the value returned and wakes
+    /// futex waiters of it, so the caller may wait for that change elsewhere
+    /// (another thread, `futex_waitv`). Each `arm_wait` is paired with one
+    /// [`Consumer::disarm_wait`] once the wait ends (a sample, an error, a
+    /// cancel); in between, [`Consumer::rearm_wait`] reads the bell again
+    /// for the next round. The bit is cleared with the last disarm (a
+    /// blocking `recv` counts in the same way), so a consumer whose process
+    /// dies while armed leaves only its own bit, which reclaiming the entry
+    /// clears, as for a blocking sleeper.
+    pub fn arm_wait(&self) -> u32 {
+        self.mark_sleeper();
+        self.doorbell_after_fence()
+    }
+
+    /// The next round of an armed wait: fences and returns the doorbell's
+    /// value (the bit is still set). Re-check with `try_recv` after it.
+    pub fn rearm_wait(&self) -> u32 {
+        debug_assert!(self.sleeping.get() > 0, "rearm_wait without arm_wait");
+        self.doorbell_after_fence()
+    }
+
+    /// Ends a wait begun with [`Consumer::arm_wait`].
+    pub fn disarm_wait(&self) {
+        self.unmark_sleeper();
+    }
+
+    /// The doorbell word a publish or a close changes (and futex-wakes)
+    /// when this consumer is armed.
+    pub fn doorbell(&self) -> &'a AtomicU32 {
+        &self.r.producer.doorbell
+    }
+
+    /// The fence of handshake 2 (after the `sleepers` RMW), then the bell.
+    fn doorbell_after_fence(&self) -> u32 {
+        fence(SeqCst);
+        self.r.producer.doorbell.load(Acquire)
+    }
+
+    fn mark_sleeper(&self) {
+        let n = self.sleeping.get();
+        if n == 0 {
+            let (word, bit) = sleeper_bit(self.idx as u32);
+            self.r.producer.sleepers[word].fetch_or(bit, Relaxed);
+        }
+        self.sleeping.set(n + 1);
+    }
+
+    fn unmark_sleeper(&self) {
+        let n = self.sleeping.get();
+        debug_assert!(n > 0, "disarm without arm");
+        let n = n.saturating_sub(1);
+        self.sleeping.set(n);
+        if n == 0 {
+            let (word, bit) = sleeper_bit(self.idx as u32);
+            self.r.producer.sleepers[word].fetch_and(!bit, Relaxed);
         }
     }
 
@@ -1161,24 +1274,23 @@ impl<'a> Consumer<'a> {
     }
 }
 
-/// A consumer's bit in `sleepers`, set while it may sleep in `recv`; cleared
+/// A consumer counted as a sleeper while it may sleep in `recv`; uncounted
 /// on every way out, unwinding included (a live consumer left marked would
 /// cost every publish a wake and could not be reaped).
-struct Asleep<'r> {
-    word: &'r AtomicU64,
-    bit: u64,
+struct Asleep<'c, 'a> {
+    c: &'c Consumer<'a>,
 }
 
-impl<'r> Asleep<'r> {
-    fn mark(word: &'r AtomicU64, bit: u64) -> Asleep<'r> {
-        word.fetch_or(bit, Relaxed);
-        Asleep { word, bit }
+impl<'c, 'a> Asleep<'c, 'a> {
+    fn mark(c: &'c Consumer<'a>) -> Asleep<'c, 'a> {
+        c.mark_sleeper();
+        Asleep { c }
     }
 }
 
-impl Drop for Asleep<'_> {
+impl Drop for Asleep<'_, '_> {
     fn drop(&mut self) {
-        self.word.fetch_and(!self.bit, Relaxed);
+        self.c.unmark_sleeper();
     }
 }
 

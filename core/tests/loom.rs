@@ -535,6 +535,78 @@ fn no_lost_wakeup_close() {
     });
 }
 
+/// Handshake 2 split for async receives (`arm_wait` / `try_recv` /
+/// wait elsewhere / `rearm_wait` / `disarm_wait`): two waits armed on one
+/// consumer (two futures), the first cancelled before the publish. The
+/// second must still be woken: the `sleepers` bit is counted, not cleared by
+/// the first disarm (a plain set/clear deadlocks here). After the last
+/// disarm the bit is clear.
+#[test]
+fn no_lost_wakeup_split_recv() {
+    model(3, || {
+        let ch = Chan::new(1, 1, Policy::Block);
+        let (r, sh) = (ch.region, ch.sh());
+        let c = Consumer::claim(r, 0, Start::Oldest, &sh.futex).unwrap();
+        let producer = thread::spawn(move || {
+            let p = Producer::new(r);
+            let b = p.try_loan().unwrap().unwrap();
+            fill_and_publish(&p, sh, b);
+        });
+        let _first = c.arm_wait();
+        let mut bell = c.arm_wait();
+        c.disarm_wait(); // the first wait is cancelled
+        let s = loop {
+            if let Some(s) = c.try_recv().unwrap() {
+                break s;
+            }
+            // What the reactor does with the word and the value read.
+            Sleep(&sh.futex).wait(c.doorbell(), bell);
+            bell = c.rearm_wait();
+        };
+        c.disarm_wait();
+        assert!(
+            !r.is_sleeper(0),
+            "sleeper bit left set after the last disarm"
+        );
+        assert_eq!(s.seq(), 0);
+        check(sh, &s);
+        c.release(s, &sh.futex);
+        producer.join().unwrap();
+    });
+}
+
+/// Handshake 3 split for async loans: the producer arms, re-checks, waits on
+/// the space bell elsewhere, while the consumer releases the only buffer.
+#[test]
+fn no_lost_wakeup_split_loan() {
+    model(3, || {
+        let ch = Chan::new(1, 1, Policy::Block);
+        let (r, sh) = (ch.region, ch.sh());
+        let c = Consumer::claim(r, 0, Start::Oldest, &sh.futex).unwrap();
+        let p = Producer::new(r);
+        let b = p.try_loan().unwrap().unwrap();
+        fill_and_publish(&p, sh, b);
+
+        let consumer = thread::spawn(move || {
+            let s = c.try_recv().unwrap().expect("sample 0 is published");
+            check(sh, &s);
+            c.release(s, &sh.futex);
+        });
+        let mut bell = p.arm_wait();
+        let b = loop {
+            if let Some(b) = p.try_loan().unwrap() {
+                break b;
+            }
+            Sleep(&sh.futex).wait(p.space_bell(), bell);
+            bell = p.rearm_wait();
+        };
+        p.disarm_wait();
+        assert_eq!(b, 0);
+        assert_eq!(fill_and_publish(&p, sh, b), 1);
+        consumer.join().unwrap();
+    });
+}
+
 // ---------------------------------------------------------------------------
 // 6. A consumer attaches (Start::Oldest) while the producer recycles.
 

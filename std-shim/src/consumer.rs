@@ -252,7 +252,7 @@ impl Consumer {
     /// Closes the channel for everyone if its producer is dead: consumers then
     /// drain what is retained and get `Disconnected`.
     /// Returns whether it found the producer dead.
-    fn check_producer(&self) -> bool {
+    pub(crate) fn check_producer(&self) -> bool {
         if let Ok(false) = lock::is_locked_by_other(self.seg.fd(), PRODUCER_LOCK_BYTE) {
             self.core.region().close(&FutexWake);
             return true;
@@ -272,7 +272,17 @@ impl Consumer {
         self.core.release(raw.r, &FutexWake);
     }
 
-    fn sample(&self, r: Received) -> Sample<'_> {
+    /// The protocol-level consumer (for the async wait paths, `crate::aio`).
+    pub(crate) fn core(&self) -> &bips_core::Consumer<'static> {
+        &self.core
+    }
+
+    /// Process-unique identity of this consumer.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn sample(&self, r: Received) -> Sample<'_> {
         Sample {
             consumer: self,
             r: ManuallyDrop::new(r),

@@ -46,6 +46,7 @@
 //! calls [`remove_owned_channels`] from its shutdown path instead.
 #![deny(missing_docs)]
 
+pub mod aio;
 mod cleanup;
 mod consumer;
 pub mod error;
@@ -55,9 +56,11 @@ mod options;
 pub(crate) mod os;
 mod producer;
 pub mod raw;
+pub mod reactor;
 pub mod trust;
 mod waiting;
 
+pub use aio::{AsyncWait, LoanFuture, RecvFuture};
 pub use bips_core::descriptor::{
     DType, Descriptor, DescriptorError, Element, PayloadType, Plane, View, ViewMut,
 };
@@ -72,6 +75,7 @@ pub use os::shm::{list_channels, page_size};
 pub use os::socket::{socket_dir, SOCKET_DIR_ENV};
 pub use producer::{Producer, RawLoan, SampleMut};
 pub use raw::BufferInfo;
+pub use reactor::{async_backend, AsyncBackend, NO_WAITV_ENV};
 pub use trust::OwnerPolicy;
 pub use waiting::now_ns;
 

@@ -274,7 +274,7 @@ impl Producer {
     }
 
     /// New loans: refused once a close is done or pending.
-    fn check_loanable(&self) -> Result<()> {
+    pub(crate) fn check_loanable(&self) -> Result<()> {
         if self.closed.get() || self.close_pending.get() {
             return Err(Error::Closed);
         }
@@ -419,7 +419,17 @@ impl Producer {
         true
     }
 
-    fn sample(&self, buf: u32) -> SampleMut<'_> {
+    /// The protocol-level producer (for the async wait paths, `crate::aio`).
+    pub(crate) fn core(&self) -> &bips_core::Producer<'static> {
+        &self.core
+    }
+
+    /// Process-unique identity of this producer.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn sample(&self, buf: u32) -> SampleMut<'_> {
         self.loans.set(self.loans.get() + 1);
         SampleMut {
             producer: self,

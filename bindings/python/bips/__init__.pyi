@@ -3,7 +3,7 @@
 import enum
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Literal, final, overload
 
@@ -326,6 +326,11 @@ class Producer:
         """Loans, copies ``array`` (any strides), describes and publishes it; returns the sequence."""
     def try_loan(self) -> SampleMut | None:
         """A free buffer if one is free now."""
+    async def aloan(
+        self, timeout: float | None = None, *, descriptor: Descriptor | None = None
+    ) -> SampleMut:
+        """``loan`` for asyncio: the event loop keeps running while it waits (no polling,
+        no thread per wait); raises Timeout. Cancelling it leaves no buffer loaned."""
     def pull(self, timeout: float | None = None) -> SampleMut:
         """Alias of :meth:`loan`."""
     def Pull(self, timeout: float | None = None) -> SampleMut:
@@ -413,6 +418,10 @@ class Consumer:
         """The next sample, waiting at most ``timeout`` s; raises Timeout or Disconnected."""
     def try_recv(self) -> Sample | None:
         """The next sample if one is ready."""
+    async def arecv(self, timeout: float | None = None) -> Sample:
+        """``recv`` for asyncio: the event loop keeps running while it waits (no polling,
+        no thread per wait); raises Timeout or Disconnected. Cancelling it
+        (``task.cancel()``, ``asyncio.wait_for``) loses no sample."""
     def pull(self, timeout: float | None = None) -> Sample:
         """Alias of :meth:`recv`."""
     def Pull(self, timeout: float | None = None) -> Sample:
@@ -425,6 +434,9 @@ class Consumer:
         """Detaches; live samples keep their buffers until released."""
     def __iter__(self) -> Iterator[Sample]: ...
     def __next__(self) -> Sample: ...
+    def __aiter__(self) -> AsyncIterator[Sample]: ...
+    async def __anext__(self) -> Sample:
+        """``async for sample in consumer``: ends when the channel disconnects."""
     def __enter__(self) -> Consumer: ...
     def __exit__(self, *args: object) -> bool: ...
 

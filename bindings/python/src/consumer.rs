@@ -37,18 +37,18 @@ impl Settle for bips::Consumer {
     }
 }
 
-type Core = Serialized<bips::Consumer>;
+pub(crate) type Core = Serialized<bips::Consumer>;
 
 /// What a blocking call got: a detached sample plus the copy of its metadata
 /// and its descriptor (copied out of shared memory and validated against the
 /// sample's length once, here: every export uses this copy).
-struct Got {
+pub(crate) struct Got {
     raw: bips::RawSample,
     meta: Vec<u8>,
     desc: Result<Option<bips::Descriptor>, String>,
 }
 
-fn detach_sample(s: bips::Sample<'_>) -> Got {
+pub(crate) fn detach_sample(s: bips::Sample<'_>) -> Got {
     let meta = s.meta().to_vec();
     let desc = s.descriptor().map_err(|e| e.to_string());
     Got {
@@ -96,7 +96,7 @@ impl Consumer {
             .ok_or_else(|| PyValueError::new_err("operation on a closed bips.Consumer"))
     }
 
-    fn wrap(&self, py: Python<'_>, core: &Arc<Core>, got: Got) -> PyResult<Py<Sample>> {
+    pub(crate) fn wrap(&self, py: Python<'_>, core: &Arc<Core>, got: Got) -> PyResult<Py<Sample>> {
         let len = got.raw.len();
         let geom = match &got.desc {
             Ok(None) => Ok(bytes_geom(len)),
@@ -271,6 +271,33 @@ impl Consumer {
             Err(e) if crate::errors::is_kind(py, &e, crate::errors::Kind::Disconnected) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Receives the next sample without blocking the event loop (asyncio):
+    /// ``sample = await consumer.arecv(timeout=None)``. While nothing is
+    /// published the loop keeps running; the wait sleeps in bips's reactor
+    /// thread (see the README, "Async receive"). Raises ``Timeout`` after
+    /// ``timeout`` seconds, ``Disconnected`` as ``recv`` does. Cancelling
+    /// it (``task.cancel()``, ``asyncio.wait_for``) loses no sample.
+    #[pyo3(signature = (timeout = None))]
+    fn arecv<'py>(slf: &Bound<'py, Self>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        crate::aio::coroutine(slf.py(), "arecv", (slf, timeout))
+    }
+
+    /// The wait object ``arecv`` drives (internal).
+    #[pyo3(signature = (timeout = None))]
+    fn _recv_wait(slf: &Bound<'_, Self>, timeout: Option<f64>) -> PyResult<crate::aio::RecvWait> {
+        let core = slf.get().core()?;
+        crate::aio::RecvWait::new(slf.clone().unbind(), core, timeout)
+    }
+
+    fn __aiter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// ``async for sample in consumer``: ends when the channel disconnects.
+    fn __anext__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        crate::aio::coroutine(slf.py(), "anext", (slf,))
     }
 
     /// Detaches from the channel. Samples still alive keep the mapping and

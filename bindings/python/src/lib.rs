@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
+mod aio;
 mod consumer;
 mod errors;
 #[cfg(feature = "abi3-py38")]
@@ -170,6 +171,8 @@ fn _bips(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<producer::SampleMut>()?;
     m.add_class::<consumer::Consumer>()?;
     m.add_class::<consumer::Sample>()?;
+    m.add_class::<aio::RecvWait>()?;
+    m.add_class::<aio::LoanWait>()?;
     m.add_class::<frames::PyDescriptor>()?;
     #[cfg(feature = "abi3-py38")]
     m.add_class::<export::Export>()?;

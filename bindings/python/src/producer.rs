@@ -45,7 +45,7 @@ impl Settle for bips::Producer {
     }
 }
 
-type Core = Serialized<bips::Producer>;
+pub(crate) type Core = Serialized<bips::Producer>;
 
 /// Creates a channel and publishes buffers to its consumers.
 ///
@@ -86,7 +86,7 @@ impl Producer {
 
     /// Turns a fresh `SampleMut` into a `Loaned`, which gives the buffer back
     /// if dropped. Called with the mutex held (inside `Serialized::run`).
-    fn wrap(sample: bips::SampleMut<'_>, core: &Arc<Core>) -> Loaned {
+    pub(crate) fn wrap(sample: bips::SampleMut<'_>, core: &Arc<Core>) -> Loaned {
         Loaned {
             loan: Some(Loan {
                 raw: sample.into_raw(),
@@ -95,7 +95,7 @@ impl Producer {
         }
     }
 
-    fn new_sample(
+    pub(crate) fn new_sample(
         &self,
         py: Python<'_>,
         mut loaned: Loaned,
@@ -389,6 +389,23 @@ impl Producer {
         loaned.map(|l| self.new_sample(py, l, None)).transpose()
     }
 
+    /// Loans a buffer without blocking the event loop (asyncio):
+    /// ``buf = await producer.aloan(timeout=None)``; under ``block`` it
+    /// waits for the slowest consumer while the loop keeps running.
+    /// ``descriptor=`` as for ``loan``. Cancelling it leaves no buffer
+    /// loaned.
+    #[pyo3(signature = (timeout = None, *, descriptor = None))]
+    fn aloan<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<f64>,
+        descriptor: Option<PyRef<'py, PyDescriptor>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let desc = descriptor.map(|d| d.d);
+        let core = slf.get().core()?;
+        let wait = crate::aio::LoanWait::new(slf.clone().unbind(), core, timeout, desc)?;
+        crate::aio::coroutine(slf.py(), "aloan", (wait,))
+    }
+
     /// Alias of ``loan`` (the BIPS API's call shape).
     #[pyo3(signature = (timeout = None))]
     fn pull(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<SampleMut>> {
@@ -529,7 +546,7 @@ impl Producer {
 }
 
 /// A loan with the producer it belongs to.
-struct Loaned {
+pub(crate) struct Loaned {
     /// Always `Some` until published or given back.
     loan: Option<Loan>,
     /// Keeps the producer, and so its mapping, alive while the loan lasts.
