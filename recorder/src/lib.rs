@@ -147,8 +147,9 @@ pub enum Error {
     },
     /// Writing the MCAP file failed (disk full, I/O error).
     #[error(
-        "writing {path}: {source}; the recording stops here (free some space or record \
-         elsewhere; what was written before can be salvaged with `mcap recover`)"
+        "writing {path}: {}; the recording stops here (free some space or record \
+         elsewhere; what was written before can be salvaged with `mcap recover`)",
+        mcap_detail(source)
     )]
     Write {
         /// The file.
@@ -164,6 +165,15 @@ pub enum Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An MCAP error's message, with the OS's reason for an I/O error (the
+/// writer's own message does not include it).
+fn mcap_detail(e: &mcap::McapError) -> String {
+    match e {
+        mcap::McapError::Io(io) => io.to_string(),
+        e => e.to_string(),
+    }
+}
 
 /// Unix time now, ns.
 pub(crate) fn unix_now_ns() -> u64 {
