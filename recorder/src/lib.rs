@@ -5,7 +5,7 @@
 //!   timestamp, lagged) into an MCAP file, with the channel's geometry and
 //!   payload type, so that the file can later make a channel that looks the
 //!   same to its consumers. Foxglove and the `mcap` tools (CLI, Python
-//!   package) read the file: the schema is a protobuf one (see [`format`]).
+//!   package) read the file: the schema is a protobuf one (see [`format`](mod@format)).
 //! * A [`Replayer`] reads such a file and publishes its samples, as a
 //!   producer, into a new channel: with the original timing (gaps between
 //!   log times), scaled (`rate`) or as fast as possible, once or in a loop.
