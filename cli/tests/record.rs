@@ -16,7 +16,8 @@
 //!   every sample is accounted for.
 //! * Replay timing: a recorded 100 ms gap is kept by default, not with
 //!   --as-fast-as-possible.
-//! * Bad input: missing, non-MCAP, non-bips and corrupt files, a taken
+//! * Bad input: missing, non-MCAP, non-bips and corrupt files (a file cut
+//!   short replays its complete samples), a taken
 //!   channel name, a geometry too small (exit 2, no channel left); a missing
 //!   channel (exit 3, no file); a full disk (/dev/full: exit 1, the producer
 //!   goes on).
@@ -654,6 +655,22 @@ fn bad_input_gives_clear_errors_and_leaves_nothing() {
         2,
         "is corrupt",
     );
+
+    // Cut short (a recorder killed -9): the complete samples are replayed,
+    // and the replay says the file ended early.
+    let cut = d.join("cut.mcap");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let o = replay(&cut, &["--as-fast-as-possible"]);
+    expect_ok(&o, "replay of a cut-short file");
+    let err = stderr(&o);
+    let published: u64 = err
+        .split("published=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no published= in {err}"));
+    assert!((1..20).contains(&published), "{err}");
+    assert!(err.contains("cut short"), "{err}");
 
     // Recording a channel that does not exist: exit 3, no file made.
     let none = d.join("none.mcap");
