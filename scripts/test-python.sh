@@ -6,7 +6,8 @@
 #
 # Steps: `scripts/setup.sh --python` (creates .venv with maturin, numpy and pytest;
 # a quick no-op once done), `cargo build --release -p bips --examples` (the Rust
-# producer/consumer the cross-process tests run), `maturin develop --release` of
+# producer/consumer the cross-process tests run) and `-p bips-cli` (the `bips`
+# command, whose MCAP recordings a test reads), `maturin develop --release` of
 # bindings/python into .venv, then pytest on bindings/python/tests. Exits non-zero
 # when any step fails, when pytest collects no test (its exit code 5), or when a
 # test channel is left behind in /dev/shm.
@@ -32,6 +33,8 @@ export PATH="$VENV/bin:$PATH"
 unset PYTHONHOME
 
 run cargo build --release -p bips --examples
+# The `bips` command, for test_mcap_record.py (`bips record` read with the mcap package).
+run cargo build --release -p bips-cli
 # The distribution was named `bips` before it became `bips-ipc` (pyproject.toml); a venv
 # made then still lists it: remove it, so that one installation provides `import bips`.
 if python -m pip show bips >/dev/null 2>&1; then

@@ -186,7 +186,7 @@ body_bridge() {
 }
 
 # doc also checks that the publishable crates package: `cargo package` of bips-core, bips,
-# bips-bench, bips-zenoh and bips-cli in one call (bips-zenoh because bips-cli's optional
+# bips-bench, bips-zenoh, bips-mcap (a dependency of bips-cli) and bips-cli in one call (bips-zenoh because bips-cli's optional
 # `bridge` feature depends on it: without it bips-cli's manifest does not resolve), so each
 # dependent is verified (built, debug profile) against the packaged copy of its dependencies,
 # not the path one (~30 s from a cold target dir, plus a debug build of zenoh for bips-zenoh:
@@ -195,16 +195,16 @@ body_bridge() {
 # about uncommitted edits of the person running it.
 body_doc() {
     run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --exclude bips-zenoh --no-deps
-    run cargo package --allow-dirty -p bips-core -p bips -p bips-bench -p bips-zenoh -p bips-cli
+    run cargo package --allow-dirty -p bips-core -p bips -p bips-bench -p bips-zenoh -p bips-mcap -p bips-cli
     local crate
-    for crate in bips-core bips bips-bench bips-zenoh bips-cli; do
+    for crate in bips-core bips bips-bench bips-zenoh bips-mcap bips-cli; do
         if ! cargo package --allow-dirty --list -p "$crate" 2>/dev/null | grep -qx LICENSE-MIT ||
             ! cargo package --allow-dirty --list -p "$crate" 2>/dev/null | grep -qx LICENSE-APACHE; then
             echo "doc: FAILED: the $crate package lacks LICENSE-MIT or LICENSE-APACHE"
             return 1
         fi
     done
-    echo "doc: ok: bips-core, bips, bips-bench, bips-zenoh, bips-cli package with both license files"
+    echo "doc: ok: bips-core, bips, bips-bench, bips-zenoh, bips-mcap, bips-cli package with both license files"
 }
 
 # loom: its own target dir, because `--cfg loom` in RUSTFLAGS changes every crate's

@@ -9,6 +9,7 @@
 mod bridge;
 mod channels;
 mod demo;
+mod record;
 mod signals;
 mod soak;
 mod top;
@@ -133,6 +134,22 @@ enum Cmd {
     /// Serve the figures of `bips top` in the Prometheus text format on
     /// http://ADDR/metrics (default 127.0.0.1:9464). Read-only, like top.
     Metrics(top::MetricsArgs),
+    /// Record a channel into an MCAP file (Foxglove, the mcap tools) as one
+    /// of its consumers, until Ctrl-C, --count or --duration.
+    ///
+    /// Keeps every sample's payload, metadata, descriptor, sequence number
+    /// and timestamp, and the channel's geometry and type. A consumer like
+    /// any other: on a Block channel a disk slower than the stream slows the
+    /// producer down; on DropOldest samples are lost and counted (lagged).
+    /// Example: `bips record camera -o camera.mcap --duration 10`.
+    Record(record::RecordArgs),
+    /// Replay an MCAP file made by `bips record` into a new channel, with the
+    /// recorded timing (or --rate X, --as-fast-as-possible), once or --loop.
+    ///
+    /// The channel gets the recorded geometry and type unless --buffers,
+    /// --size or --meta-size say otherwise. Example:
+    /// `bips replay camera.mcap --channel camera-replay --loop`.
+    Replay(record::ReplayArgs),
     /// (internal) the producer process of `bips soak`.
     #[command(hide = true, name = "__soak-producer")]
     SoakProducer(soak::ChildArgs),
@@ -290,6 +307,8 @@ fn main() -> ExitCode {
         Cmd::Bridge(a) => bridge::run(a),
         Cmd::Top(a) => top::top(a),
         Cmd::Metrics(a) => top::metrics(a),
+        Cmd::Record(a) => record::record(a),
+        Cmd::Replay(a) => record::replay(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
