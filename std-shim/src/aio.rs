@@ -11,23 +11,44 @@
 //! the consumer as a sleeper (its `sleepers` bit goes with the last armed
 //! wait) and cancels its reactor registration.
 //!
-//! `Send`/`Sync`: [`RecvFuture`] and [`LoanFuture`] borrow a `Consumer` /
-//! `Producer`, which are `Send` but `!Sync` (process-local state in `Cell`s),
-//! so the futures are `!Send`: await them on the thread that owns the
-//! consumer (a current-thread runtime, a `LocalSet`, `Runtime::block_on`'s
-//! future, `futures::executor::block_on`).
+//! # Which to use
+//!
+//! `Consumer` and `Producer` are `Send` but `!Sync` (process-local protocol
+//! state in `Cell`s), so what a future may do depends on how it borrows them:
+//!
+//! | | borrows | future, result | use it for |
+//! |---|---|---|---|
+//! | [`Consumer::recv_async`], [`Producer::loan_async`] | `&mut self` | `Send`: [`RecvFuture`] → [`SendSample`], [`LoanFuture`] → [`SendSampleMut`] | the default: `tokio::spawn`, multi-thread runtimes, holding the sample across `.await` |
+//! | [`Consumer::recv_raw_async`], [`Producer::loan_raw_async`] | `&mut self` while waiting | `Send`, resolves to an owned [`RawSample`] / [`RawLoan`] | keeping several samples (or loans) at once from a `Send` task |
+//! | [`Consumer::recv_async_local`], [`Producer::loan_async_local`] | `&self` | `!Send`: [`LocalRecvFuture`] → [`Sample`], [`LocalLoanFuture`] → [`SampleMut`] | several safe `Sample<'_>` (or loans) alive at once, on one thread (a current-thread runtime, a `LocalSet`, `block_on`) |
+//!
+//! Why the `&mut self` futures are `Send`: `&mut T` is `Send` when `T` is,
+//! because an exclusive borrow is the only path to `T` while it lives.
+//! Moving it to another thread moves every access with it; nothing is
+//! shared, so `!Sync` is not in question. A `&self` future could not be:
+//! other `&Consumer`s may be in use on the first thread while it is polled
+//! on another, and both would touch the same `Cell`s. The sample a `&mut
+//! self` future resolves to keeps that exclusive borrow (see [`SendSample`]),
+//! hence it is `Send` too, and one is alive at a time per consumer.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use crate::consumer::{Consumer, RawSample, Sample};
+use bips_core::Received;
+
+use crate::consumer::{Consumer, Sample};
 use crate::error::{Error, Result};
 use crate::map_protocol;
-use crate::producer::{Producer, RawLoan, SampleMut};
+use crate::producer::{Producer, SampleMut};
 use crate::reactor::{self, Registration};
 use crate::waiting::{now_ns, LIVENESS_SLICE};
+
+mod send;
+#[cfg(doc)]
+use crate::{RawLoan, RawSample};
+pub use send::{LoanFuture, RecvFuture, SendSample, SendSampleMut};
 
 /// The state of one asynchronous wait, kept by its caller between polls:
 /// whether the consumer (or producer) is armed as a sleeper, the reactor
@@ -110,50 +131,40 @@ enum Tick {
 }
 
 impl Consumer {
-    /// Receives the next sample without blocking the thread: a future that
-    /// resolves to what [`Consumer::recv`] would return. While nothing is
-    /// published it sleeps in the process's doorbell reactor (no thread of
-    /// its own, no polling: see [`crate::async_backend`]).
+    /// [`Consumer::recv_async`] on `&self`: a `!Send` future, for keeping
+    /// several [`Sample`]s alive at once on one thread (a current-thread
+    /// runtime, a `LocalSet`, `block_on`). In a `Send` task (`tokio::spawn`
+    /// on a multi-thread runtime) use [`Consumer::recv_async`], or
+    /// [`Consumer::recv_raw_async`] to keep several samples. See the
+    /// [module docs](crate::aio) for why the `&self` form cannot be `Send`.
     ///
-    /// Cancel safe: dropping the future loses no sample. The future is
-    /// `!Send` (see the [module docs](crate::aio)).
+    /// Cancel safe: dropping the future loses no sample.
     ///
     /// ```
     /// use bips::{Consumer, Options, Producer};
-    /// # let name = format!("doc-recv-async-{}", std::process::id());
+    /// # let name = format!("doc-recv-local-{}", std::process::id());
     /// let producer = Producer::create(&name, &Options::new(4, 64))?;
     /// let consumer = Consumer::open(&name)?;
-    /// let publisher = std::thread::spawn({
-    ///     let name = name.clone();
-    ///     move || {
-    ///         std::thread::sleep(std::time::Duration::from_millis(20));
-    ///         let mut s = producer.loan()?;
-    ///         s.write_pod(&[42u8])?;
-    ///         s.publish()?;
-    ///         Ok::<_, bips::Error>(producer) // keep the channel open
-    ///     }
-    /// });
-    /// // Any executor: tokio, async-std, smol, or a plain `block_on`.
-    /// let byte = futures::executor::block_on(async {
-    ///     let sample = consumer.recv_async().await?;
-    ///     Ok::<_, bips::Error>(sample.as_slice()[0])
+    /// for i in 0..3u8 {
+    ///     let mut s = producer.loan()?;
+    ///     s.write_pod(&[i])?;
+    ///     s.publish()?;
+    /// }
+    /// // Three samples held at once (a window), all borrowing `consumer`.
+    /// let sum = futures::executor::block_on(async {
+    ///     let a = consumer.recv_async_local().await?;
+    ///     let b = consumer.recv_async_local().await?;
+    ///     let c = consumer.recv_async_local().await?;
+    ///     Ok::<_, bips::Error>(a.as_slice()[0] + b.as_slice()[0] + c.as_slice()[0])
     /// })?;
-    /// assert_eq!(byte, 42);
-    /// # drop(publisher.join().unwrap()?);
+    /// assert_eq!(sum, 3);
     /// # Ok::<(), bips::Error>(())
     /// ```
-    pub fn recv_async(&self) -> RecvFuture<'_> {
-        RecvFuture {
+    pub fn recv_async_local(&self) -> LocalRecvFuture<'_> {
+        LocalRecvFuture {
             consumer: self,
             wait: AsyncWait::new(),
         }
-    }
-
-    /// [`Consumer::recv_async`] as a [`RawSample`] (no borrow of the
-    /// consumer in the result); give it back with [`Consumer::release_raw`].
-    pub fn recv_raw_async(&self) -> impl Future<Output = Result<RawSample>> + '_ {
-        let f = self.recv_async();
-        async move { f.await.map(Sample::into_raw) }
     }
 
     /// One step of an asynchronous receive, for event-loop integrations
@@ -166,6 +177,16 @@ impl Consumer {
     /// # Panics
     /// When `wait` is armed on another consumer.
     pub fn poll_recv(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<Sample<'_>>> {
+        self.poll_received(wait, waker).map_ok(|r| self.sample(r))
+    }
+
+    /// [`Consumer::poll_recv`] answering the protocol's hold, for futures
+    /// that build the sample with a lifetime of their own.
+    pub(crate) fn poll_received(
+        &self,
+        wait: &mut AsyncWait,
+        waker: &Waker,
+    ) -> Poll<Result<Received>> {
         if let Some(owner) = wait.armed {
             assert_eq!(owner, self.id(), "AsyncWait armed on another consumer");
         }
@@ -176,11 +197,11 @@ impl Consumer {
         r
     }
 
-    fn poll_recv_inner(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<Sample<'_>>> {
+    fn poll_recv_inner(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<Received>> {
         let core = self.core();
         loop {
             if let Some(r) = core.try_recv().map_err(map_protocol)? {
-                return Poll::Ready(Ok(self.sample(r)));
+                return Poll::Ready(Ok(r));
             }
             match wait.tick() {
                 Tick::TimedOut => return Poll::Ready(Err(Error::Timeout)),
@@ -198,7 +219,7 @@ impl Consumer {
                 }
             };
             if let Some(r) = core.try_recv().map_err(map_protocol)? {
-                return Poll::Ready(Ok(self.sample(r)));
+                return Poll::Ready(Ok(r));
             }
             wait.register(core.doorbell(), bell, waker);
             return Poll::Pending;
@@ -219,15 +240,15 @@ impl Consumer {
     }
 }
 
-/// The future of [`Consumer::recv_async`].
+/// The `!Send` future of [`Consumer::recv_async_local`].
 #[must_use = "futures do nothing unless awaited"]
 #[derive(Debug)]
-pub struct RecvFuture<'c> {
+pub struct LocalRecvFuture<'c> {
     consumer: &'c Consumer,
     wait: AsyncWait,
 }
 
-impl<'c> Future for RecvFuture<'c> {
+impl<'c> Future for LocalRecvFuture<'c> {
     type Output = Result<Sample<'c>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -237,45 +258,39 @@ impl<'c> Future for RecvFuture<'c> {
     }
 }
 
-impl Drop for RecvFuture<'_> {
+impl Drop for LocalRecvFuture<'_> {
     fn drop(&mut self) {
         self.consumer.end_wait(&mut self.wait);
     }
 }
 
 impl Producer {
-    /// Loans a buffer without blocking the thread: a future that resolves
-    /// to what [`Producer::loan`] would return. Under `Block` it waits for
-    /// the slowest consumer to free a buffer, asleep in the process's
-    /// doorbell reactor; dead consumers are reclaimed meanwhile (once per
-    /// liveness slice), as by `loan`.
+    /// [`Producer::loan_async`] on `&self`: a `!Send` future, for several
+    /// [`SampleMut`] loans alive at once on one thread (see
+    /// [`Consumer::recv_async_local`] and the [module docs](crate::aio)).
     ///
-    /// Cancel safe: dropping the future leaves no buffer loaned. `!Send`,
-    /// like [`RecvFuture`].
+    /// Cancel safe: dropping the future leaves no buffer loaned.
     ///
     /// ```
-    /// use bips::{Consumer, Options, Producer};
-    /// # let name = format!("doc-loan-async-{}", std::process::id());
+    /// use bips::{Options, Producer};
+    /// # let name = format!("doc-loan-local-{}", std::process::id());
     /// let producer = Producer::create(&name, &Options::new(2, 64))?;
     /// futures::executor::block_on(async {
-    ///     let mut s = producer.loan_async().await?;
-    ///     s.write_pod(&[7u8])?;
-    ///     s.publish()?;
+    ///     let mut a = producer.loan_async_local().await?;
+    ///     let mut b = producer.loan_async_local().await?; // two loans at once
+    ///     a.write_pod(&[1u8])?;
+    ///     b.write_pod(&[2u8])?;
+    ///     a.publish()?;
+    ///     b.publish()?;
     ///     Ok::<(), bips::Error>(())
     /// })?;
     /// # Ok::<(), bips::Error>(())
     /// ```
-    pub fn loan_async(&self) -> LoanFuture<'_> {
-        LoanFuture {
+    pub fn loan_async_local(&self) -> LocalLoanFuture<'_> {
+        LocalLoanFuture {
             producer: self,
             wait: AsyncWait::new(),
         }
-    }
-
-    /// [`Producer::loan_async`] as a [`RawLoan`].
-    pub fn loan_raw_async(&self) -> impl Future<Output = Result<RawLoan>> + '_ {
-        let f = self.loan_async();
-        async move { f.await.map(SampleMut::into_raw) }
     }
 
     /// One step of an asynchronous loan (see [`Consumer::poll_recv`]).
@@ -283,6 +298,12 @@ impl Producer {
     /// # Panics
     /// When `wait` is armed on another producer.
     pub fn poll_loan(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<SampleMut<'_>>> {
+        self.poll_loaned(wait, waker).map_ok(|b| self.sample(b))
+    }
+
+    /// [`Producer::poll_loan`] answering the loaned buffer's index, for
+    /// futures that build the loan with a lifetime of their own.
+    pub(crate) fn poll_loaned(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<u32>> {
         if let Some(owner) = wait.armed {
             assert_eq!(owner, self.id(), "AsyncWait armed on another producer");
         }
@@ -293,12 +314,12 @@ impl Producer {
         r
     }
 
-    fn poll_loan_inner(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<SampleMut<'_>>> {
+    fn poll_loan_inner(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<u32>> {
         self.check_loanable()?;
         let core = self.core();
         loop {
             if let Some(b) = core.try_loan().map_err(map_protocol)? {
-                return Poll::Ready(Ok(self.sample(b)));
+                return Poll::Ready(Ok(b));
             }
             match wait.tick() {
                 Tick::TimedOut => return Poll::Ready(Err(Error::Timeout)),
@@ -315,7 +336,7 @@ impl Producer {
                 }
             };
             if let Some(b) = core.try_loan().map_err(map_protocol)? {
-                return Poll::Ready(Ok(self.sample(b)));
+                return Poll::Ready(Ok(b));
             }
             wait.register(core.space_bell(), bell, waker);
             return Poll::Pending;
@@ -335,15 +356,15 @@ impl Producer {
     }
 }
 
-/// The future of [`Producer::loan_async`].
+/// The `!Send` future of [`Producer::loan_async_local`].
 #[must_use = "futures do nothing unless awaited"]
 #[derive(Debug)]
-pub struct LoanFuture<'p> {
+pub struct LocalLoanFuture<'p> {
     producer: &'p Producer,
     wait: AsyncWait,
 }
 
-impl<'p> Future for LoanFuture<'p> {
+impl<'p> Future for LocalLoanFuture<'p> {
     type Output = Result<SampleMut<'p>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -353,7 +374,7 @@ impl<'p> Future for LoanFuture<'p> {
     }
 }
 
-impl Drop for LoanFuture<'_> {
+impl Drop for LocalLoanFuture<'_> {
     fn drop(&mut self) {
         self.producer.end_wait(&mut self.wait);
     }

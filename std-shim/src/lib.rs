@@ -60,7 +60,9 @@ pub mod reactor;
 pub mod trust;
 mod waiting;
 
-pub use aio::{AsyncWait, LoanFuture, RecvFuture};
+pub use aio::{
+    AsyncWait, LoanFuture, LocalLoanFuture, LocalRecvFuture, RecvFuture, SendSample, SendSampleMut,
+};
 pub use bips_core::descriptor::{
     DType, Descriptor, DescriptorError, Element, PayloadType, Plane, View, ViewMut,
 };
