@@ -93,5 +93,65 @@ fn parts(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cycle, parts);
+/// The cost of a channel's `max_held` (issue 14), in the same run: the 64-B
+/// cycle at max_held 8 (holds in the consumer's entry line, the default) and
+/// 64 (a run of 512 B per consumer in the hold table, which each retire scans:
+/// 64 words instead of 8 per consumer), with 1 and 4 consumers attached (the
+/// producer scans every live entry). The consumer that receives holds one
+/// sample at a time, as the cycle above.
+fn held(c: &mut Criterion) {
+    let mut g = c.benchmark_group("max_held");
+    for consumers in [1u32, 4] {
+        for policy in [Backpressure::Block, Backpressure::DropOldest] {
+            for max_held in [8u32, 64] {
+                let tag = format!("held-{consumers}-{policy:?}-{max_held}");
+                let producer = Producer::create(
+                    &name(&tag),
+                    &Options::new(4, 64)
+                        .max_consumers(consumers)
+                        .max_held(max_held)
+                        .backpressure(policy)
+                        .wait(WaitStrategy::Spin),
+                )
+                .expect("create");
+                let open = || {
+                    Consumer::open_with(
+                        &name(&tag),
+                        &ConsumerOptions::new()
+                            .start(Start::Oldest)
+                            .wait(WaitStrategy::Spin),
+                    )
+                    .expect("open")
+                };
+                let consumer = open();
+                // The others stay attached and up to date (Block needs their
+                // cursors past each sample): they receive in the same loop.
+                let others: Vec<Consumer> = (1..consumers).map(|_| open()).collect();
+                g.throughput(Throughput::Elements(1));
+                let id = format!("{consumers}c-{policy:?}");
+                g.bench_function(BenchmarkId::new(id, max_held), |b| {
+                    let mut seq = 0u64;
+                    b.iter(|| {
+                        let mut s = producer.try_loan().expect("loan").expect("a free buffer");
+                        bips_bench::stamp(s.as_mut_slice(), seq);
+                        s.publish().expect("publish");
+                        let r = consumer.try_recv().expect("recv").expect("a sample");
+                        assert_eq!(bips_bench::read_seq(r.as_slice()), seq);
+                        drop(r);
+                        for o in &others {
+                            drop(o.try_recv().expect("recv").expect("a sample"));
+                        }
+                        seq += 1;
+                    });
+                });
+                drop(others);
+                drop(consumer);
+                drop(producer);
+            }
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, cycle, parts, held);
 criterion_main!(benches);

@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// scheduler. Needs root or CAP_SYS_NICE.
     #[arg(long)]
     pub fifo: bool,
+    /// The `max_held` of every bips channel of the run (1..=64): 8 (the
+    /// default) keeps each consumer's holds in its entry line, more puts
+    /// them in the hold table the producer scans (issue 14's cost).
+    #[arg(long, default_value_t = bips::MAX_HELD as u32)]
+    pub max_held: u32,
 }
 
 /// How to start this program again as a peer process: `exe prefix... --cpu N
@@ -133,12 +138,19 @@ struct Peer {
 }
 
 impl Peer {
-    fn spawn(l: &Launcher, cpu: Option<usize>, index: u32, fifo: bool) -> Result<Peer, BoxError> {
+    fn spawn(
+        l: &Launcher,
+        cpu: Option<usize>,
+        index: u32,
+        fifo: bool,
+        max_held: u32,
+    ) -> Result<Peer, BoxError> {
         let mut cmd = Command::new(&l.exe);
         cmd.args(&l.prefix).args(["--index", &index.to_string()]);
         if fifo {
             cmd.arg("--fifo");
         }
+        cmd.args(["--max-held", &max_held.to_string()]);
         if let Some(cpu) = cpu {
             cmd.args(["--cpu", &cpu.to_string()]);
         }
@@ -266,6 +278,13 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
             crate::sys::FIFO_PRIORITY
         ));
     }
+    if a.max_held != bips::MAX_HELD as u32 {
+        notes.push(format!(
+            "bips channels made with max_held {} (--max-held; the default is {})",
+            a.max_held,
+            bips::MAX_HELD
+        ));
+    }
     if machine.load_start > 0.5 {
         notes.push(format!(
             "load average {:.2} at start: the machine was not idle, tails are pessimistic",
@@ -314,7 +333,7 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
     let peer_cpu = cpus.map(|c| c.1);
     let mut peers = Vec::new();
     for i in 0..npeers {
-        peers.push(Peer::spawn(launcher, peer_cpu, i, a.fifo)?);
+        peers.push(Peer::spawn(launcher, peer_cpu, i, a.fifo, a.max_held)?);
     }
     let page = RawPage::create()?;
     let iox_before = iox_shm_entries();
@@ -325,6 +344,7 @@ pub fn run(a: &BenchArgs, launcher: &Launcher) -> Result<Report, BoxError> {
         row: 0,
         cpus,
         fifo: a.fifo,
+        max_held: a.max_held,
     };
 
     let mut rows: Vec<Row> = Vec::new();
@@ -440,6 +460,7 @@ struct Harness {
     row: u32,
     cpus: Option<(usize, usize)>,
     fifo: bool,
+    max_held: u32,
 }
 
 /// Runs `one` (one round trip, returning its duration in ns) for `warm`
@@ -658,6 +679,7 @@ impl Harness {
             &ping,
             &Options::new(4, size)
                 .max_consumers(fan)
+                .max_held(self.max_held)
                 .wait(w)
                 .backend(backend),
         )?;
@@ -728,7 +750,13 @@ impl Harness {
     ) -> Result<(f64, u64), BoxError> {
         let w = wait_strategy(wait)?;
         let chan = self.name("tp");
-        let producer = Producer::create(&chan, &Options::new(8, size).max_consumers(fan).wait(w))?;
+        let producer = Producer::create(
+            &chan,
+            &Options::new(8, size)
+                .max_consumers(fan)
+                .max_held(self.max_held)
+                .wait(w),
+        )?;
         for i in 0..fan as usize {
             self.peers[i].send(&format!("bips-tp {wait} {chan}"))?;
         }

@@ -34,6 +34,9 @@ pub struct PeerArgs {
     /// Run as SCHED_FIFO (the harness's --fifo).
     #[arg(long)]
     pub fifo: bool,
+    /// `max_held` of the channels this peer creates (the harness's --max-held).
+    #[arg(long, default_value_t = bips::MAX_HELD as u32)]
+    pub max_held: u32,
 }
 
 /// Runs the peer: reads commands from stdin until `quit` or end of input.
@@ -55,11 +58,18 @@ pub fn peer_main(a: &PeerArgs) -> Result<(), BoxError> {
             ["raw-futex", path] => raw_futex(path, &mut out),
             ["raw-chain", path] => raw_chain(path, &mut out),
             ["uds", name, size] => uds(name, size.parse()?, &mut out),
-            ["bips-pp", size, wait, ping, pong] => {
-                bips_pingpong(size.parse()?, wait, ping, pong, Backend::Shm, &mut out)
-            }
+            ["bips-pp", size, wait, ping, pong] => bips_pingpong(
+                size.parse()?,
+                wait,
+                ping,
+                pong,
+                Backend::Shm,
+                a.max_held,
+                &mut out,
+            ),
             ["bips-pp", size, wait, ping, pong, "memfd"] => {
-                bips_pingpong(size.parse()?, wait, ping, pong, Backend::Memfd, &mut out)
+                let b = Backend::Memfd;
+                bips_pingpong(size.parse()?, wait, ping, pong, b, a.max_held, &mut out)
             }
             ["bips-tp", wait, chan] => bips_throughput(wait, chan, &mut out),
             _ => Err(format!("unknown command {line:?}").into()),
@@ -196,6 +206,7 @@ fn bips_pingpong(
     ping: &str,
     pong: &str,
     backend: Backend,
+    max_held: u32,
     out: &mut impl Write,
 ) -> Result<(), BoxError> {
     let wait = wait_strategy(wait)?;
@@ -203,6 +214,7 @@ fn bips_pingpong(
         pong,
         &Options::new(4, size)
             .max_consumers(1)
+            .max_held(max_held)
             .wait(wait)
             .backend(backend),
     )?;

@@ -99,6 +99,7 @@ fn info_json(i: &ChannelInfo) -> Value {
             "ring_capacity": g.ring_capacity,
             "max_consumers": g.max_consumers,
             "meta_size": g.meta_size,
+            "max_held": g.max_held,
         },
         "policy": policy(i),
         "backend": backend(i),
@@ -276,8 +277,15 @@ pub fn inspect(a: InspectArgs) -> Result<(), Failure> {
         i.epoch
     );
     println!(
-        "  geometry   {} buffers x {} B (alignment {}), ring {}, max {} consumers, {} B metadata",
-        g.buffer_count, g.buffer_size, g.alignment, g.ring_capacity, g.max_consumers, g.meta_size
+        "  geometry   {} buffers x {} B (alignment {}), ring {}, max {} consumers, {} B metadata, \
+         max {} held per consumer",
+        g.buffer_count,
+        g.buffer_size,
+        g.alignment,
+        g.ring_capacity,
+        g.max_consumers,
+        g.meta_size,
+        g.max_held
     );
     println!(
         "  owner      uid {}{}",

@@ -5,7 +5,9 @@
 //! ```text
 //! offset 0      Header          (128 B)   geometry + identity, written once at format
 //! 128           ProducerBlock   (640 B)   tail/doorbell | head | state | producer-waiting | sleepers
-//! 768           ConsumerEntry x max_consumers (128 B each)
+//! 768           ConsumerEntry x max_consumers (128 B each; holds inline when max_held <= 8)
+//! ...           hold runs     x max_consumers (only when max_held > 8: max_held words each,
+//!                                              rounded up to a 128-B line)
 //! ...           RingSlot      x ring_capacity  (32 B each)   seq stamp, buffer index, len, timestamp
 //! ...           BufferDesc    x buffer_count   (64 B each)   state, seq (producer's bookkeeping)
 //! ...           TypeBlock     (512 B)   the channel's payload type, written once at format
@@ -26,9 +28,16 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `b"BIPSRING"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"BIPSRING");
 /// Layout version; bumped on any change of the shared layout or protocol.
-pub const VERSION: u32 = 3;
-/// Samples one consumer may hold at once (announced in its [`ConsumerEntry`]).
+pub const VERSION: u32 = 4;
+/// The default held-sample limit of a channel ([`Geometry::max_held`]): the
+/// samples one consumer may hold at once unless the producer chose another.
 pub const MAX_HELD: usize = 8;
+/// Hold words that live in the consumer's own [`ConsumerEntry`] line. A
+/// channel with `max_held <= INLINE_HELD` keeps every hold there (the common
+/// case: one line per consumer, as in layout version 3); a larger one keeps
+/// them in a per-consumer run after the consumer table
+/// ([`Layout::holds_offset`]).
+pub const INLINE_HELD: usize = 8;
 /// Cache-line padding unit: 128 B covers x86-64 (adjacent-line prefetch) and
 /// Apple/Neoverse aarch64, and keeps the layout identical on every target.
 pub const LINE: usize = 128;
@@ -50,6 +59,9 @@ pub mod limits {
     pub const MIN_ALIGN: u32 = 64;
     /// Largest buffer alignment (2 MiB, a huge page).
     pub const MAX_ALIGN: u32 = 1 << 21;
+    /// Most samples one consumer may hold at once (a consumer's held set is
+    /// a 64-bit mask).
+    pub const MAX_HELD: u32 = 64;
 }
 
 /// What the producer does when every buffer is still needed by a consumer.
@@ -91,12 +103,17 @@ pub struct Geometry {
     pub meta_size: u32,
     /// Backpressure policy.
     pub policy: Policy,
+    /// Samples one consumer may hold at once (1..=64, default [`MAX_HELD`]).
+    /// Up to [`INLINE_HELD`] the holds live in the consumer's entry line;
+    /// beyond, in a run of its own that the producer scans too (each retire
+    /// reads `max_held` words per live consumer).
+    pub max_held: u32,
 }
 
 impl Geometry {
     /// A geometry with defaults for everything but the pool: ring capacity the
     /// next power of two of `buffer_count`, 8 consumers, 64 B of metadata,
-    /// 4096-B alignment, `Block`.
+    /// 4096-B alignment, `Block`, [`MAX_HELD`] (8) held samples per consumer.
     pub fn new(buffer_count: u32, buffer_size: u64) -> Geometry {
         Geometry {
             buffer_count,
@@ -106,6 +123,7 @@ impl Geometry {
             max_consumers: 8,
             meta_size: 64,
             policy: Policy::Block,
+            max_held: MAX_HELD as u32,
         }
     }
 }
@@ -217,7 +235,7 @@ pub struct Header {
     pub total_size: AtomicU64,
     /// Identity of this incarnation of the channel (chosen by the creator).
     pub epoch: AtomicU64,
-    /// [`MAX_HELD`] of the creator's build.
+    /// [`Geometry::max_held`].
     pub max_held: AtomicU32,
     _pad0: AtomicU32,
     _reserved: [AtomicU64; 7],
@@ -321,9 +339,11 @@ pub struct ConsumerEntry {
     pub lost: AtomicU64,
     /// Samples received so far.
     pub received: AtomicU64,
-    /// Held samples: `seq + 1` each, 0 for an empty slot.
-    pub held: [AtomicU64; MAX_HELD],
-    _pad: [AtomicU64; (LINE - 32 - 8 * MAX_HELD) / 8],
+    /// Held samples: `seq + 1` each, 0 for an empty slot. Only the first
+    /// `max_held` words are used, and only when `max_held <= INLINE_HELD`
+    /// (else the consumer's run in the hold table: [`Layout::holds_offset`]).
+    pub held: [AtomicU64; INLINE_HELD],
+    _pad: [AtomicU64; (LINE - 32 - 8 * INLINE_HELD) / 8],
 }
 
 /// Entry state: unclaimed.
@@ -427,6 +447,9 @@ mod pinned {
     const_assert_eq!(offset_of!(ConsumerEntry, lost), 16);
     const_assert_eq!(offset_of!(ConsumerEntry, received), 24);
     const_assert_eq!(offset_of!(ConsumerEntry, held), 32);
+    // The default channel keeps its holds in the entry line.
+    const_assert_eq!(INLINE_HELD, super::MAX_HELD);
+    const_assert_eq!(limits::MAX_HELD, u64::BITS);
     const_assert_eq!(size_of::<RingSlot>(), 32);
     const_assert_eq!(offset_of!(RingSlot, stamp), 0);
     const_assert_eq!(offset_of!(RingSlot, buf), 8);
@@ -450,6 +473,13 @@ pub struct Layout {
     pub producer_offset: usize,
     /// Offset of the consumer table.
     pub consumers_offset: usize,
+    /// Offset of the hold table (`max_consumers` runs of `holds_stride`
+    /// bytes, each run 128-aligned): where the holds live when `max_held >
+    /// INLINE_HELD`. Equal to `ring_offset` (an empty table) otherwise.
+    pub holds_offset: usize,
+    /// Bytes of one consumer's run in the hold table (`max_held` words
+    /// rounded up to a line); 0 when the holds are inline.
+    pub holds_stride: usize,
     /// Offset of the descriptor ring.
     pub ring_offset: usize,
     /// Offset of the buffer descriptors.
@@ -538,11 +568,18 @@ impl Layout {
             MAX_CONSUMERS.into(),
         )?;
         range("meta_size", g.meta_size.into(), 0, MAX_META.into())?;
+        range("max_held", g.max_held.into(), 1, limits::MAX_HELD.into())?;
 
         let line = LINE as u64;
         let producer = core::mem::size_of::<Header>() as u64;
         let consumers = add(producer, core::mem::size_of::<ProducerBlock>() as u64)?;
-        let ring = add(consumers, mul(g.max_consumers.into(), line)?)?;
+        let holds = add(consumers, mul(g.max_consumers.into(), line)?)?;
+        let holds_stride = if g.max_held as usize <= INLINE_HELD {
+            0
+        } else {
+            align_up(mul(g.max_held.into(), 8)?, line)?
+        };
+        let ring = add(holds, mul(g.max_consumers.into(), holds_stride)?)?;
         let ring_bytes = mul(
             g.ring_capacity.into(),
             core::mem::size_of::<RingSlot>() as u64,
@@ -564,6 +601,8 @@ impl Layout {
             geometry: g,
             producer_offset: to_usize(producer)?,
             consumers_offset: to_usize(consumers)?,
+            holds_offset: to_usize(holds)?,
+            holds_stride: to_usize(holds_stride)?,
             ring_offset: to_usize(ring)?,
             buffers_offset: to_usize(buffers)?,
             type_offset: to_usize(types)?,
@@ -599,9 +638,6 @@ impl Layout {
                 field: "header_size",
             });
         }
-        if h.max_held.load(Ordering::Relaxed) as usize != MAX_HELD {
-            return Err(LayoutError::Inconsistent { field: "max_held" });
-        }
         let p = h.policy.load(Ordering::Relaxed);
         let policy = Policy::from_u32(p).ok_or(LayoutError::OutOfRange {
             field: "policy",
@@ -615,6 +651,7 @@ impl Layout {
             max_consumers: h.max_consumers.load(Ordering::Relaxed),
             meta_size: h.meta_size.load(Ordering::Relaxed),
             policy,
+            max_held: h.max_held.load(Ordering::Relaxed),
         };
         let l = Layout::new(g)?;
         if h.total_size.load(Ordering::Relaxed) != l.total_size as u64 {
@@ -641,7 +678,7 @@ impl Layout {
         h.total_size
             .store(self.total_size as u64, Ordering::Relaxed);
         h.epoch.store(epoch, Ordering::Relaxed);
-        h.max_held.store(MAX_HELD as u32, Ordering::Relaxed);
+        h.max_held.store(g.max_held, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
     }
 }

@@ -64,7 +64,7 @@ pub mod wait;
 #[cfg(target_has_atomic = "64")]
 pub use descriptor::{DType, Descriptor, DescriptorError, PayloadType, Plane, View, ViewMut};
 #[cfg(target_has_atomic = "64")]
-pub use layout::{Geometry, Layout, LayoutError, Policy, MAX_HELD};
+pub use layout::{Geometry, Layout, LayoutError, Policy, INLINE_HELD, MAX_HELD};
 #[cfg(target_has_atomic = "64")]
 pub use protocol::{
     reclaim_consumer, Consumer, ConsumerInfo, Producer, ProtocolError, Received, Region, Start,

@@ -14,10 +14,13 @@
 //! | `ProducerBlock.producer_waiting` | producer             | consumers          |
 //! | `ProducerBlock.space_bell`    | consumers, reclaimer    | sleeping producer  |
 //! | `ConsumerEntry.*`             | its consumer, reclaimer | producer           |
+//! | hold run (`max_held > 8`)     | its consumer            | producer           |
 //!
 //! The common path is "producer writes a slot, consumer writes its own
 //! entry": no read-modify-write on a shared word per sample. A consumer
-//! announces what it holds in its own entry (`held`, `seq + 1` each); the
+//! announces what it holds in its own hold words (`seq + 1` each: the
+//! entry's `held` line, or its run in the hold table when the channel's
+//! `max_held` exceeds [`INLINE_HELD`]; see `Region::holds`); the
 //! producer recycles the buffer of sequence `t` only when no live consumer
 //! holds `t` and, under [`Policy::Block`], every live consumer's cursor is past
 //! `t`.
@@ -60,8 +63,12 @@ pub enum ProtocolError {
     Disconnected,
     /// The [`Wait`] strategy gave up (a timeout).
     TimedOut,
-    /// This consumer already holds [`MAX_HELD`] samples; release one first.
-    HeldLimit,
+    /// This consumer already holds the channel's `max_held` samples; release
+    /// one first.
+    HeldLimit {
+        /// The channel's limit ([`Geometry::max_held`]).
+        max: u32,
+    },
     /// The consumer entry is already claimed.
     EntryBusy,
     /// The index is not a consumer entry or buffer of this region.
@@ -78,9 +85,10 @@ impl core::fmt::Display for ProtocolError {
             ProtocolError::Corrupt(what) => write!(f, "shared region corrupt: {what}"),
             ProtocolError::Disconnected => write!(f, "producer gone and channel drained"),
             ProtocolError::TimedOut => write!(f, "timed out"),
-            ProtocolError::HeldLimit => {
-                write!(f, "consumer already holds {MAX_HELD} samples")
-            }
+            ProtocolError::HeldLimit { max } => write!(
+                f,
+                "consumer already holds {max} samples, the channel's max_held"
+            ),
             ProtocolError::EntryBusy => write!(f, "consumer entry already claimed"),
             ProtocolError::OutOfRange => write!(f, "index out of range"),
             ProtocolError::NotLoaned => write!(f, "buffer is not loaned"),
@@ -102,6 +110,11 @@ pub struct Region<'a> {
     header: &'a Header,
     producer: &'a ProducerBlock,
     consumers: &'a [ConsumerEntry],
+    /// The hold table (`max_consumers` runs of `hold_run` words) when
+    /// `max_held > INLINE_HELD`; empty otherwise.
+    hold_table: &'a [AtomicU64],
+    /// Words between two runs of `hold_table` (0 when it is empty).
+    hold_run: usize,
     ring: &'a [RingSlot],
     buffers: &'a [BufferDesc],
     types: Option<&'a TypeBlock>,
@@ -222,7 +235,9 @@ impl<'a> Region<'a> {
 
     /// Builds a region from separately allocated parts (heap, tests, loom),
     /// then initialises it like [`Region::format`]. Such a region has no
-    /// payload or metadata bytes.
+    /// payload or metadata bytes. `hold_table` holds
+    /// [`Layout::holds_stride`]` / 8` words per consumer (none when
+    /// `max_held <= INLINE_HELD`).
     ///
     /// # Panics
     /// When the slices' lengths disagree with `geometry`.
@@ -231,11 +246,14 @@ impl<'a> Region<'a> {
         header: &'a Header,
         producer: &'a ProducerBlock,
         consumers: &'a [ConsumerEntry],
+        hold_table: &'a [AtomicU64],
         ring: &'a [RingSlot],
         buffers: &'a [BufferDesc],
     ) -> Result<Region<'a>, LayoutError> {
         let layout = Layout::new(geometry)?;
+        let hold_run = layout.holds_stride / 8;
         assert_eq!(consumers.len(), geometry.max_consumers as usize);
+        assert_eq!(hold_table.len(), geometry.max_consumers as usize * hold_run);
         assert_eq!(ring.len(), geometry.ring_capacity as usize);
         assert_eq!(buffers.len(), geometry.buffer_count as usize);
         let region = Region {
@@ -243,6 +261,8 @@ impl<'a> Region<'a> {
             header,
             producer,
             consumers,
+            hold_table,
+            hold_run,
             ring,
             buffers,
             types: None,
@@ -269,6 +289,12 @@ impl<'a> Region<'a> {
                     base.add(layout.consumers_offset) as *const ConsumerEntry,
                     g.max_consumers as usize,
                 ),
+                // Empty when the holds are inline (`holds_stride == 0`).
+                hold_table: core::slice::from_raw_parts(
+                    base.add(layout.holds_offset) as *const AtomicU64,
+                    g.max_consumers as usize * (layout.holds_stride / 8),
+                ),
+                hold_run: layout.holds_stride / 8,
                 ring: core::slice::from_raw_parts(
                     base.add(layout.ring_offset) as *const RingSlot,
                     g.ring_capacity as usize,
@@ -415,7 +441,11 @@ impl<'a> Region<'a> {
             cursor: e.cursor.load(Relaxed),
             lost: e.lost.load(Relaxed),
             received: e.received.load(Relaxed),
-            held: e.held.iter().filter(|h| h.load(Relaxed) != 0).count() as u32,
+            held: self
+                .holds(idx as usize)
+                .iter()
+                .filter(|h| h.load(Relaxed) != 0)
+                .count() as u32,
             sleeping: self.is_sleeper(idx),
         })
     }
@@ -471,11 +501,29 @@ impl<'a> Region<'a> {
         &self.ring[(seq & (self.layout.geometry.ring_capacity as u64 - 1)) as usize]
     }
 
+    /// Consumer entry `i`'s hold words: the first `max_held` words of its
+    /// entry line when `max_held <= INLINE_HELD`, else the first `max_held`
+    /// words of its run in the hold table. Scans read exactly these (never
+    /// the padding up to a line, never 64 words on a channel of 8).
+    ///
+    /// # Panics
+    /// When `i >= max_consumers` (callers index the consumer table first).
+    #[inline]
+    fn holds(&self, i: usize) -> &'a [AtomicU64] {
+        let n = self.layout.geometry.max_held as usize;
+        if self.hold_run == 0 {
+            &self.consumers[i].held[..n]
+        } else {
+            let at = i * self.hold_run;
+            &self.hold_table[at..at + n]
+        }
+    }
+
     /// Whether no live consumer announces a hold on `seq`.
     fn unheld(&self, seq: u64) -> bool {
-        self.consumers.iter().all(|e| {
+        self.consumers.iter().enumerate().all(|(i, e)| {
             entry_word_split(e.state.load(Acquire)).1 != ENTRY_ACTIVE
-                || e.held.iter().all(|h| h.load(Acquire) != seq + 1)
+                || self.holds(i).iter().all(|h| h.load(Acquire) != seq + 1)
         })
     }
 
@@ -491,10 +539,10 @@ impl<'a> Region<'a> {
     /// Whether every live consumer has received `seq` (or skipped it) and
     /// none holds it: the `Block` condition for recycling its buffer.
     fn done_by_all(&self, seq: u64) -> bool {
-        self.consumers.iter().all(|e| {
+        self.consumers.iter().enumerate().all(|(i, e)| {
             entry_word_split(e.state.load(Acquire)).1 != ENTRY_ACTIVE
                 || (e.cursor.load(Acquire) > seq
-                    && e.held.iter().all(|h| h.load(Acquire) != seq + 1))
+                    && self.holds(i).iter().all(|h| h.load(Acquire) != seq + 1))
         })
     }
 }
@@ -878,17 +926,21 @@ impl Received {
 }
 
 /// A consumer of a region, bound to one entry of the consumer table. `!Sync`
-/// (process-local state in `Cell`s); holds up to [`MAX_HELD`] samples.
+/// (process-local state in `Cell`s); holds up to the channel's `max_held`
+/// samples ([`Geometry::max_held`]).
 pub struct Consumer<'a> {
     r: Region<'a>,
     wake: &'a (dyn Wake + Sync),
     idx: usize,
+    /// Our hold words ([`Region::holds`]), `max_held` of them.
+    holds: &'a [AtomicU64],
     /// The claim generation of our entry: only the word
     /// `entry_word(generation, ACTIVE)` is ours.
     generation: u32,
     policy: Policy,
     cursor: Cell<u64>,
-    held_mask: Cell<u32>,
+    /// Bit `k` set: `holds[k]` announces a sample we hold.
+    held_mask: Cell<u64>,
     pending_lost: Cell<u64>,
     lost: Cell<u64>,
     received: Cell<u64>,
@@ -927,7 +979,8 @@ impl<'a> Consumer<'a> {
         // Nobody reads an ATTACHING entry's holds; clear the last owner's.
         // Release, as in `release`: a Relaxed store would not continue the
         // release sequence of an earlier hold's clearing.
-        for h in &e.held {
+        let holds = region.holds(idx as usize);
+        for h in holds {
             h.store(0, Release);
         }
         e.lost.store(0, Relaxed);
@@ -980,6 +1033,7 @@ impl<'a> Consumer<'a> {
             r: region,
             wake,
             idx: idx as usize,
+            holds,
             generation,
             policy: region.layout.geometry.policy,
             cursor: Cell::new(c),
@@ -1011,6 +1065,11 @@ impl<'a> Consumer<'a> {
         self.held_mask.get().count_ones()
     }
 
+    /// Samples this consumer may hold at once: the channel's `max_held`.
+    pub fn max_held(&self) -> u32 {
+        self.holds.len() as u32
+    }
+
     fn entry(&self) -> &ConsumerEntry {
         &self.r.consumers[self.idx]
     }
@@ -1034,9 +1093,12 @@ impl<'a> Consumer<'a> {
     /// No system call, no allocation, cost independent of payload size.
     pub fn try_recv(&self) -> Result<Option<Received>, ProtocolError> {
         let mask = self.held_mask.get();
-        if mask.count_ones() as usize >= MAX_HELD {
-            return Err(ProtocolError::HeldLimit);
+        if mask.count_ones() as usize >= self.holds.len() {
+            return Err(ProtocolError::HeldLimit {
+                max: self.holds.len() as u32,
+            });
         }
+        // `k <= count_ones < max_held <= 64`: a free hold word.
         let k = mask.trailing_ones() as usize;
         let e = self.entry();
         let p = self.r.producer;
@@ -1090,7 +1152,7 @@ impl<'a> Consumer<'a> {
             // Relaxed: a producer reading this value must also be ordered
             // after our earlier `held[k] = 0` (and the payload reads it
             // published); a Relaxed store would break that release sequence.
-            e.held[k].store(c + 1, Release);
+            self.holds[k].store(c + 1, Release);
             if self.policy == Policy::DropOldest {
                 // Handshake 1: the producer may be recycling `c` right now.
                 fence(SeqCst);
@@ -1109,7 +1171,7 @@ impl<'a> Consumer<'a> {
             e.cursor.store(c + 1, Release);
             self.received.set(self.received.get() + 1);
             e.received.store(self.received.get(), Relaxed);
-            self.held_mask.set(mask | 1 << k);
+            self.held_mask.set(mask | 1u64 << k);
             return Ok(Some(Received {
                 seq: c,
                 buf: b,
@@ -1220,7 +1282,7 @@ impl<'a> Consumer<'a> {
     /// Takes back a hold announced by a receive that did not complete. The
     /// producer may have seen it and gone to sleep on it (handshake 3).
     fn withdraw(&self, k: usize) {
-        self.entry().held[k].store(0, Release);
+        self.holds[k].store(0, Release);
         self.r.notify_producer(self.wake);
     }
 
@@ -1232,14 +1294,14 @@ impl<'a> Consumer<'a> {
     /// would otherwise drop that consumer's hold).
     pub fn release(&self, sample: Received, wake: &impl Wake) {
         assert!(
-            sample.entry == self.idx as u32 && self.held_mask.get() & (1 << sample.slot) != 0,
+            sample.entry == self.idx as u32 && self.held_mask.get() & (1u64 << sample.slot) != 0,
             "sample released to a consumer that did not receive it"
         );
         let k = sample.slot as usize;
         // Everything we read from the buffer happens-before the producer's
         // next write to it: it loads this hold with Acquire.
-        self.entry().held[k].store(0, Release);
-        self.held_mask.set(self.held_mask.get() & !(1 << k));
+        self.holds[k].store(0, Release);
+        self.held_mask.set(self.held_mask.get() & !(1u64 << k));
         // Handshake 3.
         self.r.notify_producer(wake);
     }
@@ -1264,7 +1326,7 @@ impl<'a> Consumer<'a> {
             )
             .is_ok()
         {
-            for h in &e.held {
+            for h in self.holds {
                 h.store(0, Release);
             }
             self.r.clear_sleeper(self.idx as u32);

@@ -89,6 +89,72 @@ fn held_buffer_is_never_recycled_and_release_out_of_order() {
     c.release(s, &NoWake);
 }
 
+/// A channel's `max_held` beyond the entry line (holds in the hold table):
+/// `max_held` samples held at once, the next one refused with the channel's
+/// limit, and under `DropOldest` the producer, recycling all the while, never
+/// hands out a held buffer (it scans the table, every word of the run: the
+/// holds land in words 0..64). Two consumers, so the second's run is used too.
+#[test]
+fn spilled_holds_are_scanned_and_limited() {
+    // Miri (8 seeds, every atomic load checked) gets the short version.
+    let rounds = if cfg!(miri) { 12 } else { 100 };
+    for max_held in [9u32, 64] {
+        let buffers = max_held + 8;
+        let g = bips_core::Geometry {
+            max_held,
+            ring_capacity: 128,
+            ..small(buffers, 2, Policy::DropOldest)
+        };
+        let (raw, layout) = RawRegion::formatted(g);
+        assert!(layout.holds_stride >= 8 * max_held as usize);
+        let r = raw.region();
+        let p = Producer::new(r);
+        let c0 = Consumer::claim(r, 0, Start::Oldest, &NoWake).unwrap();
+        let c1 = Consumer::claim(r, 1, Start::Oldest, &NoWake).unwrap();
+        assert_eq!((c0.max_held(), c1.max_held()), (max_held, max_held));
+        for _ in 0..max_held {
+            let b = p.try_loan().unwrap().unwrap();
+            p.publish(b, 1, 0, &NoWake).unwrap();
+        }
+        // c1 holds every sample; c0 holds none yet.
+        let mut held = Vec::new();
+        for _ in 0..max_held {
+            held.push(c1.try_recv().unwrap().unwrap());
+        }
+        assert_eq!(
+            c1.try_recv(),
+            Err(ProtocolError::HeldLimit { max: max_held })
+        );
+        assert_eq!(r.consumer_info(1).unwrap().held, max_held);
+        let pinned: Vec<u32> = held.iter().map(|s| s.buffer()).collect();
+        // The producer keeps publishing on the 8 buffers left.
+        for _ in 0..rounds {
+            let b = p.try_loan().unwrap().expect("8 unheld buffers");
+            assert!(!pinned.contains(&b), "loaned held buffer {b}");
+            p.publish(b, 1, 0, &NoWake).unwrap();
+        }
+        // c0 takes what is retained (the 8 newest), in its own run.
+        let mut held0 = Vec::new();
+        while let Ok(Some(s)) = c0.try_recv() {
+            held0.push(s);
+        }
+        assert_eq!(held0.len() as u32, max_held.min(8));
+        for s in held.drain(..) {
+            c1.release(s, &NoWake);
+        }
+        assert_eq!(r.consumer_info(1).unwrap().held, 0);
+        let pinned0: Vec<u32> = held0.iter().map(|s| s.buffer()).collect();
+        for _ in 0..if cfg!(miri) { buffers } else { 3 * buffers } {
+            let b = p.try_loan().unwrap().expect("released buffers come back");
+            assert!(!pinned0.contains(&b), "loaned buffer {b} c0 holds");
+            p.publish(b, 1, 0, &NoWake).unwrap();
+        }
+        for s in held0 {
+            c0.release(s, &NoWake);
+        }
+    }
+}
+
 #[test]
 fn held_limit_is_enforced() {
     let (raw, _) = RawRegion::formatted(small(16, 1, Policy::Block));
@@ -103,7 +169,7 @@ fn held_limit_is_enforced() {
     for _ in 0..bips_core::MAX_HELD {
         held.push(c.try_recv().unwrap().unwrap());
     }
-    assert_eq!(c.try_recv(), Err(ProtocolError::HeldLimit));
+    assert_eq!(c.try_recv(), Err(ProtocolError::HeldLimit { max: 8 }));
     c.release(held.remove(3), &NoWake);
     assert!(c.try_recv().unwrap().is_some());
 }

@@ -135,7 +135,11 @@ struct Chan {
 
 impl Chan {
     fn new(buffers: u32, consumers: u32, policy: Policy) -> Chan {
-        let g = small(buffers, consumers, policy);
+        Chan::with_geometry(small(buffers, consumers, policy))
+    }
+
+    fn with_geometry(g: bips_core::Geometry) -> Chan {
+        let buffers = g.buffer_count;
         let shared = Box::into_raw(Box::new(Shared {
             parts: HeapParts::new(g),
             payload: (0..buffers).map(|_| UnsafeCell::new(u64::MAX)).collect(),
@@ -705,5 +709,47 @@ fn reclaim_of_dead_sleeper_races_newcomer() {
         reclaimer.join().unwrap();
         assert!(!r.consumer_info(0).unwrap().sleeping, "no bit left behind");
         p.close(&sh.futex);
+    });
+}
+
+// ---------------------------------------------------------------------------
+// 8. Holds past the entry line (max_held > INLINE_HELD): the consumer's holds
+//    live in its run of the hold table, which the producer's retire scans.
+
+/// As `no_lost_wakeup_loan_drop_oldest`, on a channel whose `max_held` (9)
+/// puts the holds in the hold table: the consumer keeps sample `kept` in
+/// word 0 of its run while it receives the rest through word 1, announcing
+/// and withdrawing holds there as the producer retires under it (handshake
+/// 1), and the producer sleeps in `loan` on a withdrawn hold (handshake 3).
+/// A scan that missed the table would let the producer rewrite `kept`
+/// (a causality violation on its payload cell) and one that missed a
+/// withdrawal would leave the producer asleep (a deadlock).
+#[test]
+fn spilled_holds_race_retire() {
+    const K: u64 = 3;
+    model(3, || {
+        let g = bips_core::Geometry {
+            max_held: bips_core::INLINE_HELD as u32 + 1,
+            ..small(2, 1, Policy::DropOldest)
+        };
+        let ch = Chan::with_geometry(g);
+        let (r, sh) = (ch.region, ch.sh());
+        assert!(r.layout().holds_stride > 0, "holds spill to the table");
+        let c = Consumer::claim(r, 0, Start::Oldest, &sh.futex).unwrap();
+        let consumer = thread::spawn(move || {
+            let kept = c.recv(&mut Sleep(&sh.futex)).unwrap();
+            check(sh, &kept);
+            let t = drain(&c, sh);
+            assert_eq!(kept.seq() + 1 + t.seen + t.lagged, K);
+            check(sh, &kept); // held throughout: never rewritten
+            c.release(kept, &sh.futex);
+        });
+        let p = Producer::new(r);
+        for _ in 0..K {
+            let b = p.loan(&mut Sleep(&sh.futex)).unwrap();
+            fill_and_publish(&p, sh, b);
+        }
+        p.close(&sh.futex);
+        consumer.join().unwrap();
     });
 }

@@ -100,6 +100,7 @@ fn geometry_64k(buffers: u32, size: u64, policy: Policy) -> Geometry {
         max_consumers: 3,
         meta_size: META,
         policy,
+        max_held: bips_core::MAX_HELD as u32,
     }
 }
 

@@ -109,24 +109,27 @@ fn any_geometry() -> impl Strategy<Value = Geometry> {
         (0u8..3, edge_u32(limits::MAX_RING), 0u32..4),
         edge_u32(limits::MAX_CONSUMERS),
         edge_u32(limits::MAX_META),
-        policy(),
+        (policy(), edge_u32(limits::MAX_HELD)),
     )
-        .prop_map(|(bc, bs, al, (mode, ring, shift), mc, meta, policy)| {
-            let ring_capacity = match mode {
-                0 => ring,
-                1 => bc.checked_next_power_of_two().unwrap_or(0) << shift,
-                _ => bc,
-            };
-            Geometry {
-                buffer_count: bc,
-                buffer_size: bs,
-                alignment: al,
-                ring_capacity,
-                max_consumers: mc,
-                meta_size: meta,
-                policy,
-            }
-        })
+        .prop_map(
+            |(bc, bs, al, (mode, ring, shift), mc, meta, (policy, mh))| {
+                let ring_capacity = match mode {
+                    0 => ring,
+                    1 => bc.checked_next_power_of_two().unwrap_or(0) << shift,
+                    _ => bc,
+                };
+                Geometry {
+                    buffer_count: bc,
+                    buffer_size: bs,
+                    alignment: al,
+                    ring_capacity,
+                    max_consumers: mc,
+                    meta_size: meta,
+                    policy,
+                    max_held: mh,
+                }
+            },
+        )
 }
 
 /// Mostly valid geometries spanning the whole accepted range.
@@ -138,9 +141,9 @@ fn valid_geometry_wide() -> impl Strategy<Value = Geometry> {
         0u32..=20,
         1..=limits::MAX_CONSUMERS,
         0..=limits::MAX_META,
-        policy(),
+        (policy(), 1..=limits::MAX_HELD),
     )
-        .prop_map(|(bc, bs, al, ring, mc, meta, policy)| Geometry {
+        .prop_map(|(bc, bs, al, ring, mc, meta, (policy, mh))| Geometry {
             buffer_count: bc,
             buffer_size: bs,
             alignment: 1 << al,
@@ -148,6 +151,7 @@ fn valid_geometry_wide() -> impl Strategy<Value = Geometry> {
             max_consumers: mc,
             meta_size: meta,
             policy,
+            max_held: mh,
         })
 }
 
@@ -175,6 +179,9 @@ fn expected_error(g: &Geometry) -> Option<LayoutError> {
     if g.meta_size > MAX_META {
         return oor("meta_size", g.meta_size.into());
     }
+    if !(1..=MAX_HELD).contains(&g.max_held) {
+        return oor("max_held", g.max_held.into());
+    }
     None
 }
 
@@ -193,7 +200,16 @@ fn check_layout(g: &Geometry, l: &Layout) -> Result<(), TestCaseError> {
     prop_assert!(l.buffer_stride as u128 >= u128::from(g.buffer_size));
     prop_assert!((l.buffer_stride as u128) < u128::from(g.buffer_size) + align);
     // (name, offset, bytes, required alignment), in region order.
-    let parts: [(&str, usize, u128, u128); 9] = [
+    // The hold table: a run of `max_held` words per consumer, each rounded
+    // up to a line, only when the holds do not fit the entry line.
+    let spilled = g.max_held as usize > bips_core::INLINE_HELD;
+    let run = if spilled {
+        (u128::from(g.max_held) * 8).div_ceil(line) * line
+    } else {
+        0
+    };
+    prop_assert_eq!(l.holds_stride as u128, run);
+    let parts: [(&str, usize, u128, u128); 10] = [
         ("header", 0, size_of::<Header>() as u128, line),
         (
             "producer",
@@ -205,6 +221,12 @@ fn check_layout(g: &Geometry, l: &Layout) -> Result<(), TestCaseError> {
             "consumers",
             l.consumers_offset,
             u128::from(g.max_consumers) * size_of::<ConsumerEntry>() as u128,
+            line,
+        ),
+        (
+            "hold table",
+            l.holds_offset,
+            u128::from(g.max_consumers) * run,
             line,
         ),
         (
@@ -307,6 +329,7 @@ fn test_geometry() -> Geometry {
         max_consumers: 2,
         meta_size: 24,
         policy: Policy::DropOldest,
+        max_held: 8,
     }
 }
 
@@ -381,11 +404,23 @@ fn header_validation_table() {
         ),
         (
             &h.max_held,
-            vec![(
-                "max_held 4",
-                4,
-                Err(LayoutError::Inconsistent { field: "max_held" }),
-            )],
+            vec![
+                ("max_held 0", 0, oor("max_held", 0)),
+                ("max_held 65", 65, oor("max_held", 65)),
+                (
+                    "max_held huge",
+                    u64::from(u32::MAX),
+                    oor("max_held", u64::from(u32::MAX)),
+                ),
+                // Past the entry line: the hold table would change the size.
+                (
+                    "max_held 16",
+                    16,
+                    Err(LayoutError::Inconsistent {
+                        field: "total_size",
+                    }),
+                ),
+            ],
         ),
         (
             &h.policy,
@@ -708,9 +743,6 @@ proptest! {
                 expected: VERSION,
             }),
             "header_size" if stored != 128 => Err(LayoutError::Inconsistent { field: name }),
-            "max_held" if stored != bips_core::MAX_HELD as u64 => {
-                Err(LayoutError::Inconsistent { field: name })
-            }
             "total_size" if stored != layout.total_size as u64 => {
                 Err(LayoutError::Inconsistent { field: name })
             }
@@ -729,6 +761,7 @@ proptest! {
                     "meta_size" => g2.meta_size = stored as u32,
                     "alignment" => g2.alignment = stored as u32,
                     "buffer_size" => g2.buffer_size = stored,
+                    "max_held" => g2.max_held = stored as u32,
                     _ => {}
                 }
                 match Layout::new(g2) {
@@ -761,9 +794,13 @@ fn small_geometry() -> impl Strategy<Value = Geometry> {
         0u32..=2,
         1u32..=4,
         0u32..=100,
-        policy(),
+        // Inline holds (1..=8) and a hold table (9..=64) alike.
+        (
+            policy(),
+            prop_oneof![1u32..=8, 9u32..=64, Just(limits::MAX_HELD)],
+        ),
     )
-        .prop_map(|(bc, bs, al, shift, mc, meta, policy)| Geometry {
+        .prop_map(|(bc, bs, al, shift, mc, meta, (policy, mh))| Geometry {
             buffer_count: bc,
             buffer_size: bs,
             alignment: al,
@@ -771,6 +808,7 @@ fn small_geometry() -> impl Strategy<Value = Geometry> {
             max_consumers: mc,
             meta_size: meta,
             policy,
+            max_held: mh,
         })
 }
 
@@ -882,7 +920,14 @@ impl FieldHit {
                 $base + core::mem::offset_of!($t, $f)
             };
         }
-        let held = 8 * (i % bips_core::MAX_HELD);
+        // A hold word: in the entry line, or in the entry's run of the hold
+        // table when the channel's holds spill.
+        let held_word = 8 * (i % g.max_held as usize);
+        let holds_at = if l.holds_stride == 0 {
+            entry + core::mem::offset_of!(ConsumerEntry, held)
+        } else {
+            l.holds_offset + (i % g.max_consumers as usize) * l.holds_stride
+        };
         // (offset, is 64-bit)
         let (off, wide) = match self.field {
             0 => (at!(p, ProducerBlock, head), true),
@@ -898,7 +943,7 @@ impl FieldHit {
             7 => (at!(entry, ConsumerEntry, received), true),
             8 => (at!(entry, ConsumerEntry, cursor), true),
             9 => (at!(entry, ConsumerEntry, lost), true),
-            10 => (at!(entry, ConsumerEntry, held) + held, true),
+            10 => (holds_at + held_word, true),
             11 | 17 => (at!(slot, RingSlot, stamp), true), // the hot word: twice
             12 => (at!(slot, RingSlot, buf), false),
             13 => (at!(desc, BufferDesc, state), false),
@@ -1313,6 +1358,7 @@ fn concurrent_hostile_writer_never_panics() {
             max_consumers: 2,
             meta_size: 0,
             policy,
+            max_held: 8,
         };
         let (raw, layout) = RawRegion::formatted(g);
         let r = raw.region();

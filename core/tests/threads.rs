@@ -121,6 +121,7 @@ fn geometry(buffers: u32, consumers: u32, policy: Policy) -> Geometry {
         max_consumers: consumers,
         meta_size: META as u32,
         policy,
+        max_held: bips_core::MAX_HELD as u32,
     }
 }
 

@@ -163,6 +163,19 @@ impl Consumer {
         self.core.region().geometry()
     }
 
+    /// How many samples this consumer may hold at once: the channel's
+    /// `max_held`, chosen by its producer ([`crate::Options::max_held`]).
+    /// Receiving while holding that many fails with [`Error::HeldLimit`].
+    pub fn max_held(&self) -> u32 {
+        self.core.max_held()
+    }
+
+    /// Samples this consumer holds right now (received, not yet dropped or
+    /// released).
+    pub fn held(&self) -> u32 {
+        self.core.held()
+    }
+
     /// Receives the next sample, waiting as long as it takes.
     /// [`Error::Disconnected`] once the producer is gone and drained.
     pub fn recv(&self) -> Result<Sample<'_>> {

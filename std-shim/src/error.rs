@@ -119,13 +119,15 @@ pub enum Error {
         max: u32,
     },
 
-    /// This consumer already holds as many samples as it may.
+    /// This consumer already holds as many samples as it may: the channel's
+    /// `max_held` ([`crate::Options::max_held`]).
     #[error(
-        "this consumer already holds {max} samples, its limit; drop (release) a sample \
-         before receiving another"
+        "this consumer already holds {max} samples, the channel's limit (max_held = {max}); \
+         drop (release) a sample before receiving another, or have the producer create the \
+         channel with a larger max_held (up to 64)"
     )]
     HeldLimit {
-        /// How many samples a consumer may hold at once.
+        /// The channel's `max_held`: how many samples a consumer may hold at once.
         max: u32,
     },
 

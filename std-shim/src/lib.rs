@@ -67,6 +67,11 @@ pub use bips_core::descriptor::{
     DType, Descriptor, DescriptorError, Element, PayloadType, Plane, View, ViewMut,
 };
 pub use bips_core::{Geometry, LayoutError, Start, MAX_HELD};
+
+/// The most samples a channel lets one consumer hold at once
+/// ([`Options::max_held`] accepts 1..=`MAX_HELD_LIMIT`; the default is
+/// [`MAX_HELD`]).
+pub const MAX_HELD_LIMIT: u32 = bips_core::layout::limits::MAX_HELD;
 #[cfg(feature = "signals")]
 pub use cleanup::cleanup_on_signals;
 pub use cleanup::remove_owned_channels;
@@ -95,9 +100,7 @@ pub(crate) fn map_protocol(e: bips_core::ProtocolError) -> Error {
         P::Corrupt(what) => Error::Corrupt { what },
         P::Disconnected => Error::Disconnected,
         P::TimedOut => Error::Timeout,
-        P::HeldLimit => Error::HeldLimit {
-            max: MAX_HELD as u32,
-        },
+        P::HeldLimit { max } => Error::HeldLimit { max },
         P::EntryBusy => Error::Corrupt {
             what: "consumer entry taken while we held its lock",
         },

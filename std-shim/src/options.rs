@@ -116,6 +116,7 @@ pub struct Options {
     pub(crate) max_consumers: u32,
     pub(crate) ring_capacity: Option<u32>,
     pub(crate) meta_size: u32,
+    pub(crate) max_held: u32,
     pub(crate) alignment: Option<u32>,
     pub(crate) wait: WaitStrategy,
     pub(crate) mode: u32,
@@ -138,6 +139,7 @@ impl Options {
             max_consumers: 8,
             ring_capacity: None,
             meta_size: 64,
+            max_held: crate::MAX_HELD as u32,
             alignment: None,
             wait: WaitStrategy::default(),
             mode: 0o600,
@@ -210,6 +212,29 @@ impl Options {
     /// Sets the per-sample user metadata size in bytes (0..=4096).
     pub fn meta_size(mut self, bytes: u32) -> Options {
         self.meta_size = bytes;
+        self
+    }
+
+    /// Sets how many samples one consumer may hold at once (1..=64, default
+    /// [`crate::MAX_HELD`] = 8): a consumer that batches frames (inference
+    /// over 16-64 frames) keeps them all in place. Beyond it, a receive fails
+    /// with [`Error::HeldLimit`]. Up to 8 the holds share the consumer's
+    /// entry line; beyond, each consumer gets a run of its own and the
+    /// producer's scans read `n` words per consumer (BENCHMARKS.md measures
+    /// the cost). Size the pool to match: held samples keep their buffers.
+    ///
+    /// ```
+    /// use bips::{Consumer, Options, Producer};
+    /// # let name = format!("doc-max-held-{}", std::process::id());
+    /// let producer = Producer::create(&name, &Options::new(72, 64).max_held(64))?;
+    /// let consumer = Consumer::open(&name)?;
+    /// assert_eq!(consumer.max_held(), 64);
+    /// # drop(consumer);
+    /// # drop(producer);
+    /// # Ok::<(), bips::Error>(())
+    /// ```
+    pub fn max_held(mut self, n: u32) -> Options {
+        self.max_held = n;
         self
     }
 
@@ -318,6 +343,7 @@ impl Options {
             max_consumers: self.max_consumers,
             meta_size: self.meta_size,
             policy: self.backpressure,
+            max_held: self.max_held,
         };
         bips_core::Layout::new(g).map_err(|e| Error::InvalidOptions(e.to_string()))?;
         Ok(g)

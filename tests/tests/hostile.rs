@@ -255,6 +255,7 @@ fn vandalise(policy_name: &str) {
         max_consumers: 8,
         meta_size: 64,
         policy: policy(policy_name),
+        max_held: bips::MAX_HELD as u32,
     })
     .unwrap();
     let map = Mapping::open(&ch.path());

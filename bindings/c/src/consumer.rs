@@ -12,16 +12,20 @@ use crate::{
 };
 
 const CONSUMER_MAGIC: u64 = 0x6269_7073_434f_4e53; // "bipsCONS"
-const HELD: usize = bips::MAX_HELD;
 
 /// `gate` bit: a thread is inside a call on the consumer.
 const INSIDE: u32 = 1;
-/// `gate` bits: a release of slot `i` waits in `mailbox[i]` (bit `i + 1`).
-const PENDING_MASK: u32 = ((1 << HELD) - 1) << 1;
-const _: () = assert!(HELD < 31);
+/// Pending bits in `gate` (bits 1..=31): slot `i`'s is bit `1 + i % 31`, so
+/// slots `i`, `i + 31`, `i + 62` (a channel's `max_held` goes up to 64) share
+/// one and a drain looks at each of their mailboxes.
+const PENDING_BITS: usize = 31;
+/// `gate` bits: a release waits in the mailbox of a slot of that bit's group.
+const PENDING_MASK: u32 = !INSIDE;
+const _: () = assert!(bips::MAX_HELD_LIMIT as usize <= 3 * PENDING_BITS);
+const _: () = assert!(bips::MAX_HELD_LIMIT < 1 << crate::SLOT_BITS);
 
 const fn pending_bit(slot: usize) -> u32 {
-    2 << slot
+    2 << (slot % PENDING_BITS)
 }
 
 /// How long a blocking `recv` waits between looks at the mailbox.
@@ -37,8 +41,8 @@ pub struct bips_consumer {
     gate: AtomicU32,
     /// Tokens of releases made while another thread was inside: the thread
     /// inside applies them when it leaves, or between the slices of a
-    /// blocking `recv`.
-    mailbox: [AtomicU64; HELD],
+    /// blocking `recv`. One per slot: the channel's `max_held`.
+    mailbox: Box<[AtomicU64]>,
     meta_size: usize,
     state: UnsafeCell<ConsumerState>,
     // Dropped after `state`: the held samples point into this mapping.
@@ -48,7 +52,8 @@ pub struct bips_consumer {
 struct ConsumerState {
     destroyed: bool,
     outstanding: usize,
-    slots: [HeldSlot; HELD],
+    /// One per sample the consumer may hold (the channel's `max_held`).
+    slots: Box<[HeldSlot]>,
 }
 
 struct HeldSlot {
@@ -154,10 +159,13 @@ impl bips_consumer {
     fn drain(&self, st: &mut ConsumerState) -> bool {
         let bits = self.gate.fetch_and(!PENDING_MASK, Ordering::Acquire) & PENDING_MASK;
         let mut applied = false;
-        for i in 0..HELD {
+        for (i, m) in self.mailbox.iter().enumerate() {
             if bits & pending_bit(i) != 0 {
-                let tok = self.mailbox[i].swap(0, Ordering::Acquire);
-                applied |= st.release(&self.consumer, tok).is_ok();
+                // A slot sharing the bit may have nothing waiting: 0.
+                let tok = m.swap(0, Ordering::Acquire);
+                if tok != 0 {
+                    applied |= st.release(&self.consumer, tok).is_ok();
+                }
             }
         }
         applied
@@ -170,7 +178,7 @@ impl bips_consumer {
     /// inside may free it.
     fn post_release(&self, tok: u64) -> FfiResult<bool> {
         let i = token_slot(tok);
-        if tok == 0 || i >= HELD {
+        if tok == 0 || i >= self.mailbox.len() {
             return Err(stale());
         }
         if self.mailbox[i]
@@ -283,15 +291,16 @@ pub unsafe extern "C" fn bips_consumer_open(
         // SAFETY: caller's contract for `options`.
         let opts = unsafe { consumer_options(options) }?;
         let consumer = bips::Consumer::open_with(name, &opts)?;
+        let held = consumer.max_held() as usize;
         *out = Box::into_raw(Box::new(bips_consumer {
             magic: CONSUMER_MAGIC,
             gate: AtomicU32::new(0),
-            mailbox: [const { AtomicU64::new(0) }; HELD],
+            mailbox: (0..held).map(|_| AtomicU64::new(0)).collect(),
             meta_size: consumer.geometry().meta_size as usize,
             state: UnsafeCell::new(ConsumerState {
                 destroyed: false,
                 outstanding: 0,
-                slots: [FREE_SLOT; HELD],
+                slots: (0..held).map(|_| FREE_SLOT).collect(),
             }),
             consumer,
         }));
@@ -342,7 +351,9 @@ pub unsafe extern "C" fn bips_consumer_destroy(consumer: *mut bips_consumer) -> 
 /// nanoseconds (negative: as long as it takes; 0: only if one is ready now,
 /// else `BIPS_E_TIMEOUT`, without a system call). `BIPS_E_DISCONNECTED` once
 /// the producer is gone and every remaining sample was received;
-/// `BIPS_E_HELD_LIMIT` while `BIPS_MAX_HELD` samples are held.
+/// `BIPS_E_HELD_LIMIT` while the channel's `max_held` samples are held
+/// (`bips_consumer_max_held`; `BIPS_MAX_HELD` = 8 unless the producer chose
+/// another).
 ///
 /// A waiting `recv` looks every 10 ms for releases that other threads made
 /// meanwhile (see `bips_sample_release`) and applies them, so a Block
@@ -369,7 +380,13 @@ pub unsafe extern "C" fn bips_consumer_recv(
         let Some(idx) = st.slots.iter().position(|s| s.token == 0) else {
             return Err(Fail::new(
                 BIPS_E_HELD_LIMIT,
-                "this consumer already holds BIPS_MAX_HELD samples; release one first",
+                format!(
+                    "this consumer already holds {n} samples, the channel's limit \
+                     (max_held = {n}); release one first, or have the producer create the \
+                     channel with a larger max_held (bips_options.max_held, up to \
+                     BIPS_MAX_HELD_LIMIT = 64)",
+                    n = st.slots.len()
+                ),
             ));
         };
         let c = &h.consumer;
@@ -563,6 +580,31 @@ pub unsafe extern "C" fn bips_sample_meta(s: bips_sample) -> *const c_void {
 pub unsafe extern "C" fn bips_sample_meta_size(s: bips_sample) -> usize {
     // SAFETY: `s.owner` is null or a live consumer handle (this function's `# Safety` contract; `with_sample` needs exactly that).
     ffi_value(0, || unsafe { with_sample(s, |_, _, n| n) })
+}
+
+/// Stores in `*out` how many samples this consumer may hold at once: the
+/// channel's `max_held` (`bips_options.max_held` of its producer, 1..=64).
+/// `bips_consumer_recv` answers `BIPS_E_HELD_LIMIT` while that many are held.
+///
+/// # Safety
+/// `consumer` is null or a live handle; `out` is null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn bips_consumer_max_held(
+    consumer: *const bips_consumer,
+    out: *mut u32,
+) -> bips_status {
+    ffi(|| {
+        // SAFETY: caller's contract for `out`.
+        let out = unsafe { out_arg(out, "out is NULL") }?;
+        // SAFETY: `consumer` is null or a live handle from `bips_consumer_open` (this function's `# Safety` contract).
+        let h = unsafe { consumer_ref(consumer) }?;
+        let (_in, st) = h.enter(consumer)?;
+        if st.destroyed {
+            return Err(Fail::invalid("consumer was destroyed"));
+        }
+        *out = st.slots.len() as u32;
+        Ok(())
+    })
 }
 
 /// Stores the channel's geometry in `*out`.

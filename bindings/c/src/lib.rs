@@ -12,8 +12,8 @@
 //! * `bips_sample_mut` (a loan) and `bips_sample` (a received sample) are small
 //!   **value** handles: the owning producer/consumer pointer plus a token (a
 //!   slot index and a generation). The state lives in a fixed slot table owned
-//!   by the producer (one slot per buffer) or consumer (`BIPS_MAX_HELD` = 8
-//!   slots), made at create/open time, so the hot path allocates nothing and a
+//!   by the producer (one slot per buffer) or consumer (one per sample it may
+//!   hold: the channel's `max_held`, 8 by default), made at create/open time, so the hot path allocates nothing and a
 //!   stale handle (published, discarded or released already) is recognised by
 //!   its generation and answered `BIPS_E_STALE`, as long as its owner lives.
 //!   Generations come from one process-wide counter, so no two handles share
@@ -100,7 +100,8 @@ pub enum bips_status {
     BIPS_E_NO_SPACE = 9,
     /// The channel's consumer table is full.
     BIPS_E_TOO_MANY_CONSUMERS = 10,
-    /// This consumer already holds `BIPS_MAX_HELD` samples: release one first.
+    /// This consumer already holds the channel's `max_held` samples
+    /// (`bips_consumer_max_held`): release one first.
     /// Also from `bips_producer_loan` with a negative timeout when every
     /// buffer is on loan to that producer: publish or discard one first.
     BIPS_E_HELD_LIMIT = 11,
@@ -125,9 +126,13 @@ pub enum bips_status {
 
 pub use bips_status::*;
 
-/// Most samples one consumer may hold at once.
+/// The default `bips_options.max_held`: samples one consumer may hold at
+/// once unless the producer chose another (`bips_consumer_max_held`).
 pub const BIPS_MAX_HELD: u32 = 8;
 const _: () = assert!(BIPS_MAX_HELD as usize == bips::MAX_HELD);
+/// The largest `bips_options.max_held` a producer may choose.
+pub const BIPS_MAX_HELD_LIMIT: u32 = 64;
+const _: () = assert!(BIPS_MAX_HELD_LIMIT == bips::MAX_HELD_LIMIT);
 
 /// A failure on its way to C: the status and its message.
 pub(crate) struct Fail {

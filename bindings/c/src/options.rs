@@ -102,6 +102,10 @@ pub struct bips_options {
     /// What the channel carries (default: all zero, untyped); set with
     /// `bips_options_payload_type`.
     pub payload_type: bips_payload_type,
+    /// Samples one consumer may hold at once, 1..=`BIPS_MAX_HELD_LIMIT` (64)
+    /// (default `BIPS_MAX_HELD`, 8): a batching consumer keeps 16-64 frames.
+    /// Held samples keep their buffers: size `buffers` to match.
+    pub max_held: u32,
 }
 
 /// Options of a consumer. Fill it with `bips_consumer_options_default(&o)`,
@@ -192,6 +196,7 @@ fn default_options() -> bips_options {
         trusted_uid_count: 0,
         trusted_uids: [0; BIPS_MAX_TRUSTED_UIDS as usize],
         payload_type: NO_TYPE,
+        max_held: crate::BIPS_MAX_HELD,
     }
 }
 
@@ -659,6 +664,7 @@ pub(crate) unsafe fn producer_options(options: *const bips_options) -> FfiResult
         .backpressure(policy)
         .max_consumers(o.max_consumers)
         .meta_size(o.meta_size)
+        .max_held(o.max_held)
         .wait(wait_strategy(o.wait, o.spin_ns)?)
         .mode(o.mode)
         .prefault(o.flags & BIPS_FLAG_PREFAULT != 0)

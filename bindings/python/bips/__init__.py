@@ -44,6 +44,7 @@ mean)::
 from ._bips import (
     HAS_BUFFER_PROTOCOL,
     MAX_HELD,
+    MAX_HELD_LIMIT,
     ChannelBusy,
     Corrupt,
     Descriptor,
@@ -72,6 +73,7 @@ from ._seed import Backends, Consumer, Producer
 __all__ = [
     "HAS_BUFFER_PROTOCOL",
     "MAX_HELD",
+    "MAX_HELD_LIMIT",
     "Backends",
     "ChannelBusy",
     "Consumer",

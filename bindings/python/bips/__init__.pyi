@@ -14,9 +14,11 @@ else:
 
 __version__: str
 MAX_HELD: int
+"""The default ``max_held`` of a channel (8)."""
+MAX_HELD_LIMIT: int
+"""The largest ``max_held`` a producer may choose (64)."""
 HAS_BUFFER_PROTOCOL: bool
 """Whether this wheel has the buffer protocol (cp311-abi3: True; cp38-abi3: False)."""
-"""How many samples one consumer may hold at once."""
 
 Backpressure = Literal["block", "drop_oldest", "drop-oldest"]
 WaitStrategy = Literal["spin_then_park", "spin-then-park", "spin", "park"]
@@ -55,7 +57,7 @@ class TooManyConsumers(Error):
     """The channel already has its maximum number of consumers."""
 
 class HeldLimit(Error):
-    """This consumer already holds MAX_HELD samples: release one first."""
+    """This consumer already holds the channel's ``max_held`` samples: release one first."""
 
 class InvalidName(Error, ValueError):
     """The channel name is not 1 to 200 bytes of [A-Za-z0-9._-]."""
@@ -267,6 +269,7 @@ class Producer:
         backpressure: Backpressure = "block",
         max_consumers: int = 8,
         meta_size: int = 64,
+        max_held: int = 8,
         mode: int = 0o600,
         wait: WaitStrategy = "spin_then_park",
         ring_capacity: int | None = None,
@@ -289,6 +292,9 @@ class Producer:
     def meta_size(self) -> int: ...
     @property
     def max_consumers(self) -> int: ...
+    @property
+    def max_held(self) -> int:
+        """Samples one consumer may hold at once (the channel's ``max_held``)."""
     @property
     def payload_type(self) -> tuple[str, int] | None: ...
     @property
@@ -406,6 +412,9 @@ class Consumer:
     @property
     def max_consumers(self) -> int: ...
     @property
+    def max_held(self) -> int:
+        """Samples one consumer may hold at once (the channel's ``max_held``)."""
+    @property
     def backpressure(self) -> Literal["block", "drop_oldest"]:
         """The channel's policy, set by its producer."""
     @property
@@ -449,6 +458,7 @@ def now_ns() -> int:
 __all__ = [
     "HAS_BUFFER_PROTOCOL",
     "MAX_HELD",
+    "MAX_HELD_LIMIT",
     "Backends",
     "ChannelBusy",
     "Consumer",

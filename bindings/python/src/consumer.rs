@@ -83,6 +83,7 @@ pub(crate) struct Consumer {
     buffer_size: u64,
     meta_size: u32,
     max_consumers: u32,
+    max_held: u32,
     backpressure: &'static str,
     payload: Option<bips::PayloadType>,
 }
@@ -213,6 +214,7 @@ impl Consumer {
             buffer_size: g.buffer_size,
             meta_size: g.meta_size,
             max_consumers: g.max_consumers,
+            max_held: g.max_held,
             backpressure: match g.policy {
                 bips::Backpressure::Block => "block",
                 bips::Backpressure::DropOldest => "drop_oldest",
@@ -354,6 +356,14 @@ impl Consumer {
     #[getter]
     fn max_consumers(&self) -> u32 {
         self.max_consumers
+    }
+
+    /// Samples this consumer may hold at once: the channel's ``max_held``
+    /// (chosen by its producer). Receiving with that many alive raises
+    /// ``HeldLimit``.
+    #[getter]
+    fn max_held(&self) -> u32 {
+        self.max_held
     }
 
     /// The channel's policy, set by its producer: ``"block"`` or ``"drop_oldest"``.

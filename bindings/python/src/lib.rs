@@ -180,6 +180,7 @@ fn _bips(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(list_channels, m)?)?;
     m.add_function(wrap_pyfunction!(now_ns, m)?)?;
     m.add("MAX_HELD", bips::MAX_HELD)?;
+    m.add("MAX_HELD_LIMIT", bips::MAX_HELD_LIMIT)?;
     m.add("HAS_BUFFER_PROTOCOL", HAS_BUFFER_PROTOCOL)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

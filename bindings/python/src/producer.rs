@@ -50,7 +50,7 @@ pub(crate) type Core = Serialized<bips::Producer>;
 /// Creates a channel and publishes buffers to its consumers.
 ///
 /// ``Producer(name, buffers, size, *, backpressure="block", max_consumers=8,
-/// meta_size=64, mode=0o600, wait="spin_then_park", ring_capacity=None,
+/// meta_size=64, max_held=8, mode=0o600, wait="spin_then_park", ring_capacity=None,
 /// alignment=None, prefault=False, trust_owner=None, trust_any_owner=False)``
 ///
 /// Makes ``/dev/shm/bips.<name>`` with a pool of ``buffers`` buffers of
@@ -59,6 +59,11 @@ pub(crate) type Core = Serialized<bips::Producer>;
 /// consumers skip and see ``Sample.lagged``). ``close()`` (or ``with``, or
 /// garbage collection) closes the channel: consumers drain and get
 /// ``Disconnected``; loans still alive delay that until they go.
+///
+/// ``max_held`` (1..=64, default ``bips.MAX_HELD`` = 8): how many samples one
+/// consumer may hold at once (a batching consumer keeps 16-64 frames as NumPy
+/// arrays); one more raises ``HeldLimit``. Held samples keep their buffers:
+/// size ``buffers`` to match.
 ///
 /// A stale object left under ``name`` by a dead producer is replaced only
 /// when this process's effective uid owns it, or ``trust_owner`` (a uid or a
@@ -72,6 +77,7 @@ pub(crate) struct Producer {
     buffer_size: u64,
     meta_size: u32,
     max_consumers: u32,
+    max_held: u32,
     payload: Option<bips::PayloadType>,
 }
 
@@ -192,7 +198,7 @@ impl Producer {
     #[new]
     #[pyo3(signature = (
         name, buffers, size, *, backpressure = "block", max_consumers = 8, meta_size = 64,
-        mode = 0o600, wait = "spin_then_park", ring_capacity = None, alignment = None,
+        max_held = 8, mode = 0o600, wait = "spin_then_park", ring_capacity = None, alignment = None,
         prefault = false, trust_owner = None, trust_any_owner = false, payload_type = None,
         descriptor = None, backend = "shm", socket_dir = None
     ))]
@@ -205,6 +211,7 @@ impl Producer {
         backpressure: &str,
         max_consumers: u32,
         meta_size: u32,
+        max_held: u32,
         mode: u32,
         wait: &str,
         ring_capacity: Option<u32>,
@@ -221,6 +228,7 @@ impl Producer {
             .backpressure(parse_backpressure(backpressure)?)
             .max_consumers(max_consumers)
             .meta_size(meta_size)
+            .max_held(max_held)
             .mode(mode)
             .wait(parse_wait(wait)?)
             .prefault(prefault)
@@ -261,6 +269,7 @@ impl Producer {
             buffer_size: g.buffer_size,
             meta_size: g.meta_size,
             max_consumers: g.max_consumers,
+            max_held: g.max_held,
         })
     }
 
@@ -517,6 +526,12 @@ impl Producer {
     #[getter]
     fn max_consumers(&self) -> u32 {
         self.max_consumers
+    }
+
+    /// Samples one consumer may hold at once (the ``max_held`` it was made with).
+    #[getter]
+    fn max_held(&self) -> u32 {
+        self.max_held
     }
 
     /// The payload type the channel declares, ``(name, version)``, or ``None``.

@@ -237,8 +237,8 @@ fn expect_err(op: &str, e: ProtocolError) {
         "publish" => matches!(e, Corrupt(_) | OutOfRange | NotLoaned | TooLong),
         "unloan" => matches!(e, OutOfRange | NotLoaned),
         "claim" => matches!(e, Corrupt(_) | OutOfRange | EntryBusy),
-        "try_recv" => matches!(e, Corrupt(_) | Disconnected | HeldLimit),
-        "recv" => matches!(e, Corrupt(_) | Disconnected | HeldLimit | TimedOut),
+        "try_recv" => matches!(e, Corrupt(_) | Disconnected | HeldLimit { .. }),
+        "recv" => matches!(e, Corrupt(_) | Disconnected | HeldLimit { .. } | TimedOut),
         _ => false,
     };
     assert!(ok, "{op} answered an unexpected error: {e:?}");
@@ -461,7 +461,7 @@ pub fn validate_segment(data: &[u8]) {
 ///
 /// | byte | meaning |
 /// |---|---|
-/// | 0 | `buffer_count = 1 + b % 8` |
+/// | 0 | bits 0-2: `buffer_count = 1 + b % 8`; bits 3-5: `max_held` = `[8, 1, 2, 7, 9, 16, 33, 64][b >> 3 & 7]` (above 8: holds in the hold table) |
 /// | 1 | bits 0-1: alignment 64/128/256/4096; bits 2-3: ring = `buffer_count.next_power_of_two() << (v % 3)`; bit 4: `DropOldest`; bits 5-6: `max_consumers - 1`; bit 7: a typed channel (see [`Shape::payload_type`]) |
 /// | 2-3 | `buffer_size = 1 + u16 % 1024` (little-endian) |
 /// | 4 | `meta_size = b % 129` |
@@ -485,7 +485,14 @@ impl Shape {
             } else {
                 Policy::Block
             },
+            max_held: MAX_HELDS[usize::from(b[0] >> 3 & 7)],
         }
+    }
+
+    /// The same shape with `max_held` `MAX_HELDS[i]` (bits 3-5 of byte 0).
+    pub fn max_held(mut self, i: u8) -> Shape {
+        self.0[0] = self.0[0] & 0xc7 | (i & 7) << 3;
+        self
     }
 
     /// The payload type the channel is formatted with (bit 7 of byte 1):
@@ -521,6 +528,10 @@ impl Shape {
         ])
     }
 }
+
+/// The `max_held` values a [`Shape`] picks from: the default, small ones, and
+/// ones that put the holds in the hold table (9..=64).
+pub const MAX_HELDS: [u32; 8] = [8, 1, 2, 7, 9, 16, 33, 64];
 
 impl<'a> Arbitrary<'a> for Shape {
     fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Shape> {
@@ -730,7 +741,14 @@ fn aim_offset(l: &Layout, field: u8, index: u8) -> (usize, bool) {
     let e = l.consumers_offset + (i % g.max_consumers as usize) * 128;
     let s = l.ring_offset + (i % g.ring_capacity as usize) * core::mem::size_of::<RingSlot>();
     let d = l.buffers_offset + (i % g.buffer_count as usize) * 64;
-    let h = 8 * (i % MAX_HELD);
+    // A hold word: in the entry line, or in the entry's run of the hold table.
+    let h = if l.holds_stride == 0 {
+        e + offset_of!(ConsumerEntry, held) + 8 * (i % g.max_held as usize)
+    } else {
+        l.holds_offset
+            + (i % g.max_consumers as usize) * l.holds_stride
+            + 8 * (i % g.max_held as usize)
+    };
     match field % AIM_FIELDS {
         0 => (p + offset_of!(ProducerBlock, head), true),
         1 => (p + offset_of!(ProducerBlock, tail), true),
@@ -744,7 +762,7 @@ fn aim_offset(l: &Layout, field: u8, index: u8) -> (usize, bool) {
         6 => (e + offset_of!(ConsumerEntry, state), false),
         7 => (e + offset_of!(ConsumerEntry, received), true),
         8 => (e + offset_of!(ConsumerEntry, cursor), true),
-        9 => (e + offset_of!(ConsumerEntry, held) + h, true),
+        9 => (h, true),
         10 => (s + offset_of!(RingSlot, stamp), true),
         11 => (s + offset_of!(RingSlot, buf), false),
         12 => (d + offset_of!(BufferDesc, state), false),
@@ -1300,6 +1318,7 @@ fn segment_seeds() -> Vec<(String, Vec<u8>)> {
         max_consumers: consumers,
         meta_size: 16,
         policy,
+        max_held: MAX_HELD as u32,
     };
     let mut out = Vec::new();
     let cases = [
@@ -1317,6 +1336,16 @@ fn segment_seeds() -> Vec<(String, Vec<u8>)> {
             small(1, 1, 4096, 1, Policy::Block),
             1,
             false,
+        ),
+        // max_held 64: the holds live in the hold table after the entries.
+        (
+            "drop-held64",
+            Geometry {
+                max_held: 64,
+                ..small(4, 48, 64, 2, Policy::DropOldest)
+            },
+            9,
+            true,
         ),
     ];
     for (name, g, publishes, hold) in cases {
@@ -1545,7 +1574,44 @@ fn peer_seeds() -> Vec<(String, Vec<u8>)> {
         Claim { idx: 1, start: 0 },
     ];
 
+    // max_held 33 (holds in the hold table): a consumer holds several samples
+    // at once while a peer rewrites hold words of both runs.
+    let mut spill = vec![Claim { idx: 0, start: 0 }, Claim { idx: 1, start: 0 }];
+    for i in 0..5 {
+        spill.extend(lp(i));
+        spill.push(Recv { idx: 0 });
+    }
+    spill.extend([
+        Aim {
+            field: 9,
+            index: 1, // entry 1, hold word 1 of its run
+            value: 3,
+        },
+        Aim {
+            field: 0x89,
+            index: 2, // entry 0, hold word 2: head + 1
+            value: 1,
+        },
+        Recv { idx: 1 },
+        Loan,
+        Loan,
+        Release { idx: 0, which: 1 },
+        Reclaim {
+            idx: 0,
+            word: u32::MAX,
+        },
+        Claim { idx: 0, start: 1 },
+        LoanWait,
+    ]);
+
     vec![
+        (
+            "spill-held33.script".into(),
+            enc(
+                Shape::new(6, 64, 0, 2, Policy::DropOldest).max_held(6),
+                &spill,
+            ),
+        ),
         (
             "typed.script".into(),
             enc(Shape::new(2, 64, 0, 2, Policy::Block).typed(), &typed),

@@ -6,12 +6,18 @@
 use bips_core::layout::{BufferDesc, ConsumerEntry, Header, ProducerBlock, RingSlot};
 use bips_core::{Geometry, Layout, Region};
 
+#[cfg(loom)]
+use loom::sync::atomic::AtomicU64;
+#[cfg(not(loom))]
+use std::sync::atomic::AtomicU64;
+
 /// A region whose parts live in separate heap allocations.
 pub struct HeapParts {
     pub geometry: Geometry,
     pub header: Box<Header>,
     pub producer: Box<ProducerBlock>,
     pub consumers: Vec<ConsumerEntry>,
+    pub holds: Vec<AtomicU64>,
     pub ring: Vec<RingSlot>,
     pub buffers: Vec<BufferDesc>,
 }
@@ -25,6 +31,12 @@ impl HeapParts {
             consumers: (0..geometry.max_consumers)
                 .map(|_| ConsumerEntry::new())
                 .collect(),
+            holds: {
+                let layout = Layout::new(geometry).expect("valid geometry");
+                (0..geometry.max_consumers as usize * layout.holds_stride / 8)
+                    .map(|_| AtomicU64::new(0))
+                    .collect()
+            },
             ring: (0..geometry.ring_capacity)
                 .map(|_| RingSlot::new())
                 .collect(),
@@ -40,6 +52,7 @@ impl HeapParts {
             &self.header,
             &self.producer,
             &self.consumers,
+            &self.holds,
             &self.ring,
             &self.buffers,
         )
@@ -116,5 +129,6 @@ pub fn small(buffers: u32, consumers: u32, policy: bips_core::Policy) -> Geometr
         max_consumers: consumers,
         meta_size: 0,
         policy,
+        max_held: bips_core::MAX_HELD as u32,
     }
 }

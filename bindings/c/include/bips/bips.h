@@ -37,9 +37,15 @@
 
 
 /**
- * Most samples one consumer may hold at once.
+ * The default `bips_options.max_held`: samples one consumer may hold at
+ * once unless the producer chose another (`bips_consumer_max_held`).
  */
 #define BIPS_MAX_HELD 8
+
+/**
+ * The largest `bips_options.max_held` a producer may choose.
+ */
+#define BIPS_MAX_HELD_LIMIT 64
 
 /**
  * Most dimensions of a descriptor.
@@ -148,7 +154,8 @@ typedef enum bips_status {
    */
   BIPS_E_TOO_MANY_CONSUMERS = 10,
   /**
-   * This consumer already holds `BIPS_MAX_HELD` samples: release one first.
+   * This consumer already holds the channel's `max_held` samples
+   * (`bips_consumer_max_held`): release one first.
    * Also from `bips_producer_loan` with a negative timeout when every
    * buffer is on loan to that producer: publish or discard one first.
    */
@@ -566,6 +573,12 @@ typedef struct bips_options {
    * `bips_options_payload_type`.
    */
   struct bips_payload_type payload_type;
+  /**
+   * Samples one consumer may hold at once, 1..=`BIPS_MAX_HELD_LIMIT` (64)
+   * (default `BIPS_MAX_HELD`, 8): a batching consumer keeps 16-64 frames.
+   * Held samples keep their buffers: size `buffers` to match.
+   */
+  uint32_t max_held;
 } bips_options;
 
 /**
@@ -802,7 +815,9 @@ enum bips_status bips_consumer_destroy(struct bips_consumer *consumer);
  * nanoseconds (negative: as long as it takes; 0: only if one is ready now,
  * else `BIPS_E_TIMEOUT`, without a system call). `BIPS_E_DISCONNECTED` once
  * the producer is gone and every remaining sample was received;
- * `BIPS_E_HELD_LIMIT` while `BIPS_MAX_HELD` samples are held.
+ * `BIPS_E_HELD_LIMIT` while the channel's `max_held` samples are held
+ * (`bips_consumer_max_held`; `BIPS_MAX_HELD` = 8 unless the producer chose
+ * another).
  *
  * A waiting `recv` looks every 10 ms for releases that other threads made
  * meanwhile (see `bips_sample_release`) and applies them, so a Block
@@ -895,6 +910,16 @@ const void *bips_sample_meta(struct bips_sample s);
  * `s.owner` is null or a live consumer handle.
  */
 size_t bips_sample_meta_size(struct bips_sample s);
+
+/**
+ * Stores in `*out` how many samples this consumer may hold at once: the
+ * channel's `max_held` (`bips_options.max_held` of its producer, 1..=64).
+ * `bips_consumer_recv` answers `BIPS_E_HELD_LIMIT` while that many are held.
+ *
+ * # Safety
+ * `consumer` is null or a live handle; `out` is null or writable.
+ */
+enum bips_status bips_consumer_max_held(const struct bips_consumer *consumer, uint32_t *out);
 
 /**
  * Stores the channel's geometry in `*out`.

@@ -493,6 +493,9 @@ public:
     Options& drop_oldest() { return policy(BIPS_POLICY_DROP_OLDEST); }
     Options& meta_size(uint32_t n) { o_.meta_size = n; return *this; }
     Options& max_consumers(uint32_t n) { o_.max_consumers = n; return *this; }
+    /// Samples one consumer may hold at once, 1..=BIPS_MAX_HELD_LIMIT (64;
+    /// default BIPS_MAX_HELD, 8): a batching consumer keeps 16-64 frames.
+    Options& max_held(uint32_t n) { o_.max_held = n; return *this; }
     Options& wait(bips_wait w) { o_.wait = w; return *this; }
     Options& mode(uint32_t m) { o_.mode = m; return *this; }
     Options& alignment(uint32_t a) { o_.alignment = a; return *this; }
@@ -908,6 +911,13 @@ public:
         bips_geometry g{};
         detail::check(bips_consumer_geometry(c_, &g));
         return g;
+    }
+    /// Samples this consumer may hold at once: the channel's max_held (one
+    /// more recv throws bips::Error with BIPS_E_HELD_LIMIT).
+    uint32_t max_held() const {
+        uint32_t n = 0;
+        detail::check(bips_consumer_max_held(c_, &n));
+        return n;
     }
     /// The whole buffer table as mapped in this process (entry i is buffer
     /// i), stable for the consumer's life; read a buffer only while holding

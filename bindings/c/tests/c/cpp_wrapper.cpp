@@ -17,6 +17,7 @@
 #include <vector>
 
 static int checks = 0, failed = 0;
+static bool consumer_count_ok(const bips::Producer& p) { return p.consumer_count() == 1; }
 #define CHECK(cond)                                                                   \
     do {                                                                              \
         checks++;                                                                     \
@@ -64,6 +65,21 @@ int main(int argc, char** argv) {
                       for (uint32_t u = 0; u <= BIPS_MAX_TRUSTED_UIDS; u++) o.trust_owner(1000 + u);
                   }) == BIPS_E_INVALID_ARGUMENT);
             CHECK(status_of([] { bips::Options(4, 64).trust_owner(65534).trust_any_owner(); }) == BIPS_OK);
+        }
+        {
+            // A batching consumer: max_held 16 on its own channel; the 17th hold throws.
+            bips::Producer batch(prefix + "-held", bips::Options(20, 64).max_held(16));
+            bips::Consumer bc(prefix + "-held", bips::ConsumerOptions().start(BIPS_START_OLDEST));
+            CHECK(bc.max_held() == 16 && consumer_count_ok(batch));
+            for (int i = 0; i < 17; i++) batch.loan().publish();
+            std::vector<bips::Sample> held;
+            for (int i = 0; i < 16; i++) held.push_back(bc.recv());
+            CHECK(held.size() == 16 && held[15].seq() == 15);
+            CHECK(status_of([&] { bc.try_recv(); }) == BIPS_E_HELD_LIMIT);
+            held.pop_back();
+            CHECK(bc.try_recv().has_value());
+            CHECK(status_of([&] { bips::Producer bad(prefix + "-held2", bips::Options(4, 64).max_held(65)); }) ==
+                  BIPS_E_INVALID_ARGUMENT);
         }
         bips::Consumer consumer(name, bips::ConsumerOptions().start(BIPS_START_OLDEST));
         CHECK(producer.consumer_count() == 1);
