@@ -39,7 +39,7 @@ use core::cell::Cell;
 
 use crate::descriptor::{PayloadType, DESCRIPTOR_SIZE};
 use crate::layout::*;
-use crate::sync::{fence, AtomicU32, Ordering::*};
+use crate::sync::{fence, AtomicU32, AtomicU64, Ordering::*};
 use crate::wait::{Wait, Wake};
 
 /// Tries a lagging consumer makes to catch a producer that keeps recycling
