@@ -7,9 +7,10 @@
 //!
 //! Zero copy: an output buffer's memory is the shared buffer itself (a
 //! read-only `GstMemory` that owns the held sample and gives it back when
-//! downstream frees the buffer). A consumer holds at most `bips::MAX_HELD`
-//! samples, and under `Block` every held sample keeps a buffer from the
-//! producer, so at most `min(MAX_HELD - 2, buffers - 1)` frames travel that
+//! downstream frees the buffer). A consumer holds at most the channel's
+//! `max_held` samples (8 unless its producer chose otherwise), and under
+//! `Block` every held sample keeps a buffer from the producer, so at most
+//! `min(max_held - 2, buffers - 1)` frames travel that
 //! way at once; beyond that (downstream keeping many buffers) a frame is
 //! copied into an ordinary buffer and released at once. `zero-copy=false`
 //! always copies.
@@ -51,10 +52,13 @@ struct SrcChan {
 impl SrcChan {
     fn new(consumer: bips::Consumer) -> Arc<SrcChan> {
         let buffers = consumer.geometry().buffer_count as usize;
-        let limit = (bips::MAX_HELD - 2).min(buffers.saturating_sub(1));
+        // The channel's own limit (1..=64), two holds kept in reserve as
+        // before (the receive in `create()` takes one).
+        let max_held = consumer.max_held() as usize;
+        let limit = max_held.saturating_sub(2).min(buffers.saturating_sub(1));
         Arc::new(SrcChan {
             consumer: Mutex::new(consumer),
-            pending: Mutex::new(Vec::with_capacity(bips::MAX_HELD)),
+            pending: Mutex::new(Vec::with_capacity(max_held)),
             held: AtomicUsize::new(0),
             limit,
         })
