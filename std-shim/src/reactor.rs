@@ -21,12 +21,17 @@
 //!   registration is one blocking `FUTEX_WAIT` on a helper thread, reused
 //!   from a pool (a helper idle for [`HELPER_IDLE`] exits).
 //!
+//! Both are per process: a child made by `fork` (Python's `multiprocessing`,
+//! a pre-fork server) starts its own on its first async wait, as the
+//! parent's threads do not exist there (a `pthread_atfork` child handler
+//! counts forks).
+//!
 //! Deadlines are `CLOCK_MONOTONIC` nanoseconds ([`now_ns`]); async waits use
 //! them for the liveness slice (a dead producer or consumer does not ring a
 //! doorbell) and for caller timeouts.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::Duration;
@@ -198,12 +203,16 @@ struct Reactor {
 }
 
 fn reactor() -> Option<&'static Reactor> {
-    static REACTOR: OnceLock<Option<&'static Reactor>> = OnceLock::new();
-    *REACTOR.get_or_init(|| {
+    static USE_WAITV: OnceLock<bool> = OnceLock::new();
+    static REACTOR: PerProcess<Option<&'static Reactor>> = PerProcess::new();
+    let on = *USE_WAITV.get_or_init(|| {
         let off = std::env::var(NO_WAITV_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-        if off || !has_waitv() {
-            return None;
-        }
+        !off && has_waitv()
+    });
+    if !on {
+        return None;
+    }
+    *REACTOR.get(|| {
         let r: &'static Reactor = Box::leak(Box::new(Reactor {
             regs: Mutex::new(Vec::new()),
             changed: AtomicU32::new(0),
@@ -214,6 +223,62 @@ fn reactor() -> Option<&'static Reactor> {
             .ok()
             .map(|_| r)
     })
+}
+
+/// Bumped in the child of every `fork` (a `pthread_atfork` handler).
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    // Async-signal-safe: one atomic add.
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A process-wide service whose threads are its life (the reactor, the
+/// helper pool): made on first use, and made anew in a child of `fork`,
+/// where the threads the parent's instance relies on do not exist (waits
+/// registered with it would never be served).
+struct PerProcess<T: 'static> {
+    now: AtomicPtr<(u64, T)>,
+    make: Mutex<()>,
+}
+
+impl<T: 'static> PerProcess<T> {
+    const fn new() -> PerProcess<T> {
+        PerProcess {
+            now: AtomicPtr::new(std::ptr::null_mut()),
+            make: Mutex::new(()),
+        }
+    }
+
+    fn current(&self) -> Option<&'static T> {
+        let p = self.now.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer stored here comes from `Box::leak`
+        // (below) and is never freed; Acquire pairs with its Release store.
+        let (forks, v) = unsafe { p.as_ref() }?;
+        (*forks == FORKS.load(Ordering::Relaxed)).then_some(v)
+    }
+
+    fn get(&self, make: impl FnOnce() -> T) -> &'static T {
+        if let Some(v) = self.current() {
+            return v;
+        }
+        static ATFORK: std::sync::Once = std::sync::Once::new();
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler that only does an atomic add (safe
+            // in the child of a multithreaded fork); no prepare/parent ones.
+            unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        });
+        let _g = self.make.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = self.current() {
+            return v;
+        }
+        // The parent's instance (if any) is leaked in a fork child: its
+        // registrations belong to tasks of the parent.
+        let inst: &'static mut (u64, T) =
+            Box::leak(Box::new((FORKS.load(Ordering::Relaxed), make())));
+        self.now.store(inst, Ordering::Release);
+        &inst.1
+    }
 }
 
 /// Whether the kernel answers `futex_waitv` (a word that differs from the
@@ -411,8 +476,8 @@ struct Helpers {
 }
 
 fn helpers() -> &'static Helpers {
-    static HELPERS: OnceLock<Helpers> = OnceLock::new();
-    HELPERS.get_or_init(|| Helpers {
+    static HELPERS: PerProcess<Helpers> = PerProcess::new();
+    HELPERS.get(|| Helpers {
         queue: Mutex::new((VecDeque::new(), 0)),
         cv: Condvar::new(),
     })

@@ -2,7 +2,7 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_void};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::options::{bips_consumer_options, bips_geometry, consumer_options, write_geometry};
@@ -14,18 +14,22 @@ use crate::{
 const CONSUMER_MAGIC: u64 = 0x6269_7073_434f_4e53; // "bipsCONS"
 
 /// `gate` bit: a thread is inside a call on the consumer.
-const INSIDE: u32 = 1;
-/// Pending bits in `gate` (bits 1..=31): slot `i`'s is bit `1 + i % 31`, so
-/// slots `i`, `i + 31`, `i + 62` (a channel's `max_held` goes up to 64) share
-/// one and a drain looks at each of their mailboxes.
-const PENDING_BITS: usize = 31;
-/// `gate` bits: a release waits in the mailbox of a slot of that bit's group.
-const PENDING_MASK: u32 = !INSIDE;
-const _: () = assert!(bips::MAX_HELD_LIMIT as usize <= 3 * PENDING_BITS);
+const INSIDE: u64 = 1;
+/// Mailbox entries at most (one pending bit of `gate` each: bits 1..=63).
+/// Entries are not tied to slots: a poster takes any free one. Each entry
+/// has a bit of its own, which only the poster that filled the entry sets
+/// (after filling it), so a drain takes a token only once its poster has
+/// committed it: a bit shared by several entries would let a drain take a
+/// token whose poster has not set its bit yet, and that poster, finding
+/// nobody inside a moment later, would release it a second time (and could
+/// touch a consumer the drain had freed).
+const MAILBOX_MAX: usize = 63;
+/// `gate` bits: a release waits in mailbox entry `j` (bit `j + 1`).
+const PENDING_MASK: u64 = !INSIDE;
 const _: () = assert!(bips::MAX_HELD_LIMIT < 1 << crate::SLOT_BITS);
 
-const fn pending_bit(slot: usize) -> u32 {
-    2 << (slot % PENDING_BITS)
+const fn pending_bit(entry: usize) -> u64 {
+    2 << entry
 }
 
 /// How long a blocking `recv` waits between looks at the mailbox.
@@ -36,13 +40,17 @@ const MAILBOX_SLICE: Duration = Duration::from_millis(10);
 pub struct bips_consumer {
     magic: u64,
     /// `INSIDE` while a thread is in a call on this consumer (a second caller
-    /// gets `BIPS_E_BUSY`), plus a pending bit per slot whose release another
-    /// thread left in `mailbox` meanwhile (set only while `INSIDE` is).
-    gate: AtomicU32,
+    /// gets `BIPS_E_BUSY`), plus a pending bit per `mailbox` entry that another
+    /// thread filled meanwhile (set only while `INSIDE` is).
+    gate: AtomicU64,
     /// Tokens of releases made while another thread was inside: the thread
     /// inside applies them when it leaves, or between the slices of a
-    /// blocking `recv`. One per slot: the channel's `max_held`.
+    /// blocking `recv`. `min(max_held, MAILBOX_MAX)` entries (a thread
+    /// blocked inside `recv` holds at most `max_held - 1` samples, so every
+    /// other one can be posted at once).
     mailbox: Box<[AtomicU64]>,
+    /// The channel's `max_held` (slots of a token).
+    max_held: usize,
     meta_size: usize,
     state: UnsafeCell<ConsumerState>,
     // Dropped after `state`: the held samples point into this mapping.
@@ -161,11 +169,8 @@ impl bips_consumer {
         let mut applied = false;
         for (i, m) in self.mailbox.iter().enumerate() {
             if bits & pending_bit(i) != 0 {
-                // A slot sharing the bit may have nothing waiting: 0.
                 let tok = m.swap(0, Ordering::Acquire);
-                if tok != 0 {
-                    applied |= st.release(&self.consumer, tok).is_ok();
-                }
+                applied |= st.release(&self.consumer, tok).is_ok();
             }
         }
         applied
@@ -177,25 +182,40 @@ impl bips_consumer {
     /// After `true` the caller must not touch the consumer again: the thread
     /// inside may free it.
     fn post_release(&self, tok: u64) -> FfiResult<bool> {
-        let i = token_slot(tok);
-        if tok == 0 || i >= self.mailbox.len() {
+        let at = self.post_stage(tok)?;
+        Ok(self.post_commit(at))
+    }
+
+    /// First half of [`bips_consumer::post_release`]: leaves `tok` in a
+    /// free mailbox entry (not yet visible to a drain: its bit is not set);
+    /// answers the entry.
+    fn post_stage(&self, tok: u64) -> FfiResult<usize> {
+        if tok == 0 || token_slot(tok) >= self.max_held {
             return Err(stale());
         }
-        if self.mailbox[i]
-            .compare_exchange(0, tok, Ordering::Release, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(Fail::new(
-                BIPS_E_BUSY,
-                "another thread is inside a call on this consumer and a release of this \
-                 sample's slot is already waiting for it",
-            ));
-        }
+        self.mailbox
+            .iter()
+            .position(|m| {
+                m.compare_exchange(0, tok, Ordering::Release, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or_else(|| {
+                Fail::new(
+                    BIPS_E_BUSY,
+                    "another thread is inside a call on this consumer and its mailbox of \
+                     releases is full",
+                )
+            })
+    }
+
+    /// Second half of [`bips_consumer::post_release`]: hands entry `i` to
+    /// the thread inside (`true`), or takes it back when none is (`false`).
+    fn post_commit(&self, i: usize) -> bool {
         let mut g = self.gate.load(Ordering::Acquire);
         loop {
             if g & INSIDE == 0 {
                 self.mailbox[i].store(0, Ordering::Relaxed);
-                return Ok(false);
+                return false;
             }
             match self.gate.compare_exchange_weak(
                 g,
@@ -203,7 +223,7 @@ impl bips_consumer {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Ok(true),
+                Ok(_) => return true,
                 Err(now) => g = now,
             }
         }
@@ -294,8 +314,11 @@ pub unsafe extern "C" fn bips_consumer_open(
         let held = consumer.max_held() as usize;
         *out = Box::into_raw(Box::new(bips_consumer {
             magic: CONSUMER_MAGIC,
-            gate: AtomicU32::new(0),
-            mailbox: (0..held).map(|_| AtomicU64::new(0)).collect(),
+            gate: AtomicU64::new(0),
+            mailbox: (0..held.min(MAILBOX_MAX))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            max_held: held,
             meta_size: consumer.geometry().meta_size as usize,
             state: UnsafeCell::new(ConsumerState {
                 destroyed: false,
@@ -445,8 +468,8 @@ pub unsafe extern "C" fn bips_consumer_recv(
 /// consumer's mailbox and `BIPS_OK` returned at once: the thread inside
 /// applies it when it leaves, or within 10 ms if it is blocked in
 /// `bips_consumer_recv`. The handle is then not checked (a stale one is
-/// ignored when applied); `BIPS_E_BUSY` only if a release of the same slot is
-/// already waiting there.
+/// ignored when applied); `BIPS_E_BUSY` only if the mailbox is full (as
+/// many releases waiting as the channel's `max_held`, at most 63).
 ///
 /// # Safety
 /// `s` is null or points to a sample handle whose consumer is live.
@@ -772,4 +795,87 @@ pub unsafe extern "C" fn bips_consumer_payload_type(
         *out = crate::frame::payload_type_to_c(h.consumer.payload_type());
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::producer::*;
+    use crate::*;
+    use std::ffi::CString;
+    use std::ptr::null_mut;
+
+    fn publish(p: *mut bips_producer) {
+        let mut l = std::mem::MaybeUninit::<bips_sample_mut>::zeroed();
+        // SAFETY: a live producer and valid out-pointers.
+        unsafe {
+            assert_eq!(bips_producer_loan(p, 0, l.as_mut_ptr()), BIPS_OK);
+            let mut l = l.assume_init();
+            assert_eq!(bips_sample_mut_publish(&mut l, null_mut()), BIPS_OK);
+        }
+    }
+
+    /// Two releases posted from other threads while a thread is inside and
+    /// about to leave, into slots that share a gate bit on a channel of
+    /// `max_held` 64 (slots 0 and 31): poster A has left its token in the
+    /// mailbox but not yet set its bit when B posts and the thread inside
+    /// leaves. A's release must then be applied exactly once and answered
+    /// `BIPS_OK`: either handed to the thread inside (`post_commit` true) or
+    /// taken back and applied by A itself. A drain that took A's token
+    /// before A's bit was set applied it behind A's back: A then found
+    /// nobody inside, released again and got `BIPS_E_STALE` (and had the
+    /// consumer been destroyed, the drain freed it while A still used it).
+    #[test]
+    fn a_release_posted_but_not_committed_is_not_drained_by_a_shared_bit() {
+        let name = CString::new(format!("ctest-unit-gate-{}", std::process::id())).unwrap();
+        let mut o = std::mem::MaybeUninit::<bips_options>::zeroed();
+        // SAFETY: (all below) valid pointers and live handles, one thread.
+        unsafe {
+            let size = std::mem::size_of::<bips_options>();
+            assert_eq!(bips_options_init(o.as_mut_ptr(), size), BIPS_OK);
+            let mut o = o.assume_init();
+            o.buffers = 40;
+            o.buffer_size = 64;
+            o.max_held = 64;
+            o.policy = BIPS_POLICY_DROP_OLDEST;
+            let mut p = null_mut();
+            assert_eq!(bips_producer_create(name.as_ptr(), &o, &mut p), BIPS_OK);
+            let mut c = null_mut();
+            assert_eq!(
+                bips_consumer_open(name.as_ptr(), null_mut(), &mut c),
+                BIPS_OK
+            );
+            let mut held = Vec::new();
+            for _ in 0..32 {
+                publish(p);
+                let mut s = std::mem::MaybeUninit::<bips_sample>::zeroed();
+                assert_eq!(bips_consumer_recv(c, 0, s.as_mut_ptr()), BIPS_OK);
+                held.push(s.assume_init());
+            }
+            let (a, b) = (held[0].token, held[31].token);
+            assert_eq!((token_slot(a), token_slot(b)), (0, 31));
+            let h = &*c;
+            {
+                let (_inside, _st) = h.enter(c).ok().unwrap();
+                // A stages; B posts in full; then the thread inside leaves.
+                let at = h.post_stage(a).ok().unwrap();
+                assert!(h.post_release(b).ok().unwrap(), "B handed over");
+                drop(_inside);
+                if !h.post_commit(at) {
+                    // Nobody inside: A releases itself, as
+                    // `bips_sample_release` does.
+                    let (_in, st) = h.enter(c).ok().unwrap();
+                    let r = st.release(&h.consumer, a);
+                    assert!(r.is_ok(), "A's release was applied behind its back");
+                }
+            }
+            // Both released exactly once: 30 held.
+            assert_eq!(h.consumer.held(), 30);
+            for s in held.iter_mut().filter(|s| s.token != a && s.token != b) {
+                assert_eq!(bips_sample_release(s), BIPS_OK);
+            }
+            assert_eq!(bips_consumer_destroy(c), BIPS_OK);
+            assert_eq!(bips_producer_destroy(p), BIPS_OK);
+        }
+    }
 }

@@ -842,8 +842,8 @@ enum bips_status bips_consumer_recv(struct bips_consumer *consumer,
  * consumer's mailbox and `BIPS_OK` returned at once: the thread inside
  * applies it when it leaves, or within 10 ms if it is blocked in
  * `bips_consumer_recv`. The handle is then not checked (a stale one is
- * ignored when applied); `BIPS_E_BUSY` only if a release of the same slot is
- * already waiting there.
+ * ignored when applied); `BIPS_E_BUSY` only if the mailbox is full (as
+ * many releases waiting as the channel's `max_held`, at most 63).
  *
  * # Safety
  * `s` is null or points to a sample handle whose consumer is live.
