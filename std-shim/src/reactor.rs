@@ -367,7 +367,7 @@ impl Reactor {
             out
         };
         for w in fired {
-            w.wake();
+            wake_guarded(w);
         }
     }
 
@@ -465,7 +465,7 @@ impl Job {
     fn fire(&self) {
         let w = self.lock().waker.take();
         if let Some(w) = w {
-            w.wake();
+            wake_guarded(w);
         }
     }
 }
@@ -599,6 +599,20 @@ fn wait_job(job: &Job) -> bool {
     }
 }
 
+/// Wakes `w` on a reactor or helper thread. A `Waker` is the executor's
+/// code: one that panics must not take the shared thread (and with it every
+/// later async wait of the process) down, so the panic is caught and
+/// reported once on stderr. That one wake-up is lost (its waker failed);
+/// every other wait of the process is still served.
+fn wake_guarded(w: Waker) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+        static REPORTED: std::sync::Once = std::sync::Once::new();
+        REPORTED.call_once(|| {
+            eprintln!("bips: an async waker panicked on the reactor thread; the reactor goes on")
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,5 +662,31 @@ mod tests {
         crate::os::futex::wake_all(word);
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("a waker that panics (test)");
+        }
+    }
+
+    #[test]
+    fn a_panicking_waker_does_not_stop_the_reactor() {
+        let word = Box::leak(Box::new(AtomicU32::new(0)));
+        let bad = Waker::from(Arc::new(Panics));
+        let r = register(word, 0, now_ns() + 10_000_000, &bad);
+        std::thread::sleep(Duration::from_millis(60));
+        drop(r);
+        // The same thread(s) still serve the next wait.
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let good = Waker::from(count.clone());
+        let r = register(word, 0, now_ns() + 10_000_000_000, &good);
+        word.store(1, Ordering::Release);
+        crate::os::futex::wake_all(word);
+        assert!(
+            wait_for(|| count.0.load(Ordering::SeqCst) == 1),
+            "no wake-up after a waker panicked"
+        );
+        drop(r);
     }
 }
