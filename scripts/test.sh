@@ -178,11 +178,14 @@ body_gst() { run bash "$ROOT/scripts/test-gst.sh"; }
 # the check artifacts are shared), then one release build for its unit tests and the
 # cross-process tests (cli/tests/bridge.rs: producer -> bips bridge publish -> TCP on
 # 127.0.0.1 -> bips bridge subscribe -> consumer, Block and DropOldest, kill -9 and restart
-# of the subscribing bridge; scouting off, never multicast; /dev/shm left clean).
+# of the subscribing bridge; cli/tests/bridge_faults.rs: the publishing bridge killed and
+# restarted, the link cut and restored through a TCP relay, the producer restarted, a stalled
+# far side with bounded memory; scouting off, never multicast; /dev/shm left clean).
 body_bridge() {
     run cargo clippy -p bips-zenoh -p bips-cli --features bips-cli/bridge --all-targets -- -D warnings
     run env RUSTDOCFLAGS="-D warnings" cargo doc -p bips-zenoh --no-deps
-    run cargo test --release -p bips-zenoh -p bips-cli --features bips-cli/bridge --test bridge --lib
+    run cargo test --release -p bips-zenoh -p bips-cli --features bips-cli/bridge \
+        --test bridge --test bridge_faults --lib
 }
 
 # doc also checks that the publishable crates package: `cargo package` of bips-core, bips,
