@@ -180,12 +180,16 @@ body_gst() { run bash "$ROOT/scripts/test-gst.sh"; }
 # 127.0.0.1 -> bips bridge subscribe -> consumer, Block and DropOldest, kill -9 and restart
 # of the subscribing bridge; cli/tests/bridge_faults.rs: the publishing bridge killed and
 # restarted, the link cut and restored through a TCP relay, the producer restarted, a stalled
-# far side with bounded memory; scouting off, never multicast; /dev/shm left clean).
+# far side with bounded memory; scouting off, never multicast; /dev/shm left clean). Then a
+# smoke run of the benchmark (bridge/examples/bridge_bench.rs, a few hundred samples: it
+# runs, nothing is asserted about speed).
 body_bridge() {
     run cargo clippy -p bips-zenoh -p bips-cli --features bips-cli/bridge --all-targets -- -D warnings
     run env RUSTDOCFLAGS="-D warnings" cargo doc -p bips-zenoh --no-deps
     run cargo test --release -p bips-zenoh -p bips-cli --features bips-cli/bridge \
         --test bridge --test bridge_faults --lib
+    run cargo build --release -p bips-zenoh -p bips-cli --features bips-cli/bridge --example bridge_bench
+    run "$ROOT/target/release/examples/bridge_bench" --smoke
 }
 
 # doc also checks that the publishable crates package: `cargo package` of bips-core, bips,
