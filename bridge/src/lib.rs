@@ -429,6 +429,14 @@ fn random_stream_id() -> u64 {
 /// so a publishing bridge that restarts continues the same stream (the far
 /// side skips what the previous bridge already sent, and counts what nobody
 /// sent as dropped), and a new producer starts a new one.
+///
+/// ```
+/// use bips_zenoh::stream_id;
+/// // Every process computes the same id for one incarnation of a channel...
+/// assert_eq!(stream_id("camera", 42), stream_id("camera", 42));
+/// // ...and another one for its next producer (another epoch).
+/// assert_ne!(stream_id("camera", 42), stream_id("camera", 43));
+/// ```
 pub fn stream_id(channel: &str, epoch: u64) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in channel.bytes().chain(epoch.to_le_bytes()) {
