@@ -29,7 +29,10 @@ RUST_TARGETS=(aarch64-unknown-linux-gnu aarch64-unknown-none thumbv7em-none-eabi
 NIGHTLY_COMPONENTS=(miri rust-src)
 # ziglang: `maturin build --zig` links the wheels against glibc 2.17 (manylinux2014,
 # scripts/build-wheels.sh); auditwheel checks that they are manylinux2014-compliant.
-PYTHON_PACKAGES=(maturin numpy pytest ziglang auditwheel mcap protobuf)
+# mcap, protobuf: reading `bips record` files from Python (the python stage).
+# eclipse-zenoh: the `bridge` stage reads what `bips bridge publish` sends from Python
+# (examples/zenoh/read_bridge.py; a prebuilt wheel, its 1.x protocol speaks to zenoh-rs 1.10).
+PYTHON_PACKAGES=(maturin numpy pytest ziglang auditwheel mcap protobuf eclipse-zenoh)
 AARCH64_SYSROOT=/usr/aarch64-linux-gnu
 
 TRIES=3         # attempts per download

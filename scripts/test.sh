@@ -178,11 +178,23 @@ body_gst() { run bash "$ROOT/scripts/test-gst.sh"; }
 # the check artifacts are shared), then one release build for its unit tests and the
 # cross-process tests (cli/tests/bridge.rs: producer -> bips bridge publish -> TCP on
 # 127.0.0.1 -> bips bridge subscribe -> consumer, Block and DropOldest, kill -9 and restart
-# of the subscribing bridge; scouting off, never multicast; /dev/shm left clean).
+# of the subscribing bridge; cli/tests/bridge_faults.rs: the publishing bridge killed and
+# restarted, the link cut and restored through a TCP relay, the producer restarted, a stalled
+# far side with bounded memory; scouting off, never multicast; /dev/shm left clean). Then a
+# smoke run of the benchmark (bridge/examples/bridge_bench.rs, a few hundred samples: it
+# runs, nothing is asserted about speed), and the Python reader of the bridge's wire format
+# (examples/zenoh: eclipse-zenoh from PyPI in .venv, made by `setup.sh --python`) against the
+# example producer -> `bips bridge publish` on 127.0.0.1.
 body_bridge() {
     run cargo clippy -p bips-zenoh -p bips-cli --features bips-cli/bridge --all-targets -- -D warnings
     run env RUSTDOCFLAGS="-D warnings" cargo doc -p bips-zenoh --no-deps
-    run cargo test --release -p bips-zenoh -p bips-cli --features bips-cli/bridge --test bridge --lib
+    run cargo test --release -p bips-zenoh -p bips-cli --features bips-cli/bridge \
+        --test bridge --test bridge_faults --lib
+    run cargo build --release -p bips-zenoh -p bips-cli -p bips --features bips-cli/bridge --bin bips \
+        --example bridge_bench --example producer
+    run "$ROOT/target/release/examples/bridge_bench" --smoke
+    run bash "$ROOT/scripts/setup.sh" --python
+    run "$ROOT/.venv/bin/python" -m pytest "$ROOT/examples/zenoh"
 }
 
 # doc also checks that the publishable crates package: `cargo package` of bips-core, bips,

@@ -292,8 +292,12 @@ pub struct Stats {
     /// channel (subscribe).
     pub forwarded: u64,
     /// Subscribe: samples of the source channel that never arrived, from gaps
-    /// in its sequence numbers (includes `dropped_at_source`). Publish:
-    /// samples the bridge's own consumer skipped (its `lagged()`).
+    /// in its sequence numbers (includes `dropped_at_source`): skipped at the
+    /// source, published while no publishing bridge was attached (it
+    /// restarted), or in flight when the link dropped (Zenoh's reliability
+    /// is per link: what is queued when a link closes is lost, even with
+    /// `CongestionControl::Block`). Publish: samples the bridge's own
+    /// consumer skipped (its `lagged()`).
     pub dropped: u64,
     /// Subscribe: of `dropped`, those the publishing bridge skipped in its
     /// source channel (DropOldest); the rest were lost in transit.
@@ -303,12 +307,17 @@ pub struct Stats {
     /// counted and skipped.
     pub refused: u64,
     /// Source sessions seen: (re)attachments to the source channel (publish)
-    /// or streams received (subscribe). Above 1 means a producer or the far
-    /// bridge restarted and the stream resumed.
+    /// or streams received (subscribe: one per incarnation of the source
+    /// channel). Above 1 means the source producer restarted and the stream
+    /// resumed; a restarted publishing bridge continues its stream.
     pub sessions: u64,
     /// Subscribe: samples whose metadata was longer than the local channel's
     /// metadata area (cut to fit).
     pub meta_truncated: u64,
+    /// Subscribe: arrivals at or before the last sequence number of their
+    /// stream, skipped (a restarted publishing bridge sends its channel's
+    /// newest sample, which the previous one may have sent already).
+    pub duplicates: u64,
 }
 
 #[derive(Default)]
@@ -319,6 +328,7 @@ struct Counters {
     refused: AtomicU64,
     sessions: AtomicU64,
     meta_truncated: AtomicU64,
+    duplicates: AtomicU64,
 }
 
 impl Counters {
@@ -337,6 +347,7 @@ impl Counters {
             refused: r(&self.refused),
             sessions: r(&self.sessions),
             meta_truncated: r(&self.meta_truncated),
+            duplicates: r(&self.duplicates),
         }
     }
 }
@@ -401,8 +412,9 @@ impl Drop for Bridge {
     }
 }
 
-/// A value that differs between runs and processes: names a source session.
-fn new_stream_id() -> u64 {
+/// A value that differs between runs and processes: names a source session
+/// when the channel's identity cannot be read.
+fn random_stream_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static N: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -410,6 +422,45 @@ fn new_stream_id() -> u64 {
     h.write_u64(N.fetch_add(1, Ordering::Relaxed));
     h.write_u64(bips::now_ns());
     h.finish()
+}
+
+/// The stream id of one incarnation of a channel: FNV-1a of its name and its
+/// producer's epoch. The same in every process that reads that incarnation,
+/// so a publishing bridge that restarts continues the same stream (the far
+/// side skips what the previous bridge already sent, and counts what nobody
+/// sent as dropped), and a new producer starts a new one.
+///
+/// ```
+/// use bips_zenoh::stream_id;
+/// // Every process computes the same id for one incarnation of a channel...
+/// assert_eq!(stream_id("camera", 42), stream_id("camera", 42));
+/// // ...and another one for its next producer (another epoch).
+/// assert_ne!(stream_id("camera", 42), stream_id("camera", 43));
+/// ```
+pub fn stream_id(channel: &str, epoch: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in channel.bytes().chain(epoch.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The epoch of the channel incarnation `consumer` is attached to: read
+/// before and after opening, so that a producer replaced in between is not
+/// mistaken for the one opened (then `None`: open again).
+fn attach(channel: &str, options: &bips::ConsumerOptions) -> bips::Result<(Consumer, Option<u64>)> {
+    let epoch = || bips::monitor::inspect(channel).map(|i| i.epoch);
+    let before = epoch();
+    let c = Consumer::open_with(channel, options)?;
+    match (before, epoch()) {
+        (Ok(a), Ok(b)) if a == b => Ok((c, Some(a))),
+        // Another incarnation between the two looks: drop this one.
+        (Ok(_), Ok(_)) => Err(bips::Error::Disconnected),
+        // Not readable (e.g. inspect refused where open is allowed): no
+        // stable id, a random one.
+        _ => Ok((c, None)),
+    }
 }
 
 /// Carries local channel `channel` to Zenoh key `key_expr`.
@@ -461,19 +512,26 @@ fn publish_loop(
     // (consumer, its policy's publisher, stream id)
     let mut attached: Option<(Consumer, Publisher<'static>, u64)> = None;
     let mut matched_at: Option<Instant> = None;
+    let mut last_epoch = None;
     while !stop.load(Ordering::Relaxed) {
         let Some((consumer, publisher, stream)) = &attached else {
             // The first time at the newest retained sample, as any consumer
-            // (a late joiner gets the current frame); after that at the next
-            // one: a channel whose producer is just leaving can still be
-            // opened, and its newest sample must not be sent twice.
+            // (a late joiner gets the current frame). After that, a new
+            // incarnation of the channel (its producer restarted) from its
+            // oldest retained sample, so that what it published before this
+            // bridge noticed is carried too; the incarnation just left (a
+            // producer that is leaving can still be opened) is not read again.
             let start = if counters.sessions.load(Ordering::Relaxed) == 0 {
                 bips::Start::Newest
             } else {
-                bips::Start::Next
+                bips::Start::Oldest
             };
-            match Consumer::open_with(channel, &bips::ConsumerOptions::new().start(start)) {
-                Ok(c) => {
+            match attach(channel, &bips::ConsumerOptions::new().start(start)) {
+                Ok((_, Some(e))) if last_epoch == Some(e) => {
+                    std::thread::sleep(POLL);
+                }
+                Ok((c, epoch)) => {
+                    last_epoch = epoch;
                     let cc = match c.geometry().policy {
                         Backpressure::Block => CongestionControl::Block,
                         _ => CongestionControl::Drop,
@@ -484,7 +542,8 @@ fn publish_loop(
                         .wait()
                         .map_err(zerr(format!("declaring a publisher on {key}")))?;
                     Counters::add(&counters.sessions, 1);
-                    attached = Some((c, p, new_stream_id()));
+                    let stream = epoch.map_or_else(random_stream_id, |e| stream_id(channel, e));
+                    attached = Some((c, p, stream));
                 }
                 Err(bips::Error::NotFound { .. } | bips::Error::Disconnected) => {
                     std::thread::sleep(POLL);
@@ -636,7 +695,7 @@ fn subscribe_loop(producer: &Producer, rx: &Rx, stop: &AtomicBool, c: &Counters)
         };
         let gap = gaps.see(&h);
         if gap.stale {
-            Counters::add(&c.refused, 1);
+            Counters::add(&c.duplicates, 1);
             continue;
         }
         if gap.new_stream {

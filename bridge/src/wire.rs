@@ -9,13 +9,19 @@
 //! | 4      | 1    | version (1)                                              |
 //! | 5      | 1    | flags: 1 = a descriptor follows, 2 = a payload type follows |
 //! | 6      | 2    | reserved, 0                                              |
-//! | 8      | 8    | stream: random, new for each source session of a bridge |
+//! | 8      | 8    | stream: names the source channel's incarnation (below)  |
 //! | 16     | 8    | seq of the sample in the source channel                  |
 //! | 24     | 8    | timestamp_ns (the source's CLOCK_MONOTONIC)              |
 //! | 32     | 8    | lagged: samples the publishing bridge itself skipped     |
 //! | 40     | 4    | meta_len, then meta_len bytes of user metadata           |
 //! |        | 320  | the descriptor (`Descriptor::encode`), when flag 1       |
 //! |        | 1+n+4| payload type: name length, name, version, when flag 2   |
+//!
+//! `stream` is [`crate::stream_id`] of the channel's name and its producer's
+//! epoch: the same for every publishing bridge that reads one incarnation of
+//! a channel (a restarted bridge continues the stream), new when the producer
+//! restarts (its sequence numbers start over). When the epoch cannot be read
+//! it is random per attachment.
 //!
 //! The metadata is sent without its trailing zero bytes (the receiver fills
 //! its own metadata area with zeros first), so an unused 64-byte area costs
@@ -35,8 +41,8 @@ const DESCRIPTOR_SIZE: usize = 320;
 /// What travels next to a sample's bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Header {
-    /// Identifies one source session (a publishing bridge attached to one
-    /// producer incarnation); sequence gaps are only counted within a stream.
+    /// Identifies one incarnation of the source channel (its name and
+    /// producer epoch); sequence gaps are only counted within a stream.
     pub stream: u64,
     /// The sample's sequence number in the source channel.
     pub seq: u64,
@@ -209,10 +215,11 @@ pub struct Gap {
     pub missing: u64,
     /// Of those, skipped by the publishing bridge at the source.
     pub at_source: u64,
-    /// A new stream began (first sample, a restarted bridge or producer).
+    /// A new stream began (first sample, a restarted producer).
     pub new_stream: bool,
     /// A sample of the current stream at or before the last one: a duplicate
-    /// or reordered sample (Zenoh does not reorder; counted, never delivered).
+    /// (a restarted publishing bridge re-sends its channel's newest sample)
+    /// or a reordered one (Zenoh does not reorder); counted, never delivered.
     pub stale: bool,
 }
 

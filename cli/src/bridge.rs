@@ -154,8 +154,14 @@ mod imp {
     fn line(what: &str, s: &Stats) -> String {
         format!(
             "bips bridge {what}: forwarded={} dropped={} dropped_at_source={} refused={} \
-             sessions={} meta_truncated={}",
-            s.forwarded, s.dropped, s.dropped_at_source, s.refused, s.sessions, s.meta_truncated
+             sessions={} meta_truncated={} duplicates={}",
+            s.forwarded,
+            s.dropped,
+            s.dropped_at_source,
+            s.refused,
+            s.sessions,
+            s.meta_truncated,
+            s.duplicates
         )
     }
 
@@ -180,13 +186,19 @@ mod imp {
                 };
             }
             let s = bridge.stats();
-            let changed = (s.dropped, s.refused, s.sessions, s.meta_truncated)
-                != (
-                    logged.dropped,
-                    logged.refused,
-                    logged.sessions,
-                    logged.meta_truncated,
-                );
+            let changed = (
+                s.dropped,
+                s.refused,
+                s.sessions,
+                s.meta_truncated,
+                s.duplicates,
+            ) != (
+                logged.dropped,
+                logged.refused,
+                logged.sessions,
+                logged.meta_truncated,
+                logged.duplicates,
+            );
             if changed && last_log.elapsed() >= Duration::from_secs(1) {
                 eprintln!("{}", line(what, &s));
                 logged = s;
