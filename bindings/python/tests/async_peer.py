@@ -25,6 +25,24 @@ import numpy as np
 import bips
 
 
+class Ticker:
+    """A coroutine that counts the event loop's turns: ``ticks`` grows every
+    millisecond while the loop runs. Make it inside a running loop; ``stop()``
+    ends it. (test_async.py uses it too.)"""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            self.ticks += 1
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
 def produce(name: str, n: int, pause_ms: int) -> None:
     producer = bips.Producer(name, 4, 64, backpressure="block")
     print("READY", flush=True)
@@ -40,20 +58,12 @@ def produce(name: str, n: int, pause_ms: int) -> None:
 async def consume(name: str, n: int, hold_ms: int) -> dict:
     consumer = bips.Consumer(name, start="oldest")
     print("READY", flush=True)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.001)
-            ticks += 1
-
-    t = asyncio.ensure_future(ticker())
+    ticker = Ticker()
     seqs, ok, during = [], True, []
     for _ in range(n):
-        before = ticks
+        before = ticker.ticks
         s = await consumer.arecv(timeout=10)
-        during.append(ticks - before)
+        during.append(ticker.ticks - before)
         seqs.append(s.seq)
         a = np.asarray(s)
         if a.dtype == np.uint8:  # a plain-bytes sample (no descriptor)
@@ -68,7 +78,7 @@ async def consume(name: str, n: int, hold_ms: int) -> dict:
         end = "more"
     except bips.Disconnected:
         end = "disconnected"
-    t.cancel()
+    ticker.stop()
     return {"seqs": seqs, "payload_ok": ok, "ticks_during": during, "end": end}
 
 

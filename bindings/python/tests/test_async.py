@@ -20,7 +20,10 @@ import pytest
 
 import bips
 
-PEER = Path(__file__).with_name("async_peer.py")
+HERE = Path(__file__).resolve().parent
+PEER = HERE / "async_peer.py"
+sys.path.insert(0, str(HERE))
+from async_peer import Ticker  # noqa: E402
 
 
 def start(*args: object, env: dict | None = None) -> subprocess.Popen:
@@ -139,21 +142,13 @@ def test_arecv_timeout_on_an_idle_channel(channel: str) -> None:
     consumer = bips.Consumer(channel)
 
     async def main() -> tuple[float, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.001)
-                ticks += 1
-
-        t = asyncio.ensure_future(ticker())
+        ticker = Ticker()
         start_t = time.monotonic()
         with pytest.raises(bips.Timeout):
             await consumer.arecv(timeout=0.1)
         took = time.monotonic() - start_t
-        t.cancel()
-        return took, ticks
+        ticker.stop()
+        return took, ticker.ticks
 
     took, ticks = asyncio.run(main())
     assert 0.1 <= took < 1.0
@@ -170,15 +165,7 @@ def test_aloan_waits_for_a_slow_consumer(channel: str) -> None:
     consumer = start("consume", channel, n, 10)
 
     async def main() -> tuple[int, int, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.001)
-                ticks += 1
-
-        t = asyncio.ensure_future(ticker())
+        ticker = Ticker()
         cancels = waited_ticks = 0
         for seq in range(n):
             if seq % 3 == 0:
@@ -187,14 +174,14 @@ def test_aloan_waits_for_a_slow_consumer(channel: str) -> None:
                     buf.discard()
                 except asyncio.TimeoutError:
                     cancels += 1
-            before = ticks
+            before = ticker.ticks
             buf = await producer.aloan(timeout=10)
-            waited_ticks += ticks - before
+            waited_ticks += ticker.ticks - before
             np.asarray(buf).view(np.uint64)[0] = seq
             buf.publish(8)
             await asyncio.sleep(0.005 if seq < 2 else 0)
-        t.cancel()
-        return cancels, waited_ticks, ticks
+        ticker.stop()
+        return cancels, waited_ticks, ticker.ticks
 
     cancels, waited_ticks, ticks = asyncio.run(main())
     producer.close()
