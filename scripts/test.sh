@@ -207,6 +207,15 @@ body_bridge() {
 # about uncommitted edits of the person running it.
 body_doc() {
     run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --exclude bips-zenoh --no-deps
+    # cargo verifies each dependent against the packaged copies through a local registry
+    # overlay, which it unpacks into $CARGO_HOME/registry/src/-<hash of the path>/NAME-VERSION
+    # and never refreshes while the version stays 0.1.0: a second run from the same checkout
+    # path then builds against the first run's sources (seen: bips failing on bips-core API
+    # added since). Remove our own unpacked crates there first; crates.io's live elsewhere.
+    local stale
+    for stale in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/bips-*; do
+        if [[ -e $stale ]]; then rm -rf -- "$stale"; fi
+    done
     run cargo package --allow-dirty -p bips-core -p bips -p bips-bench -p bips-zenoh -p bips-mcap -p bips-cli
     local crate
     for crate in bips-core bips bips-bench bips-zenoh bips-mcap bips-cli; do
