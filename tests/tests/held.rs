@@ -283,18 +283,27 @@ fn kill9_of_consumer_holding_40_is_reclaimed() {
 }
 
 /// A header whose `max_held` is 0, 65 or huge is refused at open with a
-/// typed error naming the field; one that crosses the entry line (8 -> 16)
-/// no longer matches the segment's size. Restored, the channel opens.
+/// typed error naming the field; one that moves 128 consumers' holds into a
+/// 64 KiB table (8 -> 64) no longer matches the segment's size. Restored,
+/// the channel opens.
 #[test]
 fn corrupt_max_held_in_header_is_refused_at_open() {
     let ch = Channel::new("heldhdr");
-    let producer = Producer::create(ch.name(), &Options::new(2, 64)).expect("create");
+    // 128 consumers: spilling 64 holds each into a table (64 KiB) moves the
+    // data region on every page size up to 64 KiB, so the stored total_size
+    // no longer matches (a small table can hide in the alignment padding:
+    // docs/ARCHITECTURE.md, "The held-sample limit").
+    let producer =
+        Producer::create(ch.name(), &Options::new(2, 64).max_consumers(128)).expect("create");
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(ch.path())
         .expect("open the segment");
-    let len = 4096;
+    // One page of this system (64 KiB on some aarch64 kernels: a 4096-byte
+    // munmap there is refused, the mapping would stay).
+    // SAFETY: sysconf has no preconditions.
+    let len = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size");
     // SAFETY: a fresh shared mapping of the segment's first page (the
     // header), unmapped below; its words are accessed only atomically.
     let p = unsafe {
@@ -328,7 +337,7 @@ fn corrupt_max_held_in_header_is_refused_at_open() {
             other => panic!("max_held {bad}: {other:?}"),
         }
     }
-    word.store(16, Relaxed);
+    word.store(64, Relaxed);
     match Consumer::open(ch.name()) {
         Err(
             e @ Error::Layout {
@@ -339,7 +348,7 @@ fn corrupt_max_held_in_header_is_refused_at_open() {
                 ..
             },
         ) => assert!(e.to_string().contains("total_size"), "{e}"),
-        other => panic!("max_held 16 on an 8-hold segment: {other:?}"),
+        other => panic!("max_held 64 on an 8-hold segment: {other:?}"),
     }
     word.store(8, Relaxed);
     let c = Consumer::open(ch.name()).expect("restored header opens");
