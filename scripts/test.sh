@@ -338,6 +338,9 @@ body_no_std() {
 #    top`'s live view puts its terminal in raw mode with the TCGETS2 ioctl, which qemu-user 7.2
 #    does not emulate (ENOSYS: "terminal: Function not implemented"); a real aarch64 kernel has
 #    it. top's --once/--json/metrics tests run here; the three run natively in `test`.
+#  * a_panicking_waker_does_not_stop_the_reactor (std-shim/src/reactor.rs), pass 2 only:
+#    unwinding a panic under qemu-user with 64 KiB guest pages faults inside qemu (seen in two
+#    tests whose code was fine at 4 KiB); the test panics on purpose. It runs in pass 1.
 # BIPS_TEST_NO_FUTEX_WAITV=1: qemu-user 7.2 answers ENOSYS to futex_waitv (as the 5.10/5.15
 # kernels of NVIDIA L4T would), so the *_futex_waitv async tests check that bips falls back to
 # its helper threads and run on them (tests/tests/async_recv/main.rs, `no_waitv_here`).
@@ -364,7 +367,7 @@ body_aarch64() {
     run env CARGO_TARGET_DIR="$ROOT/target/aarch64" QEMU_PAGESIZE=65536 BIPS_EXPECT_PAGE_SIZE=65536 BIPS_TEST_NO_FUTEX_WAITV=1 \
         cargo test --workspace --exclude bips-python --exclude bips-bench --exclude bips-gst --exclude bips-c --exclude bips-zenoh --tests \
         --release --target aarch64-unknown-linux-gnu --no-fail-fast \
-        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel --skip dead_sleeper_costs_a_bounded_number_of_wakes --skip live_view_in_tmux_refreshes_and_quits_on_q --skip terminal_restored_on_sigterm_and_on_panic --skip top_does_not_disturb_a_block_channel_but_latency_is_a_consumer || rc=1
+        -- --test-threads=1 --skip spinning_producer_paced_by_consumer_makes_no_syscalls --skip a_foreign_raw_loan_is_refused --skip second_create_out_of_address_space_does_not_take_over_a_live_channel --skip dead_sleeper_costs_a_bounded_number_of_wakes --skip live_view_in_tmux_refreshes_and_quits_on_q --skip terminal_restored_on_sigterm_and_on_panic --skip top_does_not_disturb_a_block_channel_but_latency_is_a_consumer --skip a_panicking_waker_does_not_stop_the_reactor || rc=1
     return "$rc"
 }
 
