@@ -89,6 +89,34 @@ impl AsyncWait {
         self.armed.is_some()
     }
 
+    /// Panics when the wait is armed on another endpoint than `owner`.
+    fn check_owner(&self, owner: u64, what: &str) {
+        if let Some(o) = self.armed {
+            assert_eq!(o, owner, "AsyncWait armed on another {what}");
+        }
+    }
+
+    /// Arms for `owner` (`arm`: counted as a sleeper) or, already armed,
+    /// re-arms (`rearm`); either answers the bell value to wait on.
+    fn arm(&mut self, owner: u64, arm: impl FnOnce() -> u32, rearm: impl FnOnce() -> u32) -> u32 {
+        if self.armed.is_some() {
+            rearm()
+        } else {
+            self.armed = Some(owner);
+            arm()
+        }
+    }
+
+    /// Ends the wait: drops the registration and, if armed (by `owner`,
+    /// else panics naming `what`), `disarm`s. Idempotent.
+    fn end(&mut self, owner: u64, what: &str, disarm: impl FnOnce()) {
+        self.reg = None;
+        if let Some(o) = self.armed.take() {
+            assert_eq!(o, owner, "AsyncWait armed on another {what}");
+            disarm();
+        }
+    }
+
     /// Before re-checking: the liveness check is due (and its next instant
     /// set), the deadline has passed, or neither.
     fn tick(&mut self) -> Tick {
@@ -187,9 +215,7 @@ impl Consumer {
         wait: &mut AsyncWait,
         waker: &Waker,
     ) -> Poll<Result<Received>> {
-        if let Some(owner) = wait.armed {
-            assert_eq!(owner, self.id(), "AsyncWait armed on another consumer");
-        }
+        wait.check_owner(self.id(), "consumer");
         let r = self.poll_recv_inner(wait, waker);
         if r.is_ready() {
             self.end_wait(wait);
@@ -211,13 +237,7 @@ impl Consumer {
                 Tick::Check | Tick::Wait => {}
             }
             // Handshake 2: counted as a sleeper, fence, bell, re-check.
-            let bell = match wait.armed {
-                Some(_) => core.rearm_wait(),
-                None => {
-                    wait.armed = Some(self.id());
-                    core.arm_wait()
-                }
-            };
+            let bell = wait.arm(self.id(), || core.arm_wait(), || core.rearm_wait());
             if let Some(r) = core.try_recv().map_err(map_protocol)? {
                 return Poll::Ready(Ok(r));
             }
@@ -232,11 +252,7 @@ impl Consumer {
     /// # Panics
     /// When `wait` is armed on another consumer.
     pub fn end_wait(&self, wait: &mut AsyncWait) {
-        wait.reg = None;
-        if let Some(owner) = wait.armed.take() {
-            assert_eq!(owner, self.id(), "AsyncWait armed on another consumer");
-            self.core().disarm_wait();
-        }
+        wait.end(self.id(), "consumer", || self.core().disarm_wait());
     }
 }
 
@@ -304,9 +320,7 @@ impl Producer {
     /// [`Producer::poll_loan`] answering the loaned buffer's index, for
     /// futures that build the loan with a lifetime of their own.
     pub(crate) fn poll_loaned(&self, wait: &mut AsyncWait, waker: &Waker) -> Poll<Result<u32>> {
-        if let Some(owner) = wait.armed {
-            assert_eq!(owner, self.id(), "AsyncWait armed on another producer");
-        }
+        wait.check_owner(self.id(), "producer");
         let r = self.poll_loan_inner(wait, waker);
         if r.is_ready() {
             self.end_wait(wait);
@@ -328,13 +342,7 @@ impl Producer {
                 Tick::Check | Tick::Wait => {}
             }
             // Handshake 3: announce, fence, bell, re-check.
-            let bell = match wait.armed {
-                Some(_) => core.rearm_wait(),
-                None => {
-                    wait.armed = Some(self.id());
-                    core.arm_wait()
-                }
-            };
+            let bell = wait.arm(self.id(), || core.arm_wait(), || core.rearm_wait());
             if let Some(b) = core.try_loan().map_err(map_protocol)? {
                 return Poll::Ready(Ok(b));
             }
@@ -348,11 +356,7 @@ impl Producer {
     /// # Panics
     /// When `wait` is armed on another producer.
     pub fn end_wait(&self, wait: &mut AsyncWait) {
-        wait.reg = None;
-        if let Some(owner) = wait.armed.take() {
-            assert_eq!(owner, self.id(), "AsyncWait armed on another producer");
-            self.core().disarm_wait();
-        }
+        wait.end(self.id(), "producer", || self.core().disarm_wait());
     }
 }
 
